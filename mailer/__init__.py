@@ -1,0 +1,133 @@
+"""django-mailer: queue outgoing email in the database, send it from another process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+__version__ = "3.0.0.dev0"
+
+__all__ = [
+    "__version__",
+    "get_priority",
+    "mail_admins",
+    "mail_managers",
+    "send_html_mail",
+    "send_mail",
+    "send_mass_mail",
+]
+
+# The functions import lazily: this package is imported before Django's apps
+# are ready (INSTALLED_APPS, settings), and must not touch the models then.
+
+
+def get_priority(priority: Any) -> int:
+    """``None`` -> ``PRIORITY_MEDIUM``; a ``PRIORITY_*`` constant as is; else ``ValueError``.
+
+    The old labels ``"high"``, ``"medium"`` and ``"low"`` still work, with a
+    ``DeprecationWarning``.
+    """
+    from mailer.enqueue import get_priority
+
+    return get_priority(priority)
+
+
+def send_mail(
+    subject: str,
+    message: str,
+    from_email: str | None,
+    recipient_list: Sequence[str],
+    priority: int | None = None,
+    fail_silently: bool = False,
+    auth_user: str | None = None,
+    auth_password: str | None = None,
+) -> int:
+    """Queue one plain text email, like :func:`django.core.mail.send_mail`. Returns 1."""
+    from django.core.mail import EmailMessage
+    from django.utils.encoding import force_str
+
+    from mailer import enqueue
+
+    email = EmailMessage(force_str(subject), force_str(message), from_email, list(recipient_list))
+    enqueue.queue([email], priority)
+    return 1
+
+
+def send_html_mail(
+    subject: str,
+    message: str,
+    message_html: str,
+    from_email: str | None,
+    recipient_list: Sequence[str],
+    priority: int | None = None,
+    fail_silently: bool = False,
+    auth_user: str | None = None,
+    auth_password: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> int:
+    """Queue an email with a plain text body and a ``text/html`` alternative. Returns 1."""
+    from django.core.mail import EmailMultiAlternatives
+    from django.utils.encoding import force_str
+
+    from mailer import enqueue
+
+    email = EmailMultiAlternatives(
+        force_str(subject), force_str(message), from_email, list(recipient_list), headers=headers
+    )
+    email.attach_alternative(force_str(message_html), "text/html")
+    enqueue.queue([email], priority)
+    return 1
+
+
+def send_mass_mail(
+    datatuple: Iterable[tuple[str, str, str | None, Sequence[str]]],
+    fail_silently: bool = False,
+    auth_user: str | None = None,
+    auth_password: str | None = None,
+    connection: Any = None,
+) -> int:
+    """Queue one email per ``(subject, message, from_email, recipient_list)``, in one transaction.
+
+    Returns the number queued.
+    """
+    from django.core.mail import EmailMessage
+    from django.utils.encoding import force_str
+
+    from mailer import enqueue
+
+    emails = [
+        EmailMessage(force_str(subject), force_str(message), sender, list(recipients))
+        for subject, message, sender, recipients in datatuple
+    ]
+    return enqueue.queue(emails) if emails else 0
+
+
+def _site_mail(setting: str, subject: str, message: str, priority: int | None) -> int:
+    from django.conf import settings
+    from django.utils.encoding import force_str
+
+    # (name, address) pairs before Django 6.0; plain addresses from then on.
+    recipients = [entry if isinstance(entry, str) else entry[1] for entry in getattr(settings, setting)]
+    if not recipients:
+        return 0
+    return send_mail(
+        f"{settings.EMAIL_SUBJECT_PREFIX}{force_str(subject)}",
+        message,
+        settings.SERVER_EMAIL,
+        recipients,
+        priority=priority,
+    )
+
+
+def mail_admins(
+    subject: str, message: str, fail_silently: bool = False, connection: Any = None, priority: int | None = None
+) -> int:
+    """Queue an email to ``ADMINS``, subject prefixed with ``EMAIL_SUBJECT_PREFIX``, from ``SERVER_EMAIL``."""
+    return _site_mail("ADMINS", subject, message, priority)
+
+
+def mail_managers(
+    subject: str, message: str, fail_silently: bool = False, connection: Any = None, priority: int | None = None
+) -> int:
+    """Queue an email to ``MANAGERS``, like :func:`mail_admins`."""
+    return _site_mail("MANAGERS", subject, message, priority)

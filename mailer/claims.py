@@ -1,0 +1,52 @@
+"""Claim a batch of queued messages for one sender: the database-specific part of sending.
+
+Call :func:`claim` inside ``transaction.atomic(using=...)``. The rows it
+returns stay claimed until that transaction ends, so no other sender gets
+them meanwhile:
+
+* PostgreSQL, MySQL 8 and MariaDB 10.6+ lock the rows with
+  ``SELECT ... FOR UPDATE SKIP LOCKED``: concurrent senders each take the
+  next rows nobody holds, and share the queue.
+* SQLite has no row locks. The claim starts with a write, which takes the
+  database's write lock at once: a second sender waits (SQLite's busy
+  timeout) instead of reading rows the first one is sending.
+* Other databases lock the rows with a plain ``SELECT ... FOR UPDATE``: safe,
+  but concurrent senders take turns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from django.db import connections
+from django.db.models import QuerySet
+
+from mailer.models import PRIORITY_DEFERRED, Message
+
+
+def in_send_order(queryset: QuerySet | None = None) -> QuerySet:
+    """Non-deferred messages (of ``queryset``, or all) by priority, oldest first."""
+    if queryset is None:
+        queryset = Message.objects.all()
+    return queryset.exclude(priority=PRIORITY_DEFERRED).order_by("priority", "when_added", "id")
+
+
+def claim(queryset: QuerySet | None, limit: int, using: str, exclude: Collection[int] = ()) -> list[Message]:
+    """Claim up to ``limit`` messages in send order, for the current transaction."""
+    queryset = in_send_order(queryset).using(using)
+    if exclude:
+        queryset = queryset.exclude(pk__in=exclude)
+    connection = connections[using]
+    if connection.features.has_select_for_update_skip_locked:
+        queryset = queryset.select_for_update(skip_locked=True)
+    elif connection.vendor == "sqlite":
+        _take_sqlite_write_lock(connection)
+    elif connection.features.has_select_for_update:
+        queryset = queryset.select_for_update()
+    return list(queryset[:limit])
+
+
+def _take_sqlite_write_lock(connection) -> None:
+    table = connection.ops.quote_name(Message._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET priority = priority WHERE 1 = 0")

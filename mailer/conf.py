@@ -1,0 +1,50 @@
+"""Every ``MAILER_*`` setting with its default, read when it is used.
+
+django-mailer 2.x read some settings at import time, so ``override_settings``
+and tests could not change them. Here every access goes through
+:data:`mailer_settings`, which looks the value up on each call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Queueing
+    "MESSAGES_BATCH_SIZE": None,
+    # The backend that really sends.
+    "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+    # Delivery control
+    "EMAIL_MAX_BATCH": None,
+    "EMAIL_MAX_DEFERRED": None,
+    "EMAIL_THROTTLE": 0,
+    "EMAIL_MAX_RETRIES": None,
+    "EMAIL_LOG_MESSAGE_DATA": True,
+    "ERROR_HANDLER": "mailer.engine.handle_delivery_exception",
+    "PAUSE_SEND": False,
+    "EMPTY_QUEUE_SLEEP": 30,
+    # How many messages one transaction claims, and how long the results of
+    # messages already handed to the backend may stay uncommitted.
+    "COMMIT_BATCH_SIZE": 100,
+    "COMMIT_INTERVAL": 0.02,
+    # Locking
+    "USE_FILE_LOCK": True,
+    "LOCK_PATH": None,
+    "LOCK_WAIT_TIMEOUT": -1,
+}
+
+
+class MailerSettings:
+    """Attribute access to ``settings.MAILER_<NAME>``, falling back to the default."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            default = DEFAULTS[name]
+        except KeyError:
+            raise AttributeError(f"Unknown django-mailer setting: MAILER_{name}") from None
+        return getattr(settings, f"MAILER_{name}", default)
+
+
+mailer_settings = MailerSettings()

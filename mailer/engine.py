@@ -1,0 +1,341 @@
+"""Send the queue: claim a batch, hand each message to the real backend, log, commit.
+
+Nothing here is specific to a database; :mod:`mailer.claims` holds that.
+
+Delivery semantics, per transaction: a sender claims up to
+``MAILER_COMMIT_BATCH_SIZE`` messages (locked against other senders), hands
+them to the backend one by one, and commits the results (log rows written,
+sent rows deleted) after that many messages or ``MAILER_COMMIT_INTERVAL``
+seconds, whichever comes first. Claimed messages it did not reach are
+released by the same commit. If the sender dies before a commit, the
+messages it handed to the backend in that transaction are still queued and
+will be sent again: at most the batch size, and in practice the messages
+sent within one commit interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.mail import EmailMessage
+from django.core.mail.backends.base import BaseEmailBackend
+from django.core.mail.message import make_msgid
+from django.core.mail.utils import DNS_NAME
+from django.db import close_old_connections, router, transaction
+from django.db.models import QuerySet
+from django.utils.module_loading import import_string
+
+from mailer import claims, serialization
+from mailer.conf import mailer_settings
+from mailer.delivery import open_connection, sending_backend_class
+from mailer.locking import acquire_lock, release_lock
+from mailer.models import (
+    PRIORITY_DEFERRED,
+    RESULT_DONT_SEND,
+    RESULT_FAILURE,
+    RESULT_SUCCESS,
+    Message,
+    MessageLog,
+    get_message_id,
+    log_fields,
+)
+from mailer.recipients import remove_blocked
+
+__all__ = [
+    "SendResult",
+    "acquire_lock",
+    "handle_delivery_exception",
+    "prioritize",
+    "release_lock",
+    "send_all",
+    "send_loop",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFERRABLE_EXCEPTIONS = (
+    smtplib.SMTPAuthenticationError,
+    smtplib.SMTPDataError,
+    smtplib.SMTPRecipientsRefused,
+    smtplib.SMTPSenderRefused,
+    OSError,  # socket.error
+)
+
+
+def prioritize(queryset: QuerySet | None = None) -> QuerySet:
+    """The queue (or ``queryset``) in the order it is sent: high, medium, low; oldest first; never deferred."""
+    return claims.in_send_order(queryset)
+
+
+def handle_delivery_exception(
+    connection: BaseEmailBackend | None, message: Message, exc: Exception
+) -> tuple[BaseEmailBackend | None, str]:
+    """The default ``MAILER_ERROR_HANDLER``.
+
+    Defers the message and logs the failure for SMTP authentication, data,
+    recipient and sender errors and network errors, asking for a new
+    connection; re-raises anything else.
+    """
+    if isinstance(exc, DEFERRABLE_EXCEPTIONS):
+        message.defer()
+        logger.info("message deferred due to failure: %s", exc)
+        MessageLog.objects.log(message, RESULT_FAILURE, log_message=str(exc))
+        return None, "deferred"
+    raise exc
+
+
+@dataclass
+class SendResult:
+    """What one :func:`send_all` pass did."""
+
+    sent: int = 0
+    deferred: int = 0
+    skipped: int = 0  # no recipient left after the don't-send list
+    failed: int = 0  # undecodable data, or an exception the error handler re-raised
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"sent {self.sent}, deferred {self.deferred}, skipped {self.skipped}, "
+            f"failed {self.failed} in {self.seconds:.2f}s"
+        )
+
+
+@dataclass
+class _Batch:
+    """Results of one claimed batch, written in bulk before its transaction commits."""
+
+    done: list[int] = field(default_factory=list)  # rows to delete from the queue
+    logs: list[MessageLog] = field(default_factory=list)
+    error: BaseException | None = None  # re-raised once the batch is committed
+    stopped_early: bool = False
+
+
+class _Sender:
+    """One pass over the queue. Holds the backend connection and the counts."""
+
+    def __init__(self, queryset: QuerySet | None) -> None:
+        self.queryset = queryset
+        self.using = router.db_for_write(Message)
+        self.error_handler = import_string(mailer_settings.ERROR_HANDLER)
+        self.connection: BaseEmailBackend | None = None
+        self.result = SendResult()
+        # Messages the error handler reported "deferred" but left queued: not retried in this pass.
+        self.passed_over: set[int] = set()
+        self.claim_size = mailer_settings.COMMIT_BATCH_SIZE
+
+    def run(self) -> SendResult:
+        started = time.monotonic()
+        throttle = mailer_settings.EMAIL_THROTTLE
+        try:
+            while not self.limits_reached():
+                batch = _Batch()
+                with transaction.atomic(using=self.using):
+                    messages = claims.claim(
+                        self.queryset, 1 if throttle else self.claim_size, self.using, self.passed_over
+                    )
+                    if not messages:
+                        break
+                    try:
+                        self.process(messages, batch)
+                    except (KeyboardInterrupt, SystemExit) as stop:
+                        # Keep what was sent before the interruption, then stop.
+                        batch.error = stop
+                    self.write(batch)
+                self.adapt_claim_size(batch)
+                if batch.error is not None:
+                    raise batch.error
+                if throttle:
+                    logger.debug("Throttling email delivery. Sleeping %s seconds", throttle)
+                    time.sleep(throttle)
+        finally:
+            self.close_connection()
+            self.result.seconds = time.monotonic() - started
+        return self.result
+
+    def process(self, messages: list[Message], batch: _Batch) -> None:
+        emails = {}
+        for message in messages:
+            try:
+                emails[message.pk] = serialization.loads(message.message_data)
+            except serialization.UndecodableMessage as exc:
+                self.discard(message, exc, batch)
+        blocked = {id(email) for email in remove_blocked(list(emails.values()))}
+        deadline = time.monotonic() + mailer_settings.COMMIT_INTERVAL
+        for message in messages:
+            email = emails.get(message.pk)
+            if email is None:
+                continue
+            # The handler and MessageLog.objects.log() read message.email: decode once.
+            message._email_cache = (message.message_data, email)
+            if id(email) in blocked:
+                logger.info("not sending message %s: no recipient left after the don't send list", message.pk)
+                batch.logs.append(MessageLog(**log_fields(message, email, RESULT_DONT_SEND, "no recipient left")))
+                batch.done.append(message.pk)
+                self.result.skipped += 1
+            elif not self.send(message, email, batch):
+                return
+            if self.limits_reached():
+                return
+            if time.monotonic() >= deadline:
+                batch.stopped_early = True
+                return
+
+    def send(self, message: Message, email: EmailMessage, batch: _Batch) -> bool:
+        """Hand one message to the backend; False when the pass must stop."""
+        if get_message_id(email) is None:
+            email.extra_headers["Message-ID"] = make_msgid(domain=DNS_NAME)
+        logger.info("sending message '%s' to %s", email.subject, ", ".join(map(str, email.to)))
+        try:
+            if self.connection is None:
+                self.connection = open_connection()
+            email.connection = self.connection
+            try:
+                self.connection.send_messages([email])
+            finally:
+                email.connection = None
+        except Exception as exc:
+            return self.handle_exception(message, email, exc, batch)
+        batch.logs.append(MessageLog(**log_fields(message, email, RESULT_SUCCESS)))
+        batch.done.append(message.pk)
+        self.result.sent += 1
+        return True
+
+    def handle_exception(self, message: Message, email: EmailMessage, exc: Exception, batch: _Batch) -> bool:
+        try:
+            connection, action = self.error_handler(self.connection, message, exc)
+            if action not in ("sent", "deferred"):
+                raise ValueError(f"MAILER_ERROR_HANDLER returned {action!r}; expected 'sent' or 'deferred'")
+        except Exception as error:
+            # A poison message: put it aside with the traceback, keep what this
+            # batch did, and re-raise once that is committed.
+            self.discard_connection()
+            Message.objects.using(self.using).filter(pk=message.pk).update(priority=PRIORITY_DEFERRED)
+            message.priority = PRIORITY_DEFERRED
+            batch.logs.append(MessageLog(**log_fields(message, email, RESULT_FAILURE, traceback.format_exc())))
+            logger.error("message %s deferred: sending it raised %r", message.pk, error)
+            self.result.failed += 1
+            batch.error = error
+            return False
+        if connection is not self.connection:
+            self.discard_connection()
+            self.connection = connection
+        if action == "sent":
+            batch.logs.append(MessageLog(**log_fields(message, email, RESULT_SUCCESS)))
+            batch.done.append(message.pk)
+            self.result.sent += 1
+        else:
+            if message.priority != PRIORITY_DEFERRED:
+                self.passed_over.add(message.pk)
+            self.result.deferred += 1
+        return True
+
+    def discard(self, message: Message, exc: serialization.UndecodableMessage, batch: _Batch) -> None:
+        logger.warning(
+            "message discarded due to failure in converting from DB. Added on '%s' with priority '%s': %s",
+            message.when_added,
+            message.priority,
+            exc,
+        )
+        batch.done.append(message.pk)
+        if message.message_data:
+            # Corrupt, not empty: keep the raw data in the log for inspection.
+            batch.logs.append(
+                MessageLog(
+                    message_data=message.message_data,
+                    when_added=message.when_added,
+                    priority=message.priority,
+                    result=RESULT_FAILURE,
+                    log_message=f"message discarded due to failure in converting from DB: {exc}",
+                )
+            )
+            self.result.failed += 1
+
+    def write(self, batch: _Batch) -> None:
+        MessageLog.objects.using(self.using).bulk_create(batch.logs)
+        if batch.done:
+            Message.objects.using(self.using).filter(pk__in=batch.done).delete()
+
+    def adapt_claim_size(self, batch: _Batch) -> None:
+        # Claim about as many rows as one commit interval takes, so a slow
+        # relay does not fetch (and release) a hundred payloads per message.
+        handled = len(batch.done) or 1
+        maximum = mailer_settings.COMMIT_BATCH_SIZE
+        self.claim_size = min(maximum, 2 * handled) if batch.stopped_early else maximum
+
+    def limits_reached(self) -> bool:
+        max_batch = mailer_settings.EMAIL_MAX_BATCH
+        if max_batch is not None and self.result.sent >= max_batch:
+            logger.info("EMAIL_MAX_BATCH (%s) reached, stopping for this round", max_batch)
+            return True
+        max_deferred = mailer_settings.EMAIL_MAX_DEFERRED
+        if max_deferred is not None and self.result.deferred >= max_deferred:
+            logger.warning("EMAIL_MAX_DEFERRED (%s) reached, stopping for this round", max_deferred)
+            return True
+        return False
+
+    def discard_connection(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:
+                logger.debug("closing a failed connection raised", exc_info=True)
+
+    def close_connection(self) -> None:
+        self.discard_connection()
+
+
+def send_all(queryset: QuerySet | None = None) -> SendResult | None:
+    """Send the queue once (or the messages of ``queryset``).
+
+    Returns what was done, or ``None`` when another run holds the lock.
+    Re-raises an exception the error handler re-raised, after putting that
+    message aside (deferred, with the traceback in the log).
+    """
+    sending_backend_class()  # Refuse a backend loop before touching anything.
+    lock = None
+    if mailer_settings.USE_FILE_LOCK:
+        acquired, lock = acquire_lock()
+        if not acquired:
+            return None
+    try:
+        result = _Sender(queryset).run()
+    finally:
+        if lock is not None:
+            release_lock(lock)
+    logger.info(
+        "Sent: %s", result, extra={"sent": result.sent, "deferred": result.deferred, "duration": result.seconds}
+    )
+    return result
+
+
+def send_loop() -> None:
+    """Send forever: wait while nothing is queued, then :func:`send_all`.
+
+    An exception from one pass is logged and the loop goes on; the message
+    that caused it has been deferred, so the next pass sends the rest.
+    """
+    while True:
+        sleep: Any = mailer_settings.EMPTY_QUEUE_SLEEP
+        close_old_connections()
+        while not Message.objects.non_deferred().exists():
+            logger.debug("sleeping for %s seconds before checking queue again", sleep)
+            time.sleep(sleep)
+            close_old_connections()
+        try:
+            result = send_all()
+        except ImproperlyConfigured:
+            raise
+        except Exception:
+            logger.exception("sending failed; carrying on")
+            time.sleep(min(sleep, 1))
+            continue
+        if result is None or result.sent == 0:
+            time.sleep(sleep)

@@ -1,0 +1,122 @@
+"""Validate emails, apply the don't-send list and store them on the queue.
+
+Shared by :class:`mailer.backend.DbBackend` and the functions in :mod:`mailer`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.mail import BadHeaderError, EmailMessage
+from django.db import router, transaction
+
+from mailer.conf import mailer_settings
+from mailer.models import (
+    PRIORITY_MAPPING,
+    PRIORITY_MEDIUM,
+    RESULT_DONT_SEND,
+    Message,
+    MessageLog,
+    log_fields,
+)
+from mailer.recipients import address_key, blocked_addresses, remove_blocked
+
+
+def get_priority(priority: Any) -> int:
+    """Turn a ``priority`` argument into one of the ``PRIORITY_*`` constants.
+
+    ``None`` means medium. The labels ``"high"``, ``"medium"`` and ``"low"``
+    still work but are deprecated; anything else raises ``ValueError``.
+    """
+    if priority is None:
+        return PRIORITY_MEDIUM
+    if isinstance(priority, str) and priority in PRIORITY_MAPPING:
+        warnings.warn(
+            f"Pass one of the mailer.models.PRIORITY_* constants as priority, not {priority!r}.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return PRIORITY_MAPPING[priority]
+    if isinstance(priority, bool) or priority not in PRIORITY_MAPPING.values():
+        raise ValueError(f"Invalid priority {priority!r}: use one of the mailer.models.PRIORITY_* constants.")
+    return priority
+
+
+def validate(email: EmailMessage) -> None:
+    """Reject what could never be sent, before anything is stored."""
+    for field in ("to", "cc", "bcc", "reply_to"):
+        for address in getattr(email, field):
+            if not isinstance(address, str):
+                raise TypeError(f"{field} addresses must be strings, not {type(address).__name__}: {address!r}")
+    headers = {"Subject": email.subject, **email.extra_headers}
+    for name, value in headers.items():
+        if isinstance(value, str) and ("\n" in value or "\r" in value):
+            raise BadHeaderError(f"Header values can't contain newlines (got {value!r} for header {name!r})")
+
+
+def queue(emails: Sequence[EmailMessage], priority: Any = None) -> int:
+    """Store ``emails`` on the queue in one transaction; return how many were queued.
+
+    Either the whole batch is stored or, if anything is wrong, none of it.
+    Emails left without any recipient by the don't-send list are not queued
+    but logged with ``RESULT_DONT_SEND``.
+    """
+    priority = get_priority(priority)
+    for email in emails:
+        validate(email)
+    empty = {id(email) for email in remove_blocked(emails)}
+    messages = []
+    logs = []
+    for email in emails:
+        message = Message(priority=priority)
+        message.email = email
+        if id(email) in empty:
+            logs.append(MessageLog(**log_fields(message, email, RESULT_DONT_SEND, "no recipient left to send to")))
+        else:
+            messages.append(message)
+    with transaction.atomic(using=router.db_for_write(Message)):
+        Message.objects.bulk_create(messages, batch_size=mailer_settings.MESSAGES_BATCH_SIZE)
+        MessageLog.objects.bulk_create(logs)
+    return len(messages)
+
+
+def filter_recipient_list(lst: list[str] | None) -> list[str] | None:
+    """``lst`` without the addresses on the don't-send list (one query)."""
+    if lst is None:
+        return None
+    blocked = blocked_addresses(lst)
+    if not blocked:
+        return list(lst)
+    return [address for address in lst if address_key(address) not in blocked]
+
+
+def make_message(
+    subject: str = "",
+    body: str = "",
+    from_email: str | None = None,
+    to: list[str] | None = None,
+    bcc: list[str] | None = None,
+    attachments: list | None = None,
+    headers: dict | None = None,
+    priority: Any = None,
+) -> Message:
+    """An unsaved :class:`Message` for these parameters, to and bcc filtered.
+
+    Call ``save()`` on it when it is ready to be queued. The don't-send list is
+    applied again when the message is sent.
+    """
+    email = EmailMessage(
+        subject=subject,
+        body=body,
+        from_email=from_email,
+        to=filter_recipient_list(to),
+        bcc=filter_recipient_list(bcc),
+        attachments=attachments,
+        headers=headers,
+    )
+    validate(email)
+    message = Message(priority=get_priority(priority))
+    message.email = email
+    return message

@@ -1,0 +1,293 @@
+"""The queue (:class:`Message`), the log (:class:`MessageLog`) and the don't-send list."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.mail import EmailMessage
+from django.db import models
+from django.utils.timezone import now
+from django.utils.translation import gettext_lazy as _
+
+from mailer import serialization
+from mailer.conf import mailer_settings
+
+logger = logging.getLogger(__name__)
+
+PRIORITY_HIGH = 1
+PRIORITY_MEDIUM = 2
+PRIORITY_LOW = 3
+PRIORITY_DEFERRED = 4
+
+PRIORITIES = [
+    (PRIORITY_HIGH, "high"),
+    (PRIORITY_MEDIUM, "medium"),
+    (PRIORITY_LOW, "low"),
+    (PRIORITY_DEFERRED, "deferred"),
+]
+
+PRIORITY_MAPPING = {label: value for value, label in PRIORITIES}
+
+RESULT_SUCCESS = "1"
+RESULT_DONT_SEND = "2"
+RESULT_FAILURE = "3"
+
+RESULT_CODES = (
+    (RESULT_SUCCESS, "success"),
+    (RESULT_DONT_SEND, "don't send"),
+    (RESULT_FAILURE, "failure"),
+)
+
+
+def email_to_db(obj: Any) -> str:
+    """Serialise an email (or any picklable object) for ``message_data``."""
+    return serialization.dumps(obj)
+
+
+def db_to_email(data: str | bytes | None) -> Any:
+    """Decode ``message_data``; ``None`` when it is empty or cannot be decoded."""
+    if not data:
+        return None
+    try:
+        return serialization.loads(data)
+    except serialization.UndecodableMessage as exc:
+        logger.warning("Cannot decode message data: %s", exc)
+        return None
+
+
+def get_message_id(email: EmailMessage) -> str | None:
+    """The email's Message-ID header, whatever the case of its name."""
+    for key, value in email.extra_headers.items():
+        if key.lower() == "message-id":
+            return value
+    return None
+
+
+class MessageQuerySet(models.QuerySet):
+    def high_priority(self) -> MessageQuerySet:
+        return self.filter(priority=PRIORITY_HIGH)
+
+    def medium_priority(self) -> MessageQuerySet:
+        return self.filter(priority=PRIORITY_MEDIUM)
+
+    def low_priority(self) -> MessageQuerySet:
+        return self.filter(priority=PRIORITY_LOW)
+
+    def non_deferred(self) -> MessageQuerySet:
+        return self.exclude(priority=PRIORITY_DEFERRED)
+
+    def deferred(self) -> MessageQuerySet:
+        return self.filter(priority=PRIORITY_DEFERRED)
+
+    def retry_deferred(self, new_priority: int = PRIORITY_MEDIUM) -> int:
+        """Put deferred messages back on the queue; return how many.
+
+        With ``MAILER_EMAIL_MAX_RETRIES`` set, a message that has been retried
+        that many times already stays deferred.
+        """
+        queryset = self.deferred()
+        max_retries = mailer_settings.EMAIL_MAX_RETRIES
+        if max_retries is not None:
+            queryset = queryset.filter(retry_count__lt=max_retries)
+        return queryset.update(priority=new_priority, retry_count=models.F("retry_count") + 1)
+
+
+class MessageManager(models.Manager.from_queryset(MessageQuerySet)):
+    pass
+
+
+class Message(models.Model):
+    """An email waiting to be sent."""
+
+    id = models.BigAutoField(auto_created=True, primary_key=True, verbose_name="ID")
+    message_data = models.TextField()
+    when_added = models.DateTimeField(default=now)
+    priority = models.PositiveSmallIntegerField(choices=PRIORITIES, default=PRIORITY_MEDIUM)
+    retry_count = models.IntegerField(default=0)
+
+    objects = MessageManager()
+
+    class Meta:
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
+        indexes = [models.Index(fields=["priority", "when_added", "id"], name="mailer_message_queue_idx")]
+
+    def __str__(self) -> str:
+        try:
+            email = self.email
+            return f'On {self.when_added}, "{email.subject}" to {", ".join(email.to)}'
+        except Exception:
+            return "<Message repr unavailable>"
+
+    @property
+    def email(self) -> EmailMessage | None:
+        """The queued ``EmailMessage``; ``None`` when the data cannot be decoded.
+
+        The decoded object is kept until ``message_data`` changes, so reading
+        this property repeatedly decodes once. After changing the returned
+        object, assign it back to store the change.
+        """
+        data = self.message_data
+        cached = self.__dict__.get("_email_cache")
+        if cached is not None and cached[0] is data:
+            return cached[1]
+        email = db_to_email(data)
+        self._email_cache = (data, email)
+        return email
+
+    @email.setter
+    def email(self, value: EmailMessage) -> None:
+        data = email_to_db(value)
+        self.message_data = data
+        self._email_cache = (data, value)
+
+    @property
+    def to_addresses(self) -> list[str]:
+        email = self.email
+        return list(email.to) if email is not None else []
+
+    @property
+    def subject(self) -> str:
+        email = self.email
+        return email.subject if email is not None else ""
+
+    def defer(self) -> None:
+        """Take the message out of the queue until ``retry_deferred`` runs."""
+        self.priority = PRIORITY_DEFERRED
+        self.save(update_fields=["priority"])
+
+
+class DontSendEntryManager(models.Manager):
+    def has_address(self, address: str) -> bool:
+        """Is ``address`` on the don't-send list? Case does not matter."""
+        return self.filter(to_address__iexact=address).exists()
+
+
+class DontSendEntry(models.Model):
+    """An address that must not receive mail."""
+
+    id = models.BigAutoField(auto_created=True, primary_key=True, verbose_name="ID")
+    to_address = models.EmailField(max_length=254)
+    when_added = models.DateTimeField()
+
+    objects = DontSendEntryManager()
+
+    class Meta:
+        verbose_name = _("don't send entry")
+        verbose_name_plural = _("don't send entries")
+
+    def __str__(self) -> str:
+        return self.to_address
+
+
+class MessageLogManager(models.Manager):
+    def log(self, message: Message, result_code: str, log_message: str = "") -> MessageLog:
+        """Record the outcome of an attempt to send ``message``."""
+        return self.create(**log_fields(message, message.email, result_code, log_message))
+
+    def purge_old_entries(self, days: int, result_codes: Iterable[str] | None = None) -> int:
+        """Delete entries older than ``days`` days with these results (default: success)."""
+        if result_codes is None:
+            result_codes = [RESULT_SUCCESS]
+        limit = now() - datetime.timedelta(days=days)
+        deleted, _per_model = self.filter(when_attempted__lt=limit, result__in=list(result_codes)).delete()
+        return deleted
+
+
+def log_fields(message: Message, email: EmailMessage | None, result_code: str, log_message: str = "") -> dict:
+    """The field values of a :class:`MessageLog` row for ``message``.
+
+    ``email`` is the message as it left (with the headers the backend added);
+    its data is kept unless ``MAILER_EMAIL_LOG_MESSAGE_DATA`` is false.
+    """
+    if not mailer_settings.EMAIL_LOG_MESSAGE_DATA:
+        data = None
+    elif email is None or email is message.email:
+        data = message.message_data
+    else:
+        data = email_to_db(email)
+    return {
+        "message_data": data,
+        "message_id": get_message_id(email) if email is not None else None,
+        "when_added": message.when_added,
+        "priority": message.priority,
+        "result": result_code,
+        "log_message": log_message,
+    }
+
+
+class MessageLog(models.Model):
+    """What happened to a message that left the queue (or failed to)."""
+
+    id = models.BigAutoField(auto_created=True, primary_key=True, verbose_name="ID")
+    message_data = models.TextField(null=True)
+    message_id = models.TextField(editable=False, null=True)
+    when_added = models.DateTimeField(db_index=True)
+    priority = models.PositiveSmallIntegerField(choices=PRIORITIES, db_index=True)
+    when_attempted = models.DateTimeField(default=now)
+    result = models.CharField(max_length=1, choices=RESULT_CODES)
+    log_message = models.TextField()
+
+    objects = MessageLogManager()
+
+    class Meta:
+        verbose_name = _("message log")
+        verbose_name_plural = _("message logs")
+
+    def __str__(self) -> str:
+        try:
+            email = self.email
+            if email is not None:
+                return f'On {self.when_attempted}, "{email.subject}" to {", ".join(email.to)}'
+            return f'On {self.when_attempted}, "{self.message_id}"'
+        except Exception:
+            return "<MessageLog repr unavailable>"
+
+    @property
+    def email(self) -> EmailMessage | None:
+        return db_to_email(self.message_data)
+
+    @property
+    def to_addresses(self) -> list[str] | None:
+        email = self.email
+        return list(email.to) if email is not None else None
+
+    @property
+    def subject(self) -> str | None:
+        email = self.email
+        return email.subject if email is not None else None
+
+
+def __getattr__(name: str) -> Any:
+    # django-mailer 2.x exported these from mailer.models; they live in
+    # mailer.enqueue, which imports this module, hence the late lookup.
+    if name in ("make_message", "filter_recipient_list"):
+        from mailer import enqueue
+
+        return getattr(enqueue, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "PRIORITY_HIGH",
+    "PRIORITY_MEDIUM",
+    "PRIORITY_LOW",
+    "PRIORITY_DEFERRED",
+    "PRIORITIES",
+    "PRIORITY_MAPPING",
+    "RESULT_SUCCESS",
+    "RESULT_DONT_SEND",
+    "RESULT_FAILURE",
+    "RESULT_CODES",
+    "Message",
+    "MessageLog",
+    "DontSendEntry",
+    "email_to_db",
+    "db_to_email",
+    "get_message_id",
+    "make_message",
+    "filter_recipient_list",
+]
