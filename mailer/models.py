@@ -288,6 +288,4 @@ __all__ = [
     "email_to_db",
     "db_to_email",
     "get_message_id",
-    "make_message",
-    "filter_recipient_list",
 ]
