@@ -1,0 +1,130 @@
+"""Fixtures shared by the whole test suite."""
+
+import email
+import email.policy
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import hypothesis
+import pytest
+from aiosmtpd.controller import Controller
+
+# Database round trips make run times uneven; a deadline would only make the suite flaky.
+hypothesis.settings.register_profile("mailer", deadline=None, database=None)
+hypothesis.settings.load_profile("mailer")
+
+
+@dataclass
+class ReceivedMessage:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    message: email.message.EmailMessage = field(repr=False)
+
+
+class SMTPSink:
+    """An SMTP server on 127.0.0.1 that keeps what it receives (see the ``smtp_server`` fixture)."""
+
+    def __init__(self):
+        self.host = "127.0.0.1"
+        self.port = None
+        self.messages: list[ReceivedMessage] = []
+        self.connections = 0
+        self._cond = threading.Condition()
+        self._controller = None
+
+    # aiosmtpd handler hook: runs in the server's thread for every DATA command.
+    async def handle_DATA(self, server, session, envelope):
+        data = envelope.original_content or envelope.content
+        received = ReceivedMessage(
+            mail_from=envelope.mail_from,
+            rcpt_tos=list(envelope.rcpt_tos),
+            data=data,
+            message=email.message_from_bytes(data, policy=email.policy.default),
+        )
+        with self._cond:
+            self.messages.append(received)
+            self._cond.notify_all()
+        return "250 Message accepted for delivery"
+
+    def _count_connection(self):
+        with self._cond:
+            self.connections += 1
+
+    def start(self):
+        sink = self
+
+        class CountingController(Controller):
+            def factory(self):  # called once per accepted connection
+                sink._count_connection()
+                return super().factory()
+
+        for attempt in range(5):
+            with socket.socket() as s:
+                s.bind((self.host, 0))
+                self.port = s.getsockname()[1]
+            self._controller = CountingController(self, hostname=self.host, port=self.port)
+            try:
+                self._controller.start()
+                break
+            except OSError:  # someone took the port between bind() and start()
+                if attempt == 4:
+                    raise
+        with self._cond:
+            self.connections = 0  # Controller.start() opens one connection to check the server is up
+
+    def stop(self):
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def wait_for(self, n, timeout=10):
+        """Wait until at least ``n`` messages arrived; return a copy of them, or fail the test on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.messages) < n:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"expected {n} message(s) within {timeout}s, got {len(self.messages)}")
+                self._cond.wait(remaining)
+            return list(self.messages)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _queue_through_mailer(django_test_environment):
+    """Django's test setup replaces EMAIL_BACKEND with locmem; put the queue back, as tests/settings.py has it.
+
+    What really sends is ``MAILER_EMAIL_BACKEND``: locmem, so ``mail.outbox`` holds what ``send_all()`` sent.
+    """
+    from django.conf import settings
+
+    settings.EMAIL_BACKEND = "mailer.backend.DbBackend"
+
+
+@pytest.fixture
+def smtp_server():
+    """A running SMTP sink: ``.host``, ``.port``, ``.messages``, ``.connections``, ``.wait_for(n)``."""
+    sink = SMTPSink()
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def smtp_settings(settings, smtp_server):
+    """Make the queue's real sender Django's SMTP backend, pointed at ``smtp_server``."""
+    settings.MAILER_EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = smtp_server.host
+    settings.EMAIL_PORT = smtp_server.port
+    settings.EMAIL_USE_TLS = False
+    return smtp_server
+
+
+@pytest.fixture(autouse=True)
+def lock_path(settings, tmp_path):
+    """Every test gets its own ``MAILER_LOCK_PATH`` under ``tmp_path``, so no lock file lands in the repo."""
+    path = str(tmp_path / "send_mail")
+    settings.MAILER_LOCK_PATH = path
+    return path
