@@ -5,6 +5,8 @@ Shared by :class:`mailer.backend.DbBackend` and the functions in :mod:`mailer`.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +25,18 @@ from mailer.models import (
 )
 from mailer.recipients import address_key, blocked_addresses, remove_blocked
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning name the first caller outside this package."""
+    frame = sys._getframe(1)  # the function that will call warnings.warn()
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
+
 
 def get_priority(priority: Any) -> int:
     """Turn a ``priority`` argument into one of the ``PRIORITY_*`` constants.
@@ -36,7 +50,7 @@ def get_priority(priority: Any) -> int:
         warnings.warn(
             f"Pass one of the mailer.models.PRIORITY_* constants as priority, not {priority!r}.",
             DeprecationWarning,
-            stacklevel=3,
+            stacklevel=_caller_stacklevel(),
         )
         return PRIORITY_MAPPING[priority]
     if isinstance(priority, bool) or priority not in PRIORITY_MAPPING.values():
@@ -50,6 +64,10 @@ def validate(email: EmailMessage) -> None:
         for address in getattr(email, field):
             if not isinstance(address, str):
                 raise TypeError(f"{field} addresses must be strings, not {type(address).__name__}: {address!r}")
+            if "\n" in address or "\r" in address:
+                raise BadHeaderError(f"Addresses can't contain newlines (got {address!r} in {field})")
+    if isinstance(email.from_email, str) and ("\n" in email.from_email or "\r" in email.from_email):
+        raise BadHeaderError(f"Addresses can't contain newlines (got {email.from_email!r} in from_email)")
     headers = {"Subject": email.subject, **email.extra_headers}
     for name, value in headers.items():
         if isinstance(value, str) and ("\n" in value or "\r" in value):

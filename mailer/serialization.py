@@ -13,6 +13,7 @@ made of, so a crafted row cannot import or call anything else.
 
 from __future__ import annotations
 
+import _compat_pickle
 import base64
 import binascii
 import io
@@ -143,17 +144,31 @@ _ALLOWED_CLASS_MODULES = ("django.core.mail.message", "email.")
 _CONNECTION_MODULES = ("django.core.mail.backends.", "mailer.backend")
 
 
+def _is_email_module(module: str) -> bool:
+    return module == "email" or module.startswith(_ALLOWED_CLASS_MODULES)
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that only builds the classes an email is made of."""
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocols 0-2 name Python 2 modules (``copy_reg``, ``__builtin__``): check what they stand for.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+        if not name.isidentifier():
+            # A dotted name ("EmailMessage.__init__.__class__") walks attributes from an allowed class to
+            # anything, the function and code types included: never part of an email.
+            raise UndecodableMessage(f"legacy data refers to {module}.{name}, which an email may not contain")
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         if module == "mailer.backend" or module.startswith(_CONNECTION_MODULES):
             return _DroppedConnection
-        if module.startswith(_ALLOWED_CLASS_MODULES) or module == "email":
+        if _is_email_module(module):
             obj = super().find_class(module, name)
-            if isinstance(obj, type):
+            # Only classes defined there: not what those modules import (functools.partial, io...).
+            if isinstance(obj, type) and _is_email_module(obj.__module__):
                 return obj
         raise UndecodableMessage(f"legacy data refers to {module}.{name}, which an email may not contain")
 
