@@ -107,6 +107,18 @@ class SendResult:
         )
 
 
+def _sent_log(message: Message, email: EmailMessage) -> MessageLog:
+    """The success log row, keeping the email as it left: with its Message-ID and any header the backend added.
+
+    ``log_fields()`` reuses ``message.message_data`` when handed ``message.email``, which is the data as
+    queued; the email was changed since, so it is encoded here (once).
+    """
+    fields = log_fields(message, email, RESULT_SUCCESS)
+    if fields["message_data"] is not None:
+        fields["message_data"] = serialization.dumps(email)
+    return MessageLog(**fields)
+
+
 @dataclass
 class _Batch:
     """Results of one claimed batch, written in bulk before its transaction commits."""
@@ -129,6 +141,7 @@ class _Sender:
         # Messages the error handler reported "deferred" but left queued: not retried in this pass.
         self.passed_over: set[int] = set()
         self.claim_size = mailer_settings.COMMIT_BATCH_SIZE
+        self.limit_logged = False
 
     def run(self) -> SendResult:
         started = time.monotonic()
@@ -202,7 +215,7 @@ class _Sender:
                 email.connection = None
         except Exception as exc:
             return self.handle_exception(message, email, exc, batch)
-        batch.logs.append(MessageLog(**log_fields(message, email, RESULT_SUCCESS)))
+        batch.logs.append(_sent_log(message, email))
         batch.done.append(message.pk)
         self.result.sent += 1
         return True
@@ -227,7 +240,7 @@ class _Sender:
             self.discard_connection()
             self.connection = connection
         if action == "sent":
-            batch.logs.append(MessageLog(**log_fields(message, email, RESULT_SUCCESS)))
+            batch.logs.append(_sent_log(message, email))
             batch.done.append(message.pk)
             self.result.sent += 1
         else:
@@ -270,13 +283,18 @@ class _Sender:
         self.claim_size = min(maximum, 2 * handled) if batch.stopped_early else maximum
 
     def limits_reached(self) -> bool:
+        # Asked after each message and again before each claim: say it once.
         max_batch = mailer_settings.EMAIL_MAX_BATCH
         if max_batch is not None and self.result.sent >= max_batch:
-            logger.info("EMAIL_MAX_BATCH (%s) reached, stopping for this round", max_batch)
+            if not self.limit_logged:
+                logger.info("EMAIL_MAX_BATCH (%s) reached, stopping for this round", max_batch)
+                self.limit_logged = True
             return True
         max_deferred = mailer_settings.EMAIL_MAX_DEFERRED
         if max_deferred is not None and self.result.deferred >= max_deferred:
-            logger.warning("EMAIL_MAX_DEFERRED (%s) reached, stopping for this round", max_deferred)
+            if not self.limit_logged:
+                logger.warning("EMAIL_MAX_DEFERRED (%s) reached, stopping for this round", max_deferred)
+                self.limit_logged = True
             return True
         return False
 

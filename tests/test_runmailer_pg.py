@@ -18,8 +18,7 @@ def queue_raw(dbname: str, subject: str) -> None:
     try:
         with conn.cursor() as cursor:
             cursor.execute(
-                "INSERT INTO mailer_message (message_data, when_added, priority, retry_count) "
-                "VALUES (%s, now(), 2, 0)",
+                "INSERT INTO mailer_message (message_data, when_added, priority, retry_count) VALUES (%s, now(), 2, 0)",
                 [data],
             )
     finally:

@@ -15,9 +15,10 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if options["debug"]:
             logging.getLogger("mailer").setLevel(logging.DEBUG)
-        self.stdout.write(f"{timezone.now():%B %d, %Y - %X}")
-        self.stdout.write("Starting django-mailer send loop. Quit with CONTROL-C.")
         try:
+            # Inside the try: a CONTROL-C that comes as the banner is printed is a clean stop too.
+            self.stdout.write(f"{timezone.now():%B %d, %Y - %X}")
+            self.stdout.write("Starting django-mailer send loop. Quit with CONTROL-C.")
             send_loop()
         except KeyboardInterrupt:
             self.stdout.write("Stopped.")

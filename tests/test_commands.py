@@ -1,0 +1,336 @@
+"""The management commands: in process with ``call_command``, and in child processes as cron and systemd run them."""
+
+import datetime
+import logging
+import signal
+import smtplib
+import sqlite3
+import time
+
+import pytest
+from django.core import mail
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from mailer.models import (
+    PRIORITY_DEFERRED,
+    PRIORITY_HIGH,
+    PRIORITY_MEDIUM,
+    RESULT_DONT_SEND,
+    RESULT_FAILURE,
+    RESULT_SUCCESS,
+    DontSendEntry,
+    Message,
+    MessageLog,
+    make_message,
+)
+from tests import test_engine
+from tests.procs import manage, popen_manage
+
+pytestmark = pytest.mark.django_db
+
+
+def queue(subject, priority=PRIORITY_MEDIUM, to=("to@example.com",), **fields):
+    message = make_message(subject=subject, body="body", from_email="from@example.com", to=list(to), priority=priority)
+    for name, value in fields.items():
+        setattr(message, name, value)
+    message.save()
+    return message
+
+
+def messages_from(caplog, logger_prefix="mailer"):
+    return [r.getMessage() for r in caplog.records if r.name.startswith(logger_prefix)]
+
+
+# --- send_mail --------------------------------------------------------------------------------------
+
+
+def test_send_mail_sends_and_logs_a_summary(caplog):
+    queue("one", PRIORITY_HIGH)
+    queue("two")
+    queue("never", PRIORITY_DEFERRED)
+    with caplog.at_level(logging.INFO, logger="mailer"):
+        call_command("send_mail")
+    assert [email.subject for email in mail.outbox] == ["one", "two"]
+    assert [m.subject for m in Message.objects.all()] == ["never"]
+    summaries = [r.getMessage() for r in caplog.records if r.name == "mailer.engine" and "sent 2" in r.getMessage()]
+    assert len(summaries) == 1
+    assert "sent 2, deferred 0, skipped 0, failed 0" in summaries[0]
+
+
+def test_send_mail_summary_counts_deferred_and_skipped(settings, caplog):
+    settings.MAILER_EMAIL_BACKEND = "tests.test_engine.FailingBackend"
+    test_engine.FAILURES["refused"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"no")})
+    try:
+        queue("refused", PRIORITY_HIGH)
+        queue("fine")
+        skipped = queue("skipped", to=["blocked@example.com"])
+        # Put on the don't-send list after the message was queued: honoured at send time.
+        DontSendEntry.objects.create(to_address="BLOCKED@example.com", when_added=timezone.now())
+        with caplog.at_level(logging.INFO, logger="mailer"):
+            call_command("send_mail")
+    finally:
+        test_engine.FAILURES.clear()
+    assert [email.subject for email in mail.outbox] == ["fine"]
+    summary = [m for m in messages_from(caplog, "mailer.engine") if m.startswith("Sent: ")]
+    assert len(summary) == 1
+    assert "sent 1, deferred 1, skipped 1, failed 0" in summary[0]
+    assert not Message.objects.filter(pk=skipped.pk).exists()
+    assert MessageLog.objects.filter(result=RESULT_DONT_SEND).count() == 1
+
+
+def test_send_mail_paused_sends_nothing_and_says_so(settings, caplog):
+    settings.MAILER_PAUSE_SEND = True
+    queue("waits")
+    with caplog.at_level(logging.INFO, logger="mailer"):
+        call_command("send_mail")
+    assert mail.outbox == []
+    assert Message.objects.count() == 1
+    assert MessageLog.objects.count() == 0
+    assert any("pause" in m.lower() for m in messages_from(caplog))
+
+
+@pytest.mark.parametrize("args", [["-c", "1"], ["--cron", "1"], ["--cron=1"]])
+def test_send_mail_cron_option_is_accepted_with_a_deprecation_warning(args):
+    queue("m")
+    with pytest.warns(DeprecationWarning, match="cron"):
+        call_command("send_mail", *args)
+    assert len(mail.outbox) == 1
+
+
+@pytest.mark.parametrize("args", [["-c", "1"], ["--cron", "1"]])
+def test_retry_deferred_cron_option_is_accepted_with_a_deprecation_warning(args):
+    queue("d", PRIORITY_DEFERRED)
+    with pytest.warns(DeprecationWarning, match="cron"):
+        call_command("retry_deferred", *args)
+    assert Message.objects.get().priority == PRIORITY_MEDIUM
+
+
+def test_no_deprecation_warning_without_cron(recwarn):
+    queue("m")
+    call_command("send_mail")
+    call_command("retry_deferred")
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
+
+
+# --- retry_deferred ---------------------------------------------------------------------------------
+
+
+def test_retry_deferred_moves_deferred_back_and_logs_the_count(caplog):
+    for n in range(3):
+        queue(f"d{n}", PRIORITY_DEFERRED, retry_count=n)
+    queue("high", PRIORITY_HIGH)
+    with caplog.at_level(logging.INFO, logger="mailer"):
+        call_command("retry_deferred")
+    assert Message.objects.deferred().count() == 0
+    assert sorted(Message.objects.filter(priority=PRIORITY_MEDIUM).values_list("retry_count", flat=True)) == [1, 2, 3]
+    assert Message.objects.get(priority=PRIORITY_HIGH).retry_count == 0
+    logged = messages_from(caplog, "mailer.management.commands.retry_deferred")
+    assert len(logged) == 1 and "3" in logged[0]
+
+
+def test_retry_deferred_respects_max_retries(settings, caplog):
+    settings.MAILER_EMAIL_MAX_RETRIES = 2
+    for n in range(4):
+        queue(f"d{n}", PRIORITY_DEFERRED, retry_count=n)
+    with caplog.at_level(logging.INFO, logger="mailer"):
+        call_command("retry_deferred")
+    assert sorted(Message.objects.deferred().values_list("retry_count", flat=True)) == [2, 3]
+    assert sorted(Message.objects.non_deferred().values_list("retry_count", flat=True)) == [1, 2]
+    logged = messages_from(caplog, "mailer.management.commands.retry_deferred")
+    assert len(logged) == 1 and "2" in logged[0]
+
+
+def test_retry_deferred_max_retries_zero_never_retries(settings):
+    settings.MAILER_EMAIL_MAX_RETRIES = 0
+    queue("d", PRIORITY_DEFERRED)
+    call_command("retry_deferred")
+    assert Message.objects.get().priority == PRIORITY_DEFERRED
+
+
+# --- purge_mail_log ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def logs():
+    """One old (10 days) and one recent (1 day) log entry per result; returns {(result, "old"|"new"): pk}."""
+    now = timezone.now()
+    made = {}
+    for result in (RESULT_SUCCESS, RESULT_DONT_SEND, RESULT_FAILURE):
+        for age, days in (("old", 10), ("new", 1)):
+            log = MessageLog.objects.create(
+                message_data=None,
+                message_id=f"<{result}.{age}@example.com>",
+                when_added=now - datetime.timedelta(days=days + 1),
+                priority=PRIORITY_MEDIUM,
+                when_attempted=now - datetime.timedelta(days=days),
+                result=result,
+                log_message="",
+            )
+            made[(result, age)] = log.pk
+    return made
+
+
+def remaining(logs):
+    left = set(MessageLog.objects.values_list("pk", flat=True))
+    return {key for key, pk in logs.items() if pk in left}
+
+
+def test_purge_mail_log_deletes_old_success_by_default(logs, caplog):
+    with caplog.at_level(logging.INFO, logger="mailer"):
+        call_command("purge_mail_log", "7")
+    assert remaining(logs) == set(logs) - {(RESULT_SUCCESS, "old")}
+    logged = messages_from(caplog, "mailer.management.commands.purge_mail_log")
+    assert len(logged) == 1 and "1" in logged[0]
+
+
+def test_purge_mail_log_failure(logs):
+    call_command("purge_mail_log", "7", "-r", "failure")
+    assert remaining(logs) == set(logs) - {(RESULT_FAILURE, "old")}
+
+
+def test_purge_mail_log_all(logs, caplog):
+    with caplog.at_level(logging.INFO, logger="mailer"):
+        call_command("purge_mail_log", "7", "--result", "all")
+    assert remaining(logs) == {(RESULT_SUCCESS, "new"), (RESULT_DONT_SEND, "new"), (RESULT_FAILURE, "new")}
+    assert "3" in messages_from(caplog, "mailer.management.commands.purge_mail_log")[0]
+
+
+def test_purge_mail_log_zero_days_deletes_everything_of_that_result(logs):
+    call_command("purge_mail_log", "0", "-r", "success")
+    assert remaining(logs) == set(logs) - {(RESULT_SUCCESS, "old"), (RESULT_SUCCESS, "new")}
+
+
+@pytest.mark.parametrize("args", [["-1"], ["abc"], ["1.5"], ["7", "-r", "bogus"], []])
+def test_purge_mail_log_bad_arguments_delete_nothing(logs, args):
+    with pytest.raises(CommandError):
+        call_command("purge_mail_log", *args)
+    assert remaining(logs) == set(logs)
+
+
+def test_send_mail_bad_cron_argument_is_an_error():
+    queue("m")
+    with pytest.raises(CommandError):
+        call_command("send_mail", "-c", "abc")
+    assert mail.outbox == []
+    assert Message.objects.count() == 1
+
+
+# --- In child processes -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path, smtp_server):
+    """A migrated SQLite file database for ``tests.project``, sending to ``smtp_server``: the env for ``manage``."""
+    db = tmp_path / "project.sqlite3"
+    env = {
+        "MAILER_TEST_DB": "sqlite",
+        "MAILER_TEST_DB_NAME": str(db),
+        "MAILER_TEST_SMTP_PORT": smtp_server.port,
+        "MAILER_TEST_LOCK_PATH": str(tmp_path / "send_mail"),
+    }
+    done = manage("migrate", "--no-input", env=env)
+    assert done.returncode == 0, done.stderr
+    env_db = dict(env)
+    env_db["db"] = str(db)
+    return env_db
+
+
+def child_env(project):
+    return {key: value for key, value in project.items() if key != "db"}
+
+
+QUEUE_ONE = "import mailer; mailer.send_mail('{subject}', 'body of {subject}', 'from@example.com', ['to@example.com'])"
+
+
+def queue_in(project, subject):
+    done = manage("shell", "-c", QUEUE_ONE.format(subject=subject), env=child_env(project))
+    assert done.returncode == 0, done.stderr
+
+
+def query(project, sql):
+    with sqlite3.connect(project["db"]) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def wait_until(condition, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_send_mail_in_a_child_process_delivers_over_smtp(project, smtp_server):
+    queue_in(project, "from cron")
+    queue_in(project, "second")
+    assert query(project, "SELECT count(*) FROM mailer_message") == [(2,)]
+
+    done = manage("send_mail", env=child_env(project))
+    assert done.returncode == 0, done.stderr
+    received = smtp_server.wait_for(2)
+    assert sorted(r.message["Subject"] for r in received) == ["from cron", "second"]
+    assert received[0].rcpt_tos == ["to@example.com"]
+    assert query(project, "SELECT count(*) FROM mailer_message") == [(0,)]
+    assert query(project, "SELECT result, count(*) FROM mailer_messagelog GROUP BY result") == [(RESULT_SUCCESS, 2)]
+    # The project's LOGGING decides where the summary goes: tests/project/settings.py sends it to stderr.
+    assert "mailer.engine: Sent: sent 2, deferred 0, skipped 0, failed 0" in done.stderr
+
+    again = manage("send_mail", env=child_env(project))
+    assert again.returncode == 0, again.stderr
+    assert len(smtp_server.messages) == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["purge_mail_log", "-1"], ["purge_mail_log", "abc"], ["purge_mail_log", "7", "-r", "bogus"]],
+)
+def test_bad_arguments_exit_non_zero_in_a_child_process(project, args):
+    queue_in(project, "stays")
+    done = manage(*args, env=child_env(project))
+    assert done.returncode != 0
+    assert "error" in done.stderr.lower()
+    assert query(project, "SELECT count(*) FROM mailer_message") == [(1,)]
+
+
+def test_runmailer_delivers_mail_queued_while_it_runs_and_stops_on_sigint(project, smtp_server):
+    env = {**child_env(project), "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2"}
+    proc = popen_manage("runmailer", env=env)
+    try:
+        first_line = proc.stdout.readline()  # the date; then the banner
+        assert first_line, proc.stderr.read()
+        assert "Starting django-mailer send loop" in proc.stdout.readline()
+        queue_in(project, "while running")
+        received = smtp_server.wait_for(1, timeout=30)
+        assert received[0].message["Subject"] == "while running"
+        queue_in(project, "and another")
+        smtp_server.wait_for(2, timeout=30)
+        # Delivered, but maybe not yet recorded: a stop now could leave it queued (see the engine's docstring).
+        wait_until(lambda: query(project, "SELECT count(*) FROM mailer_messagelog") == [(2,)])
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Stopped." in out
+    assert "Traceback" not in err
+    assert query(project, "SELECT count(*) FROM mailer_message") == [(0,)]
+    assert query(project, "SELECT count(*) FROM mailer_messagelog WHERE result = '1'") == [(2,)]
+    assert [r.message["Subject"] for r in smtp_server.messages] == ["while running", "and another"]
+
+
+def test_runmailer_stops_on_sigint_while_idle(project):
+    env = {**child_env(project), "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2"}
+    proc = popen_manage("runmailer", env=env)
+    try:
+        proc.stdout.readline()
+        assert "Starting" in proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Stopped." in out
