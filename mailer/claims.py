@@ -12,6 +12,8 @@ them meanwhile:
   timeout) instead of reading rows the first one is sending.
 * Other databases lock the rows with a plain ``SELECT ... FOR UPDATE``: safe,
   but concurrent senders take turns.
+
+:func:`remove` deletes the rows a sender is done with, in the same transaction.
 """
 
 from __future__ import annotations
@@ -44,6 +46,22 @@ def claim(queryset: QuerySet | None, limit: int, using: str, exclude: Collection
     elif connection.features.has_select_for_update:
         queryset = queryset.select_for_update()
     return list(queryset[:limit])
+
+
+def remove(ids: Collection[int], using: str) -> None:
+    """Delete the claimed messages ``ids`` from the queue."""
+    if not ids:
+        return
+    connection = connections[using]
+    if connection.vendor == "mysql":
+        # One primary-key lookup per row. InnoDB runs ``id IN (...)`` over
+        # neighbouring ids as a range and locks the row after its end, which
+        # another sender may hold: two senders then deadlock.
+        table = connection.ops.quote_name(Message._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.executemany(f"DELETE FROM {table} WHERE id = %s", [(pk,) for pk in ids])
+    else:
+        Message.objects.using(using).filter(pk__in=ids).delete()
 
 
 def _take_sqlite_write_lock(connection) -> None:

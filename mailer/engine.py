@@ -272,8 +272,7 @@ class _Sender:
 
     def write(self, batch: _Batch) -> None:
         MessageLog.objects.using(self.using).bulk_create(batch.logs)
-        if batch.done:
-            Message.objects.using(self.using).filter(pk__in=batch.done).delete()
+        claims.remove(batch.done, self.using)
 
     def adapt_claim_size(self, batch: _Batch) -> None:
         # Claim about as many rows as one commit interval takes, so a slow

@@ -93,10 +93,6 @@ def test_two_senders_share_the_queue_without_duplicates_or_loss(db, slow_smtp_se
                     proc.kill()
                     proc.communicate()
         for proc, (_out, err) in zip(senders, outputs, strict=True):
-            if db == "mysql" and proc.returncode != 0 and "1213, 'Deadlock found" in err:
-                # Known bug, reported: the two senders' DELETEs of their own sent rows deadlock on MariaDB; the
-                # victim's batch is rolled back, so mail it already delivered would be delivered again.
-                pytest.xfail("MariaDB: concurrent senders deadlock (1213) when deleting their sent rows")
             assert proc.returncode == 0, err
 
         received = smtp_server.messages
