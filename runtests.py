@@ -38,7 +38,17 @@ def run_pytest(db: str, pytest_args: list[str]) -> tuple[int, int, int]:
     """Run pytest against one database; return (passed, failed, skipped)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp, "junit.xml")
-        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}", *pytest_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={report}",
+            "-o",
+            "junit_family=xunit1",
+            *pytest_args,
+        ]
         env = {**os.environ, "MAILER_TEST_DB": db}
         print(f"=== {db}: {' '.join(cmd[1:])}", flush=True)
         code = subprocess.call(cmd, cwd=ROOT, env=env)

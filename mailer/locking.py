@@ -1,8 +1,22 @@
-"""The file lock that keeps two ``send_mail`` runs on one machine apart."""
+"""The file lock that keeps two ``send_mail`` runs on one machine apart.
+
+The lock is a ``lockfile.FileLock`` at ``MAILER_LOCK_PATH`` (``.lock`` is
+appended). Its holder writes ``host pid start-time`` into the lock file, so
+that a later run can tell a lock whose owner died (SIGKILL, power loss,
+reboot) from one that is held: a dead owner's lock is broken, with a
+warning, instead of stopping all mail until somebody deletes the file.
+
+What can be checked: the owner's process on this host (is it still running,
+and is it the same process and not a later one with the same pid?), and on
+any host whether the lock predates this machine's last boot. A lock written
+by another host is respected while that host may still be running it.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 
 import lockfile
 
@@ -21,6 +35,7 @@ def acquire_lock() -> tuple[bool, lockfile.FileLock]:
     lock = lockfile.FileLock(lock_path())
     timeout = mailer_settings.LOCK_WAIT_TIMEOUT
     logger.debug("acquiring lock %s", lock.lock_file)
+    _break_if_stale(lock.lock_file)
     try:
         lock.acquire(timeout)
     except lockfile.AlreadyLocked:
@@ -29,6 +44,7 @@ def acquire_lock() -> tuple[bool, lockfile.FileLock]:
     except lockfile.LockTimeout:
         logger.error("waiting for the lock timed out. quitting.")
         return False, lock
+    _write_owner(lock.lock_file)
     logger.debug("acquired.")
     return True, lock
 
@@ -37,3 +53,72 @@ def release_lock(lock: lockfile.FileLock) -> None:
     logger.debug("releasing lock...")
     lock.release()
     logger.debug("released.")
+
+
+def _process_start(pid: int) -> str:
+    """The kernel's start time of ``pid`` (Linux), or ``""`` where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _boot_time() -> float | None:
+    try:
+        with open("/proc/stat") as stat:
+            for line in stat:
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _write_owner(lock_file: str) -> None:
+    pid = os.getpid()
+    try:
+        with open(lock_file, "w") as f:
+            f.write(f"{socket.gethostname()} {pid} {_process_start(pid)}\n")
+    except OSError:
+        logger.debug("could not record the lock's owner", exc_info=True)
+
+
+def _owner_is_gone(lock_file: str) -> str | None:
+    """Why the lock's owner is known to be dead, or None while it may be alive."""
+    try:
+        with open(lock_file) as f:
+            fields = f.read().split()
+        stat = os.stat(lock_file)
+    except OSError:
+        return None
+    boot = _boot_time()
+    if boot is not None and stat.st_mtime < boot:
+        return "it was taken before this machine last booted"
+    if len(fields) < 2 or fields[0] != socket.gethostname():
+        return None  # Being written, written by django-mailer 2.x, or another host's.
+    try:
+        pid = int(fields[1])
+    except ValueError:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"its owner, process {pid}, is gone"
+    except PermissionError:
+        pass  # Alive, under another user.
+    recorded_start = fields[2] if len(fields) > 2 else ""
+    if recorded_start and _process_start(pid) not in ("", recorded_start):
+        return f"process {pid}, which took it, has ended (the pid now belongs to another process)"
+    return None
+
+
+def _break_if_stale(lock_file: str) -> None:
+    reason = _owner_is_gone(lock_file)
+    if reason is None:
+        return
+    logger.warning("breaking stale lock %s: %s", lock_file, reason)
+    try:
+        os.unlink(lock_file)
+    except FileNotFoundError:
+        pass

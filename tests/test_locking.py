@@ -1,0 +1,105 @@
+"""The file lock heals when its owner died, and is respected while its owner lives."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import lockfile
+import pytest
+
+from mailer.engine import acquire_lock, release_lock
+from tests.procs import popen_manage
+from tests.test_commands import child_env, project, query, queue_in, wait_until  # noqa: F401 (fixture)
+
+
+def test_a_sender_killed_with_sigkill_does_not_stop_the_next_one(project, smtp_server, caplog):  # noqa: F811
+    """A real send_mail holding the lock is SIGKILLed; the next run breaks the lock and sends."""
+    for n in range(3):
+        queue_in(project, f"message {n}")
+    # One message per pass of the throttle: the sender holds the lock while it sleeps.
+    env = {**child_env(project), "MAILER_TEST_SETTINGS": json.dumps({"MAILER_EMAIL_THROTTLE": 60})}
+    first = popen_manage("send_mail", env=env)
+    wait_until(lambda: len(smtp_server.messages) == 1)
+    lock_file = project["MAILER_TEST_LOCK_PATH"] + ".lock"
+    assert os.path.exists(lock_file)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=10)
+
+    second = popen_manage("send_mail", env=child_env(project))
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    assert "breaking stale lock" in err
+    assert f"process {first.pid}" in err
+    smtp_server.wait_for(3)
+    assert sorted(m.message["Subject"] for m in smtp_server.messages) == [f"message {n}" for n in range(3)]
+    assert query(project, "SELECT COUNT(*) FROM mailer_message") == [(0,)]
+    assert not os.path.exists(lock_file)
+
+
+@pytest.fixture
+def live_holder(lock_path):
+    """Another live process holding the lock, the way a running sender does."""
+    code = (
+        "import sys, time; from mailer import locking; import django; from django.conf import settings; "
+        f"settings.configure(MAILER_LOCK_PATH={lock_path!r}); "
+        "ok, lock = locking.acquire_lock(); print(ok, flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+    assert proc.stdout.readline().strip() == "True"
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_a_live_owner_is_respected(live_holder, caplog):
+    acquired, _lock = acquire_lock()
+    assert not acquired
+    assert "lock already in place" in caplog.text
+    assert "stale" not in caplog.text
+
+
+def test_a_lock_from_before_the_last_boot_is_broken(lock_path, caplog):
+    lock_file = lock_path + ".lock"
+    with open(lock_file, "w") as f:
+        f.write(f"{socket.gethostname()} 1 0\n")  # pid 1 is alive, but this lock predates the boot
+    os.utime(lock_file, (0, 0))
+    acquired, lock = acquire_lock()
+    assert acquired
+    assert "before this machine last booted" in caplog.text
+    release_lock(lock)
+
+
+def test_an_unknown_owner_from_another_host_is_respected(lock_path):
+    # Taken in another thread: lockfile lets one thread take its own lock again.
+    taken = []
+
+    def take():
+        lock = lockfile.FileLock(lock_path)
+        lock.acquire(-1)
+        taken.append(lock)
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    thread.join()
+    held = taken[0]
+    with open(held.lock_file, "w") as f:
+        f.write("some-other-host 12345 1\n")
+    try:
+        acquired, _lock = acquire_lock()
+        assert not acquired
+    finally:
+        held.release()
+
+
+def test_the_lock_records_its_owner(lock_path):
+    acquired, lock = acquire_lock()
+    try:
+        with open(lock.lock_file) as f:
+            host, pid, _start = f.read().split()
+        assert (host, int(pid)) == (socket.gethostname(), os.getpid())
+    finally:
+        release_lock(lock)
