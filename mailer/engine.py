@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -132,8 +133,9 @@ class _Batch:
 class _Sender:
     """One pass over the queue. Holds the backend connection and the counts."""
 
-    def __init__(self, queryset: QuerySet | None) -> None:
+    def __init__(self, queryset: QuerySet | None, stop: threading.Event | None = None) -> None:
         self.queryset = queryset
+        self.stop = stop
         self.using = router.db_for_write(Message)
         self.error_handler = import_string(mailer_settings.ERROR_HANDLER)
         self.connection: BaseEmailBackend | None = None
@@ -147,7 +149,7 @@ class _Sender:
         started = time.monotonic()
         throttle = mailer_settings.EMAIL_THROTTLE
         try:
-            while not self.limits_reached():
+            while not self.limits_reached() and not self.stopping():
                 batch = _Batch()
                 with transaction.atomic(using=self.using):
                     messages = claims.claim(
@@ -166,7 +168,7 @@ class _Sender:
                     raise batch.error
                 if throttle:
                     logger.debug("Throttling email delivery. Sleeping %s seconds", throttle)
-                    time.sleep(throttle)
+                    _nap(throttle, self.stop)
         finally:
             self.close_connection()
             self.result.seconds = time.monotonic() - started
@@ -194,7 +196,7 @@ class _Sender:
                 self.result.skipped += 1
             elif not self.send(message, email, batch):
                 return
-            if self.limits_reached():
+            if self.limits_reached() or self.stopping():
                 return
             if time.monotonic() >= deadline:
                 batch.stopped_early = True
@@ -281,6 +283,9 @@ class _Sender:
         maximum = mailer_settings.COMMIT_BATCH_SIZE
         self.claim_size = min(maximum, 2 * handled) if batch.stopped_early else maximum
 
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
     def limits_reached(self) -> bool:
         # Asked after each message and again before each claim: say it once.
         max_batch = mailer_settings.EMAIL_MAX_BATCH
@@ -309,10 +314,20 @@ class _Sender:
         self.discard_connection()
 
 
-def send_all(queryset: QuerySet | None = None) -> SendResult | None:
+def _nap(seconds: float, stop: threading.Event | None) -> bool:
+    """Sleep, cut short when ``stop`` is set; True if it is."""
+    if stop is None:
+        time.sleep(seconds)
+        return False
+    return stop.wait(seconds)
+
+
+def send_all(queryset: QuerySet | None = None, *, stop: threading.Event | None = None) -> SendResult | None:
     """Send the queue once (or the messages of ``queryset``).
 
     Returns what was done, or ``None`` when another run holds the lock.
+    Setting ``stop`` (from another thread or a signal handler) ends the pass
+    after the message in hand, with everything sent so far committed.
     Re-raises an exception the error handler re-raised, after putting that
     message aside (deferred, with the traceback in the log).
     """
@@ -323,7 +338,7 @@ def send_all(queryset: QuerySet | None = None) -> SendResult | None:
         if not acquired:
             return None
     try:
-        result = _Sender(queryset).run()
+        result = _Sender(queryset, stop).run()
     finally:
         if lock is not None:
             release_lock(lock)
@@ -333,26 +348,27 @@ def send_all(queryset: QuerySet | None = None) -> SendResult | None:
     return result
 
 
-def send_loop() -> None:
-    """Send forever: wait while nothing is queued, then :func:`send_all`.
+def send_loop(*, stop: threading.Event | None = None) -> None:
+    """Send forever (or until ``stop`` is set): wait while nothing is queued, then :func:`send_all`.
 
     An exception from one pass is logged and the loop goes on; the message
     that caused it has been deferred, so the next pass sends the rest.
     """
-    while True:
+    while stop is None or not stop.is_set():
         sleep: Any = mailer_settings.EMPTY_QUEUE_SLEEP
         close_old_connections()
         while not Message.objects.non_deferred().exists():
             logger.debug("sleeping for %s seconds before checking queue again", sleep)
-            time.sleep(sleep)
+            if _nap(sleep, stop):
+                return
             close_old_connections()
         try:
-            result = send_all()
+            result = send_all(stop=stop)
         except ImproperlyConfigured:
             raise
         except Exception:
             logger.exception("sending failed; carrying on")
-            time.sleep(min(sleep, 1))
+            _nap(min(sleep, 1), stop)
             continue
         if result is None or result.sent == 0:
-            time.sleep(sleep)
+            _nap(sleep, stop)

@@ -117,7 +117,7 @@ class PostgresSender:
                 if self.stopping.is_set():
                     return
                 try:
-                    send_all()
+                    send_all(stop=self.stopping)
                 except (ImproperlyConfigured, ImportError):
                     raise
                 except Exception:

@@ -1,6 +1,7 @@
 """The management commands: in process with ``call_command``, and in child processes as cron and systemd run them."""
 
 import datetime
+import json
 import logging
 import signal
 import smtplib
@@ -334,3 +335,24 @@ def test_runmailer_stops_on_sigint_while_idle(project):
             proc.communicate()
     assert proc.returncode == 0, err
     assert "Stopped." in out
+
+
+def test_runmailer_stops_on_sigterm_after_the_message_in_hand(project, smtp_server):
+    """SIGTERM (what systemd sends) ends the loop cleanly: what was sent is recorded, the rest stays queued."""
+    for n in range(3):
+        queue_in(project, f"message {n}")
+    env = {**child_env(project), "MAILER_TEST_SETTINGS": json.dumps({"MAILER_EMAIL_THROTTLE": 60})}
+    proc = popen_manage("runmailer", env=env)
+    try:
+        smtp_server.wait_for(1, timeout=30)
+        proc.send_signal(signal.SIGTERM)  # during the 60 s throttle nap after the first message
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Stopped." in out
+    assert len(smtp_server.messages) == 1
+    assert query(project, "SELECT count(*) FROM mailer_messagelog WHERE result = '1'") == [(1,)]
+    assert query(project, "SELECT count(*) FROM mailer_message") == [(2,)]

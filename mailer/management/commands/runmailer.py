@@ -1,4 +1,6 @@
 import logging
+import signal
+import threading
 
 from django.core.management.base import BaseCommand
 from django.utils import timezone
@@ -15,10 +17,13 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if options["debug"]:
             logging.getLogger("mailer").setLevel(logging.DEBUG)
-        try:
-            # Inside the try: a CONTROL-C that comes as the banner is printed is a clean stop too.
-            self.stdout.write(f"{timezone.now():%B %d, %Y - %X}")
-            self.stdout.write("Starting django-mailer send loop. Quit with CONTROL-C.")
-            send_loop()
-        except KeyboardInterrupt:
-            self.stdout.write("Stopped.")
+        # SIGTERM (systemd, supervisors) and CONTROL-C stop the loop after the
+        # message in hand, with everything sent so far recorded.
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *args: stop.set())
+        self.stdout.write(f"{timezone.now():%B %d, %Y - %X}")
+        self.stdout.write("Starting django-mailer send loop. Quit with CONTROL-C.")
+        self.stdout.flush()
+        send_loop(stop=stop)
+        self.stdout.write("Stopped.")
