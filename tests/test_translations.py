@@ -1,0 +1,23 @@
+"""The Japanese and Russian translations ship compiled with the package."""
+
+import pytest
+from django.utils import translation
+
+from mailer.models import Message
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [("ja", "メッセージ"), ("ru", "сообщения")],
+)
+def test_model_names_are_translated(language, expected):
+    with translation.override(language):
+        assert str(Message._meta.verbose_name_plural) == expected
+
+
+@pytest.mark.django_db
+def test_admin_action_is_translated(admin_client):
+    with translation.override("ru"):
+        response = admin_client.get("/admin/mailer/message/")
+    assert response.status_code == 200
+    assert "Отправить выбранные сообщения" in response.content.decode()
