@@ -108,18 +108,6 @@ class SendResult:
         )
 
 
-def _sent_log(message: Message, email: EmailMessage) -> MessageLog:
-    """The success log row, keeping the email as it left: with its Message-ID and any header the backend added.
-
-    ``log_fields()`` reuses ``message.message_data`` when handed ``message.email``, which is the data as
-    queued; the email was changed since, so it is encoded here (once).
-    """
-    fields = log_fields(message, email, RESULT_SUCCESS)
-    if fields["message_data"] is not None:
-        fields["message_data"] = serialization.dumps(email)
-    return MessageLog(**fields)
-
-
 @dataclass
 class _Batch:
     """Results of one claimed batch, written in bulk before its transaction commits."""
@@ -217,7 +205,7 @@ class _Sender:
                 email.connection = None
         except Exception as exc:
             return self.handle_exception(message, email, exc, batch)
-        batch.logs.append(_sent_log(message, email))
+        batch.logs.append(MessageLog(**log_fields(message, email, RESULT_SUCCESS)))
         batch.done.append(message.pk)
         self.result.sent += 1
         return True
@@ -242,7 +230,7 @@ class _Sender:
             self.discard_connection()
             self.connection = connection
         if action == "sent":
-            batch.logs.append(_sent_log(message, email))
+            batch.logs.append(MessageLog(**log_fields(message, email, RESULT_SUCCESS)))
             batch.done.append(message.pk)
             self.result.sent += 1
         else:

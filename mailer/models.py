@@ -200,12 +200,13 @@ class MessageLogManager(models.Manager):
 def log_fields(message: Message, email: EmailMessage | None, result_code: str, log_message: str = "") -> dict:
     """The field values of a :class:`MessageLog` row for ``message``.
 
-    ``email`` is the message as it left (with the headers the backend added);
-    its data is kept unless ``MAILER_EMAIL_LOG_MESSAGE_DATA`` is false.
+    ``email`` is the message as it is now (with the Message-ID and any header
+    the backend added); it is kept unless ``MAILER_EMAIL_LOG_MESSAGE_DATA``
+    is false. Without an email, the queued data is kept as it is.
     """
     if not mailer_settings.EMAIL_LOG_MESSAGE_DATA:
         data = None
-    elif email is None or email is message.email:
+    elif email is None:
         data = message.message_data
     else:
         data = email_to_db(email)
