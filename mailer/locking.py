@@ -6,10 +6,11 @@ that a later run can tell a lock whose owner died (SIGKILL, power loss,
 reboot) from one that is held: a dead owner's lock is broken, with a
 warning, instead of stopping all mail until somebody deletes the file.
 
-What can be checked: the owner's process on this host (is it still running,
-and is it the same process and not a later one with the same pid?), and on
-any host whether the lock predates this machine's last boot. A lock written
-by another host is respected while that host may still be running it.
+What can be checked, on Linux: the owner's process on this host (is it
+still running, and is it the same process and not a later one with the same
+pid?), and whether a lock of this host (or an empty one, as django-mailer 2.x
+leaves) predates this machine's last boot. A lock written by another host is
+always respected.
 """
 
 from __future__ import annotations
@@ -92,11 +93,13 @@ def _owner_is_gone(lock_file: str) -> str | None:
         stat = os.stat(lock_file)
     except OSError:
         return None
+    if fields and fields[0] != socket.gethostname():
+        return None  # Another host's: it may still be running there.
     boot = _boot_time()
     if boot is not None and stat.st_mtime < boot:
         return "it was taken before this machine last booted"
-    if len(fields) < 2 or fields[0] != socket.gethostname():
-        return None  # Being written, written by django-mailer 2.x, or another host's.
+    if len(fields) < 2:
+        return None  # Being written, or written by django-mailer 2.x.
     try:
         pid = int(fields[1])
     except ValueError:
