@@ -158,7 +158,7 @@ class _Sender:
                     logger.debug("Throttling email delivery. Sleeping %s seconds", throttle)
                     _nap(throttle, self.stop)
         finally:
-            self.close_connection()
+            self.discard_connection()
             self.result.seconds = time.monotonic() - started
         return self.result
 
@@ -297,9 +297,6 @@ class _Sender:
                 connection.close()
             except Exception:
                 logger.debug("closing a failed connection raised", exc_info=True)
-
-    def close_connection(self) -> None:
-        self.discard_connection()
 
 
 def _nap(seconds: float, stop: threading.Event | None) -> bool:

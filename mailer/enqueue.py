@@ -89,10 +89,11 @@ def queue(emails: Sequence[EmailMessage], priority: Any = None) -> int:
     logs = []
     for email in emails:
         message = Message(priority=priority)
-        message.email = email
         if id(email) in empty:
+            # log_fields() encodes the email for the log: once, as for a queued one.
             logs.append(MessageLog(**log_fields(message, email, RESULT_DONT_SEND, "no recipient left to send to")))
         else:
+            message.email = email
             messages.append(message)
     with transaction.atomic(using=router.db_for_write(Message)):
         Message.objects.bulk_create(messages, batch_size=mailer_settings.MESSAGES_BATCH_SIZE)
