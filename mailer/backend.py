@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
@@ -14,18 +15,38 @@ logger = logging.getLogger(__name__)
 
 
 class DbBackend(BaseEmailBackend):
-    """``EMAIL_BACKEND = "mailer.backend.DbBackend"``: every Django mail function queues.
+    """Queue every message instead of sending it.
 
-    ``send_messages()`` stores the whole batch in one transaction (one
-    ``bulk_create``, batched by ``MAILER_MESSAGES_BATCH_SIZE``) and returns
-    the number of messages queued.
+    Before Django 6.1: ``EMAIL_BACKEND = "mailer.backend.DbBackend"``. With
+    Django 6.1's ``MAILERS``, as the ``BACKEND`` of one alias or more, with
+    these ``OPTIONS``:
+
+    ``deliver_using``
+        The ``MAILERS`` alias that really sends what this alias queues
+        (default: the ``MAILER_DELIVER_USING`` setting).
+    ``priority``
+        The priority of what this alias queues, one of the
+        ``mailer.models.PRIORITY_*`` constants (default: medium).
+
+    Other options are refused the way Django refuses them. ``send_messages()``
+    stores the whole batch in one transaction, or nothing if any message is
+    invalid, and returns the number of messages queued.
     """
+
+    def __init__(
+        self, fail_silently: bool = False, *, deliver_using: str | None = None, priority: Any = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)  # ``alias``, and Django's error for unknown options
+        # Django 6.1 leaves fail_silently to the backends that support it.
+        self.fail_silently = fail_silently
+        self.deliver_using = deliver_using
+        self.priority = enqueue.get_priority(priority)
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         if not email_messages:
             return 0
         try:
-            return enqueue.queue(list(email_messages))
+            return enqueue.queue(list(email_messages), self.priority, mailer=getattr(self, "alias", None))
         except Exception:
             if not self.fail_silently:
                 raise

@@ -14,7 +14,8 @@ from django.conf import settings
 DEFAULTS: dict[str, Any] = {
     # Queueing
     "MESSAGES_BATCH_SIZE": None,
-    # The backend that really sends.
+    # What really sends: a MAILERS alias (Django 6.1+), else a backend's dotted path.
+    "DELIVER_USING": None,
     "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
     # Delivery control
     "EMAIL_MAX_BATCH": None,

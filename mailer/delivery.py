@@ -1,7 +1,24 @@
-"""Find the backend that really sends the queued mail."""
+"""Find the mailer that really sends queued mail: a ``MAILERS`` alias or ``MAILER_EMAIL_BACKEND``.
+
+For a message queued through the ``MAILERS`` alias ``queued_using`` (``None``
+for ``EMAIL_BACKEND``, :func:`mailer.send_mail` and rows from django-mailer
+2.x, which count as the ``"default"`` alias), the first of these wins:
+
+1. the ``deliver_using`` option of that alias's ``DbBackend``;
+2. the ``MAILER_DELIVER_USING`` setting (a ``MAILERS`` alias);
+3. the ``MAILER_EMAIL_BACKEND`` setting (a dotted path; before Django 6.1,
+   or with ``MAILERS`` when the backend reads no ``EMAIL_*`` setting).
+
+An alias that no longer queues (its ``BACKEND`` was changed to a real one)
+sends its own leftover messages.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+import django
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends.base import BaseEmailBackend
@@ -10,30 +27,124 @@ from django.utils.module_loading import import_string
 from mailer.conf import mailer_settings
 
 QUEUE_BACKEND = "mailer.backend.DbBackend"
+DEFAULT_ALIAS = "default"  # django.core.mail.handler.DEFAULT_MAILER_ALIAS, which Django < 6.1 lacks
+DEFAULT_MAILERS_BACKEND = "django.core.mail.backends.smtp.EmailBackend"  # an entry without BACKEND
 
 
-def sending_backend_class() -> type[BaseEmailBackend]:
-    """The class named by ``MAILER_EMAIL_BACKEND``; refuses one that would queue again."""
+def mailers_configured() -> bool:
+    """Is this Django 6.1+ with the ``MAILERS`` setting defined?"""
+    return django.VERSION >= (6, 1) and hasattr(settings, "MAILERS")
+
+
+def is_queue_backend(path: str) -> bool:
+    """Does the backend at ``path`` put mail on the queue (``DbBackend`` or a subclass)?"""
     from mailer.backend import DbBackend
 
-    path = mailer_settings.EMAIL_BACKEND
-    backend_class = import_string(path)
-    if issubclass(backend_class, DbBackend):
-        try:
-            email_backend = getattr(settings, "EMAIL_BACKEND", None)
-        except Exception:  # Django 6.1 refuses the read when MAILERS is set.
-            email_backend = None
+    try:
+        backend_class = import_string(path)
+    except ImportError:
+        return False
+    return isinstance(backend_class, type) and issubclass(backend_class, DbBackend)
+
+
+def mailer_config(alias: str) -> dict[str, Any] | None:
+    """``MAILERS[alias]``, or ``None`` when ``MAILERS`` is not in use or lacks that alias."""
+    if not mailers_configured():
+        return None
+    return settings.MAILERS.get(alias)
+
+
+def queues(config: dict[str, Any] | None) -> bool:
+    """Is this ``MAILERS`` entry one of our queues?"""
+    return config is not None and is_queue_backend(config.get("BACKEND", DEFAULT_MAILERS_BACKEND))
+
+
+@dataclass(frozen=True)
+class Route:
+    """The real mailer for some queued messages: a ``MAILERS`` alias, or a backend's dotted path."""
+
+    alias: str | None = None
+    path: str | None = None
+
+    def __str__(self) -> str:
+        return f"MAILERS[{self.alias!r}]" if self.alias is not None else str(self.path)
+
+    def open(self) -> BaseEmailBackend:
+        """A connection to the real mailer, opened so that it can be reused for many messages."""
+        if self.alias is not None:
+            from django.core.mail import mailers  # Django 6.1+
+
+            connection = mailers[self.alias]
+        else:
+            # No fail_silently argument: Django 6.1 deprecates it, and False is every backend's default.
+            connection = import_string(self.path)()
+        connection.open()
+        return connection
+
+
+def route(queued_using: str | None = None) -> Route:
+    """The real mailer for messages queued through the ``MAILERS`` alias ``queued_using``.
+
+    Raises ``ImproperlyConfigured`` for a configuration that cannot send, such
+    as one that would put the mail back on the queue.
+    """
+    if mailers_configured():
+        # An alias since removed from MAILERS counts as "default".
+        queued_using = queued_using if queued_using in settings.MAILERS else DEFAULT_ALIAS
+        config = mailer_config(queued_using)
+        if config is not None and not queues(config):
+            return Route(alias=queued_using)
+        options = (config or {}).get("OPTIONS", {})
+        alias = options.get("deliver_using") or mailer_settings.DELIVER_USING
+        if alias:
+            return Route(alias=_check_alias(alias, queued_using))
+        if not hasattr(settings, "MAILER_EMAIL_BACKEND"):
+            raise ImproperlyConfigured(
+                f"No mailer sends the mail queued through MAILERS[{queued_using!r}]. Name the MAILERS alias that "
+                "really sends in that entry's OPTIONS as 'deliver_using', or in the MAILER_DELIVER_USING setting."
+            )
+    elif mailer_settings.DELIVER_USING:
+        raise ImproperlyConfigured("MAILER_DELIVER_USING names a MAILERS alias; it needs Django 6.1+ and MAILERS.")
+    return Route(path=_check_path(mailer_settings.EMAIL_BACKEND))
+
+
+def routes() -> dict[str | None, Route]:
+    """The route of every alias a message may carry; ``None`` also stands for any alias not in ``MAILERS``.
+
+    Raises ``ImproperlyConfigured`` if any of them cannot send, so that a run
+    stops before it takes any message.
+    """
+    aliases = [None, *settings.MAILERS] if mailers_configured() else [None]
+    return {alias: route(alias) for alias in aliases}
+
+
+def _check_alias(alias: str, queued_using: str) -> str:
+    config = mailer_config(alias)
+    if config is None:
         raise ImproperlyConfigured(
-            f"MAILER_EMAIL_BACKEND is {path!r}, which puts mail back on the queue instead of sending it "
-            f"(EMAIL_BACKEND is {email_backend!r}). Set EMAIL_BACKEND to {QUEUE_BACKEND!r} and "
-            "MAILER_EMAIL_BACKEND to the backend that really sends, for example "
+            f"The mail queued through MAILERS[{queued_using!r}] is to be sent by "
+            f"MAILERS[{alias!r}], which does not exist."
+        )
+    if queues(config):
+        raise ImproperlyConfigured(
+            f"The mail queued through MAILERS[{queued_using!r}] is to be sent by "
+            f"MAILERS[{alias!r}], which puts mail back on the queue instead of sending it. Name an alias "
+            "whose BACKEND really sends, for example 'django.core.mail.backends.smtp.EmailBackend'."
+        )
+    return alias
+
+
+def _check_path(path: str) -> str:
+    if is_queue_backend(path):
+        problem = f"MAILER_EMAIL_BACKEND is {path!r}, which puts mail back on the queue instead of sending it"
+        if mailers_configured():
+            raise ImproperlyConfigured(
+                f"{problem}. With MAILERS, name the alias that really sends in MAILER_DELIVER_USING (or in the "
+                "queue alias's OPTIONS as 'deliver_using'), and remove MAILER_EMAIL_BACKEND."
+            )
+        raise ImproperlyConfigured(
+            f"{problem} (EMAIL_BACKEND is {getattr(settings, 'EMAIL_BACKEND', None)!r}). Set EMAIL_BACKEND to "
+            f"{QUEUE_BACKEND!r} and MAILER_EMAIL_BACKEND to the backend that really sends, for example "
             "'django.core.mail.backends.smtp.EmailBackend'."
         )
-    return backend_class
-
-
-def open_connection() -> BaseEmailBackend:
-    """A connection to the real backend, opened so that it can be reused for many messages."""
-    connection = sending_backend_class()(fail_silently=False)
-    connection.open()
-    return connection
+    return path

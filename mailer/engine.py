@@ -34,7 +34,7 @@ from django.utils.module_loading import import_string
 
 from mailer import claims, serialization
 from mailer.conf import mailer_settings
-from mailer.delivery import open_connection, sending_backend_class
+from mailer.delivery import Route, routes
 from mailer.locking import acquire_lock, release_lock
 from mailer.models import (
     PRIORITY_DEFERRED,
@@ -121,12 +121,16 @@ class _Batch:
 class _Sender:
     """One pass over the queue. Holds the backend connection and the counts."""
 
-    def __init__(self, queryset: QuerySet | None, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self, queryset: QuerySet | None, routes: dict[str | None, Route], stop: threading.Event | None = None
+    ) -> None:
         self.queryset = queryset
+        self.routes = routes
         self.stop = stop
         self.using = router.db_for_write(Message)
         self.error_handler = import_string(mailer_settings.ERROR_HANDLER)
-        self.connection: BaseEmailBackend | None = None
+        # One open connection per real mailer, reused for the whole pass.
+        self.connections: dict[Route, BaseEmailBackend] = {}
         self.result = SendResult()
         # Messages the error handler reported "deferred" but left queued: not retried in this pass.
         self.passed_over: set[int] = set()
@@ -158,7 +162,8 @@ class _Sender:
                     logger.debug("Throttling email delivery. Sleeping %s seconds", throttle)
                     _nap(throttle, self.stop)
         finally:
-            self.discard_connection()
+            for route in list(self.connections):
+                self.discard_connection(route)
             self.result.seconds = time.monotonic() - started
         return self.result
 
@@ -195,30 +200,30 @@ class _Sender:
         if get_message_id(email) is None:
             email.extra_headers["Message-ID"] = make_msgid(domain=DNS_NAME)
         logger.info("sending message '%s' to %s", email.subject, ", ".join(map(str, email.to)))
+        route = self.routes.get(message.mailer, self.routes[None])
         try:
-            if self.connection is None:
-                self.connection = open_connection()
-            email.connection = self.connection
-            try:
-                self.connection.send_messages([email])
-            finally:
-                email.connection = None
+            connection = self.connections.get(route)
+            if connection is None:
+                connection = self.connections[route] = route.open()
+            connection.send_messages([email])
         except Exception as exc:
-            return self.handle_exception(message, email, exc, batch)
+            return self.handle_exception(message, email, route, exc, batch)
         batch.logs.append(MessageLog(**log_fields(message, email, RESULT_SUCCESS)))
         batch.done.append(message.pk)
         self.result.sent += 1
         return True
 
-    def handle_exception(self, message: Message, email: EmailMessage, exc: Exception, batch: _Batch) -> bool:
+    def handle_exception(
+        self, message: Message, email: EmailMessage, route: Route, exc: Exception, batch: _Batch
+    ) -> bool:
         try:
-            connection, action = self.error_handler(self.connection, message, exc)
+            connection, action = self.error_handler(self.connections.get(route), message, exc)
             if action not in ("sent", "deferred"):
                 raise ValueError(f"MAILER_ERROR_HANDLER returned {action!r}; expected 'sent' or 'deferred'")
         except Exception as error:
             # A poison message: put it aside with the traceback, keep what this
             # batch did, and re-raise once that is committed.
-            self.discard_connection()
+            self.discard_connection(route)
             Message.objects.using(self.using).filter(pk=message.pk).update(priority=PRIORITY_DEFERRED)
             message.priority = PRIORITY_DEFERRED
             batch.logs.append(MessageLog(**log_fields(message, email, RESULT_FAILURE, traceback.format_exc())))
@@ -226,9 +231,10 @@ class _Sender:
             self.result.failed += 1
             batch.error = error
             return False
-        if connection is not self.connection:
-            self.discard_connection()
-            self.connection = connection
+        if connection is not self.connections.get(route):
+            self.discard_connection(route)
+            if connection is not None:
+                self.connections[route] = connection
         if action == "sent":
             batch.logs.append(MessageLog(**log_fields(message, email, RESULT_SUCCESS)))
             batch.done.append(message.pk)
@@ -256,6 +262,7 @@ class _Sender:
                     priority=message.priority,
                     result=RESULT_FAILURE,
                     log_message=f"message discarded due to failure in converting from DB: {exc}",
+                    mailer=message.mailer,
                 )
             )
             self.result.failed += 1
@@ -290,8 +297,8 @@ class _Sender:
             return True
         return False
 
-    def discard_connection(self) -> None:
-        connection, self.connection = self.connection, None
+    def discard_connection(self, route: Route) -> None:
+        connection = self.connections.pop(route, None)
         if connection is not None:
             try:
                 connection.close()
@@ -316,14 +323,14 @@ def send_all(queryset: QuerySet | None = None, *, stop: threading.Event | None =
     Re-raises an exception the error handler re-raised, after putting that
     message aside (deferred, with the traceback in the log).
     """
-    sending_backend_class()  # Refuse a backend loop before touching anything.
+    routes_now = routes()  # Refuse a configuration that cannot send before touching anything.
     lock = None
     if mailer_settings.USE_FILE_LOCK:
         acquired, lock = acquire_lock()
         if not acquired:
             return None
     try:
-        result = _Sender(queryset, stop).run()
+        result = _Sender(queryset, routes_now, stop).run()
     finally:
         if lock is not None:
             release_lock(lock)

@@ -11,7 +11,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from django.core.mail import BadHeaderError, EmailMessage
+from django.core.mail import EmailMessage
+from django.core.mail.message import BadHeaderError  # ValueError itself from Django 6.1
 from django.db import router, transaction
 
 from mailer.conf import mailer_settings
@@ -74,12 +75,13 @@ def validate(email: EmailMessage) -> None:
             raise BadHeaderError(f"Header values can't contain newlines (got {value!r} for header {name!r})")
 
 
-def queue(emails: Sequence[EmailMessage], priority: Any = None) -> int:
+def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | None = None) -> int:
     """Store ``emails`` on the queue in one transaction; return how many were queued.
 
     Either the whole batch is stored or, if anything is wrong, none of it.
     Emails left without any recipient by the don't-send list are not queued
-    but logged with ``RESULT_DONT_SEND``.
+    but logged with ``RESULT_DONT_SEND``. ``mailer`` is the ``MAILERS`` alias
+    they were queued through, if any.
     """
     priority = get_priority(priority)
     for email in emails:
@@ -88,7 +90,7 @@ def queue(emails: Sequence[EmailMessage], priority: Any = None) -> int:
     messages = []
     logs = []
     for email in emails:
-        message = Message(priority=priority)
+        message = Message(priority=priority, mailer=mailer)
         if id(email) in empty:
             # log_fields() encodes the email for the log: once, as for a queued one.
             logs.append(MessageLog(**log_fields(message, email, RESULT_DONT_SEND, "no recipient left to send to")))

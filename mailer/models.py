@@ -66,6 +66,10 @@ def get_message_id(email: EmailMessage) -> str | None:
     return None
 
 
+def _mailer_field(help_text: str) -> models.CharField:
+    return models.CharField(_("mailer"), max_length=100, null=True, blank=True, help_text=help_text)
+
+
 class MessageQuerySet(models.QuerySet):
     def high_priority(self) -> MessageQuerySet:
         return self.filter(priority=PRIORITY_HIGH)
@@ -107,6 +111,9 @@ class Message(models.Model):
     when_added = models.DateTimeField(default=now)
     priority = models.PositiveSmallIntegerField(choices=PRIORITIES, default=PRIORITY_MEDIUM)
     retry_count = models.IntegerField(default=0)
+    # NULL, not "", for rows queued without an alias: processes still running
+    # django-mailer 2.x during an upgrade insert rows without this column.
+    mailer = _mailer_field(_("The MAILERS alias the message was queued through; it decides which mailer sends it."))
 
     objects = MessageManager()
 
@@ -217,6 +224,7 @@ def log_fields(message: Message, email: EmailMessage | None, result_code: str, l
         "priority": message.priority,
         "result": result_code,
         "log_message": log_message,
+        "mailer": message.mailer,
     }
 
 
@@ -231,6 +239,7 @@ class MessageLog(models.Model):
     when_attempted = models.DateTimeField(default=now)
     result = models.CharField(max_length=1, choices=RESULT_CODES)
     log_message = models.TextField()
+    mailer = _mailer_field(_("The MAILERS alias the message was queued through."))
 
     objects = MessageLogManager()
 

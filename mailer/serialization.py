@@ -16,11 +16,13 @@ from __future__ import annotations
 import _compat_pickle
 import base64
 import binascii
+import copy
 import io
 import pickle
 from typing import Any
 
 from django.core import signing
+from django.core.mail import message as mail_message
 
 PREFIX = "mailer:v1:"
 SALT = "mailer.message_data"
@@ -34,21 +36,55 @@ def _signer() -> signing.Signer:
     return signing.Signer(salt=SALT)
 
 
+# Where an EmailMessage keeps its backend instance: ``_connection`` from Django 6.1
+# (``connection`` became a deprecated property), ``connection`` before.
+_CONNECTION_KEYS = ("connection", "_connection")
+_CONNECTION_KEY = (
+    "_connection" if isinstance(vars(mail_message.EmailMessage).get("connection"), property) else "connection"
+)
+
+
 def dumps(obj: Any) -> str:
     """Serialise ``obj`` (usually an ``EmailMessage``) to signed text.
 
-    A backend instance on ``obj.connection`` is never stored: it is not part
+    A backend instance attached to the email is never stored: it is not part
     of the message and may not be picklable.
     """
-    connection = getattr(obj, "connection", None)
-    if connection is not None:
-        obj.connection = None
-    try:
-        payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    finally:
-        if connection is not None:
-            obj.connection = connection
+    state = getattr(obj, "__dict__", {})
+    if any(state.get(key) is not None for key in _CONNECTION_KEYS):
+        obj = copy.copy(obj)
+        for key in _CONNECTION_KEYS:
+            if key in obj.__dict__:
+                obj.__dict__[key] = None
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return PREFIX + _signer().sign(base64.b64encode(payload).decode("ascii"))
+
+
+def _upgrade(obj: Any) -> Any:
+    """Fit an email pickled under another Django version to the one running now.
+
+    Django renamed ``connection`` to ``_connection`` in 6.1, and from 5.2 it
+    reads alternatives (and attachments) as named tuples: an email queued by
+    an older Django, or by django-mailer 2.x, would otherwise fail to send
+    after the project upgrades.
+    """
+    if not isinstance(obj, mail_message.EmailMessage):
+        return obj
+    state = obj.__dict__
+    for key in _CONNECTION_KEYS:
+        state.pop(key, None)
+    state[_CONNECTION_KEY] = None
+    alternative = getattr(mail_message, "EmailAlternative", None)
+    if alternative is not None and isinstance(state.get("alternatives"), list):
+        state["alternatives"] = [
+            alternative(*item) if type(item) is tuple and len(item) == 2 else item for item in state["alternatives"]
+        ]
+    attachment = getattr(mail_message, "EmailAttachment", None)
+    if attachment is not None and isinstance(state.get("attachments"), list):
+        state["attachments"] = [
+            attachment(*item) if type(item) is tuple and len(item) == 3 else item for item in state["attachments"]
+        ]
+    return obj
 
 
 def loads(data: str | bytes | None) -> Any:
@@ -63,10 +99,10 @@ def loads(data: str | bytes | None) -> Any:
         try:
             data = data.decode("ascii")
         except UnicodeDecodeError:
-            return _legacy_raw(data)
+            return _upgrade(_legacy_raw(data))
     if data.startswith(PREFIX):
-        return _signed(data[len(PREFIX) :])
-    return _legacy(data)
+        return _upgrade(_signed(data[len(PREFIX) :]))
+    return _upgrade(_legacy(data))
 
 
 def _signed(data: str) -> Any:
@@ -174,7 +210,5 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def _restricted_loads(payload: bytes) -> Any:
-    obj = RestrictedUnpickler(io.BytesIO(payload), fix_imports=True, encoding="latin-1").load()
-    if isinstance(getattr(obj, "connection", None), _DroppedConnection):
-        obj.connection = None
-    return obj
+    # _upgrade() drops the _DroppedConnection that may stand where 2.x pickled a backend.
+    return RestrictedUnpickler(io.BytesIO(payload), fix_imports=True, encoding="latin-1").load()

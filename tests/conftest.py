@@ -11,6 +11,8 @@ import hypothesis
 import pytest
 from aiosmtpd.controller import Controller
 
+from mailer.delivery import mailers_configured
+
 # Database round trips make run times uneven; a deadline would only make the suite flaky.
 hypothesis.settings.register_profile("mailer", deadline=None, database=None)
 hypothesis.settings.load_profile("mailer")
@@ -94,13 +96,18 @@ class SMTPSink:
 
 @pytest.fixture(scope="session", autouse=True)
 def _queue_through_mailer(django_test_environment):
-    """Django's test setup replaces EMAIL_BACKEND with locmem; put the queue back, as tests/settings.py has it.
+    """Django's test setup replaces EMAIL_BACKEND (or every MAILERS entry) with locmem; put the queue back.
 
     What really sends is ``MAILER_EMAIL_BACKEND``: locmem, so ``mail.outbox`` holds what ``send_all()`` sent.
     """
     from django.conf import settings
 
-    settings.EMAIL_BACKEND = "mailer.backend.DbBackend"
+    from tests import settings as test_settings
+
+    if hasattr(test_settings, "MAILERS"):
+        settings.MAILERS = test_settings.MAILERS
+    else:
+        settings.EMAIL_BACKEND = test_settings.EMAIL_BACKEND
 
 
 @pytest.fixture
@@ -115,10 +122,20 @@ def smtp_server():
 @pytest.fixture
 def smtp_settings(settings, smtp_server):
     """Make the queue's real sender Django's SMTP backend, pointed at ``smtp_server``."""
-    settings.MAILER_EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST = smtp_server.host
-    settings.EMAIL_PORT = smtp_server.port
-    settings.EMAIL_USE_TLS = False
+    if mailers_configured():
+        settings.MAILERS = {
+            **settings.MAILERS,
+            "smtp": {
+                "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+                "OPTIONS": {"host": smtp_server.host, "port": smtp_server.port, "use_tls": False},
+            },
+        }
+        settings.MAILER_DELIVER_USING = "smtp"
+    else:
+        settings.MAILER_EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST = smtp_server.host
+        settings.EMAIL_PORT = smtp_server.port
+        settings.EMAIL_USE_TLS = False
     return smtp_server
 
 

@@ -1,5 +1,7 @@
 """Django settings for the test suite (``pytest`` / ``runtests.py``). ``MAILER_TEST_DB`` picks the database."""
 
+import django
+
 from tests.dbconfig import database
 
 SECRET_KEY = "django-mailer-tests-not-secret"
@@ -48,5 +50,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STATIC_URL = "/static/"
 
-EMAIL_BACKEND = "mailer.backend.DbBackend"
+if django.VERSION >= (6, 1):
+    # Django 6.1's way: the queue is a MAILERS alias. Django's test runner swaps every entry for
+    # locmem; tests/conftest.py puts this one back.
+    MAILERS = {"default": {"BACKEND": "mailer.backend.DbBackend"}}
+else:
+    EMAIL_BACKEND = "mailer.backend.DbBackend"
+# What really sends, so that ``mail.outbox`` holds what ``send_all()`` sent.
 MAILER_EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
