@@ -35,11 +35,11 @@ class EmailFieldsMixin:
 
 @admin.register(Message)
 class MessageAdmin(EmailFieldsMixin, admin.ModelAdmin):
-    list_display = ["id", "to", "subject", "when_added", "priority", "retry_count"]
-    list_filter = ["priority"]
+    list_display = ["id", "to", "subject", "when_added", "priority", "retry_count", "mailer"]
+    list_filter = ["priority", "mailer"]
     date_hierarchy = "when_added"
-    fields = ["to", "subject", "priority", "when_added", "retry_count", "plain_text_body"]
-    readonly_fields = ["to", "subject", "when_added", "retry_count", "plain_text_body"]
+    fields = ["to", "subject", "priority", "mailer", "when_added", "retry_count", "plain_text_body"]
+    readonly_fields = ["to", "subject", "mailer", "when_added", "retry_count", "plain_text_body"]
     actions = ["send_messages"]
 
     def has_add_permission(self, request):
@@ -67,8 +67,8 @@ class DontSendEntryAdmin(admin.ModelAdmin):
 
 @admin.register(MessageLog)
 class MessageLogAdmin(EmailFieldsMixin, admin.ModelAdmin):
-    list_display = ["id", "to", "subject", "message_id", "when_attempted", "result"]
-    list_filter = ["result"]
+    list_display = ["id", "to", "subject", "message_id", "when_attempted", "result", "mailer"]
+    list_filter = ["result", "mailer"]
     date_hierarchy = "when_attempted"
     search_fields = ["message_id"]
     fields = [
@@ -76,6 +76,7 @@ class MessageLogAdmin(EmailFieldsMixin, admin.ModelAdmin):
         "subject",
         "message_id",
         "priority",
+        "mailer",
         "when_added",
         "when_attempted",
         "result",

@@ -6,3 +6,6 @@ class MailerConfig(AppConfig):
     name = "mailer"
     verbose_name = _("Mailer")
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from mailer import checks  # noqa: F401  (registers the system checks)

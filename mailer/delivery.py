@@ -114,8 +114,12 @@ def routes() -> dict[str | None, Route]:
     Raises ``ImproperlyConfigured`` if any of them cannot send, so that a run
     stops before it takes any message.
     """
-    aliases = [None, *settings.MAILERS] if mailers_configured() else [None]
-    return {alias: route(alias) for alias in aliases}
+    return {alias: route(alias) for alias in aliases()}
+
+
+def aliases() -> list[str | None]:
+    """``None`` (mail queued without an alias) and every ``MAILERS`` alias."""
+    return [None, *settings.MAILERS] if mailers_configured() else [None]
 
 
 def _check_alias(alias: str, queued_using: str) -> str:

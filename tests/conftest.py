@@ -5,6 +5,7 @@ import email.policy
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import hypothesis
@@ -110,13 +111,28 @@ def _queue_through_mailer(django_test_environment):
         settings.EMAIL_BACKEND = test_settings.EMAIL_BACKEND
 
 
+@contextmanager
+def running_sink():
+    sink = SMTPSink()
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
 @pytest.fixture
 def smtp_server():
     """A running SMTP sink: ``.host``, ``.port``, ``.messages``, ``.connections``, ``.wait_for(n)``."""
-    sink = SMTPSink()
-    sink.start()
-    yield sink
-    sink.stop()
+    with running_sink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def second_smtp_server():
+    """Another SMTP sink, for tests with two relays."""
+    with running_sink() as sink:
+        yield sink
 
 
 @pytest.fixture

@@ -1,0 +1,103 @@
+"""System checks (``manage.py check``) for configurations that cannot send the queue.
+
+They run the same resolution as the sender (:mod:`mailer.delivery`), so a
+project learns at deploy time, not at the first cron run, that its queued
+mail has nowhere to go.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from mailer import delivery
+from mailer.conf import mailer_settings
+
+# Django's backends that read the EMAIL_* settings when built without a MAILERS alias.
+_SETTINGS_READING_BACKENDS = (
+    "django.core.mail.backends.smtp.EmailBackend",
+    "django.core.mail.backends.filebased.EmailBackend",
+)
+
+MAILERS_DOCS = "See 'Django 6.1 and MAILERS' in django-mailer's documentation."
+
+
+@checks.register()
+def check_delivery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Every way mail enters the queue must lead to a mailer that sends (no loop, no missing alias)."""
+    errors: list[checks.CheckMessage] = []
+    paths = set()
+    for alias in delivery.aliases():
+        try:
+            route = delivery.route(alias)
+        except ImproperlyConfigured as exc:
+            error = checks.Error(str(exc), hint=MAILERS_DOCS, id="mailer.E001")
+            if error not in errors:
+                errors.append(error)
+        else:
+            if route.path is not None:
+                paths.add(route.path)
+    for path in sorted(paths):
+        errors.extend(_check_backend_path(path))
+    if delivery.mailers_configured():
+        errors.extend(_check_queue_options())
+        if mailer_settings.DELIVER_USING and hasattr(settings, "MAILER_EMAIL_BACKEND"):
+            errors.append(
+                checks.Warning(
+                    "MAILER_EMAIL_BACKEND is set but not used: MAILER_DELIVER_USING names the mailer that sends.",
+                    hint="Remove MAILER_EMAIL_BACKEND.",
+                    id="mailer.W001",
+                )
+            )
+    return errors
+
+
+def _check_backend_path(path: str) -> list[checks.CheckMessage]:
+    try:
+        backend_class = import_string(path)
+    except ImportError as exc:
+        return [checks.Error(f"MAILER_EMAIL_BACKEND {path!r} cannot be imported: {exc}", id="mailer.E002")]
+    if delivery.mailers_configured() and any(_is_subclass(backend_class, name) for name in _SETTINGS_READING_BACKENDS):
+        return [
+            checks.Error(
+                f"MAILER_EMAIL_BACKEND is {path!r}, which reads the EMAIL_* settings that MAILERS does not allow.",
+                hint="Define a MAILERS alias for it and name that alias in MAILER_DELIVER_USING. " + MAILERS_DOCS,
+                id="mailer.E003",
+            )
+        ]
+    return []
+
+
+def _check_queue_options() -> list[checks.CheckMessage]:
+    from mailer.enqueue import get_priority
+    from mailer.models import PRIORITY_DEFERRED
+
+    errors: list[checks.CheckMessage] = []
+    for alias, config in settings.MAILERS.items():
+        if not delivery.queues(config):
+            continue
+        priority = config.get("OPTIONS", {}).get("priority")
+        try:
+            if isinstance(priority, str) or get_priority(priority) == PRIORITY_DEFERRED:
+                raise ValueError(priority)
+        except ValueError:
+            errors.append(
+                checks.Error(
+                    f"MAILERS[{alias!r}] has priority {priority!r}.",
+                    hint="Use one of the mailer.models.PRIORITY_* constants (PRIORITY_HIGH, PRIORITY_MEDIUM, "
+                    "PRIORITY_LOW).",
+                    id="mailer.E004",
+                )
+            )
+    return errors
+
+
+def _is_subclass(cls: Any, path: str) -> bool:
+    try:
+        return isinstance(cls, type) and issubclass(cls, import_string(path))
+    except ImportError:
+        return False
