@@ -3,7 +3,8 @@
 
 The databases default to ``MAILER_TEST_DATABASES`` (a comma list) or sqlite. A database whose server or
 driver is missing is skipped, unless ``MAILER_TEST_REQUIRE_SERVICES=1``, where it counts as a failure.
-The last line printed is the total: ``N passed, N failed, N skipped``.
+The last line printed is the total: ``N passed, N failed, N skipped``; with ``MAILER_TEST_SUMMARY`` set to
+a file name, the per-database counts are also appended to that file (``.ci/run`` collects the tox matrix so).
 """
 
 import argparse
@@ -87,11 +88,26 @@ def main() -> int:
             results[db] = run_pytest(db, pytest_args)
 
     print()
-    for db, (passed, failed, skipped) in results.items():
-        print(f"{db}: {passed} passed, {failed} failed, {skipped} skipped")
+    lines = [
+        f"{label()}{db}: {passed} passed, {failed} failed, {skipped} skipped"
+        for db, (passed, failed, skipped) in results.items()
+    ]
+    print("\n".join(lines))
+    if summary := os.environ.get("MAILER_TEST_SUMMARY"):
+        with open(summary, "a") as file:
+            file.writelines(line + "\n" for line in lines)
     passed, failed, skipped = (sum(counts[i] for counts in results.values()) for i in range(3))
     print(f"{passed} passed, {failed} failed, {skipped} skipped", flush=True)
     return 1 if failed or not passed else 0
+
+
+def label() -> str:
+    """``"Django 6.1.3, Python 3.13.0, "``: where the counts come from, for the matrix summary."""
+    import platform
+
+    import django
+
+    return f"Django {django.get_version()}, Python {platform.python_version()}, "
 
 
 if __name__ == "__main__":
