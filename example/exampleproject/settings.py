@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+import django
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = os.environ.get("EXAMPLE_SECRET_KEY", "example-only-not-secret")
@@ -52,17 +54,31 @@ DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DI
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "static/"
 
-# Every Django mail function puts its message on the queue...
-EMAIL_BACKEND = "mailer.backend.DbBackend"
 DEFAULT_FROM_EMAIL = "demo@example.com"
-ADMINS = [("Admin", "admin@example.com")]
+ADMINS = ["admin@example.com"] if django.VERSION >= (6, 0) else [("Admin", "admin@example.com")]
 
-# ...and `manage.py send_mail` really sends it: to the console, or to an SMTP server on this machine.
+# What really sends the queue (`manage.py send_mail`): the console, or an SMTP server on this machine.
 if os.environ.get("EXAMPLE_SMTP_PORT"):
-    MAILER_EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    EMAIL_HOST = "127.0.0.1"
-    EMAIL_PORT = int(os.environ["EXAMPLE_SMTP_PORT"])
+    SENDER = {
+        "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "OPTIONS": {"host": "127.0.0.1", "port": int(os.environ["EXAMPLE_SMTP_PORT"])},
+    }
 else:
-    MAILER_EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    SENDER = {"BACKEND": "django.core.mail.backends.console.EmailBackend", "OPTIONS": {}}
+
+if django.VERSION >= (6, 1):
+    # Django 6.1: every Django mail function uses the "default" mailer, which is the queue;
+    # the queue is sent through the "sender" mailer.
+    MAILERS = {
+        "default": {"BACKEND": "mailer.backend.DbBackend", "OPTIONS": {"deliver_using": "sender"}},
+        "sender": SENDER,
+    }
+else:
+    # Before Django 6.1: the same with EMAIL_BACKEND, MAILER_EMAIL_BACKEND and the EMAIL_* settings.
+    EMAIL_BACKEND = "mailer.backend.DbBackend"
+    MAILER_EMAIL_BACKEND = SENDER["BACKEND"]
+    if "port" in SENDER["OPTIONS"]:
+        EMAIL_HOST = SENDER["OPTIONS"]["host"]
+        EMAIL_PORT = SENDER["OPTIONS"]["port"]
 
 MAILER_LOCK_PATH = str(BASE_DIR / "send_mail")

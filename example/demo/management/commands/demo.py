@@ -31,7 +31,7 @@ class Command(BaseCommand):
         self.show_queue()
 
     def queue_messages(self):
-        # With EMAIL_BACKEND = "mailer.backend.DbBackend", Django's own mail API queues.
+        # The queue is the default mailer (MAILERS, or EMAIL_BACKEND before 6.1): Django's mail API queues.
         mail.send_mail("Plain, via Django", "Hello from django.core.mail.send_mail.", FROM, ["alice@example.com"])
         html = mail.EmailMultiAlternatives(
             subject="HTML, via Django", body="Plain text part.", from_email=FROM, to=["bob@example.com"]
