@@ -53,6 +53,15 @@ def check_delivery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     id="mailer.W001",
                 )
             )
+        elif paths and not any(error.id == "mailer.E003" for error in errors):
+            errors.append(
+                checks.Warning(
+                    "MAILER_EMAIL_BACKEND names the backend that sends the queue, next to MAILERS.",
+                    hint="It still works, but with MAILERS, define an alias for that backend (its settings become "
+                    "OPTIONS) and name it in MAILER_DELIVER_USING. " + MAILERS_DOCS,
+                    id="mailer.W002",
+                )
+            )
     return errors
 
 

@@ -110,3 +110,19 @@ def fresh_mysql_database(prefix="mailer_t"):
         yield name
     finally:
         _execute(_mysql_connect(), f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@contextmanager
+def fresh_database(tmp_path, prefix: str):
+    """Yield the ``MAILER_TEST_DB_NAME`` of an empty database of the vendor under test (a file for SQLite)."""
+    from tests import dbconfig
+
+    kind = dbconfig.vendor()
+    if kind == "sqlite":
+        yield str(tmp_path / f"{prefix}.sqlite3")
+    elif kind == "postgres":
+        with fresh_postgres_database(prefix) as name:
+            yield name
+    else:
+        with fresh_mysql_database(prefix) as name:
+            yield name

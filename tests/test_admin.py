@@ -151,6 +151,20 @@ def test_messagelog_search_by_message_id(admin_client, logs):
     assert response.context["cl"].result_count == 1
 
 
+def test_the_mailers_alias_is_shown_and_filters_the_queue_and_the_log(admin_client, queued):
+    Message.objects.filter(pk=queued[0].pk).update(mailer="bulk")
+    page = admin_client.get(url("message_changelist"), {"mailer": "bulk"}).content.decode()
+    assert "first subject" in page and "second subject" not in page
+    assert "bulk" in admin_client.get(url("message_change", queued[0].pk)).content.decode()
+
+    send_all()
+    log = MessageLog.objects.get(mailer="bulk")
+    assert log.subject == "first subject"
+    response = admin_client.get(url("messagelog_changelist"), {"mailer": "bulk"})
+    assert response.context["cl"].result_count == 1
+    assert "bulk" in admin_client.get(url("messagelog_change", log.pk)).content.decode()
+
+
 def test_dontsendentry_pages(admin_client):
     entry = DontSendEntry.objects.create(to_address="nobody@example.com", when_added=timezone.now())
     response = admin_client.get(url("dontsendentry_changelist"))

@@ -4,7 +4,8 @@ import re
 
 import pytest
 from django.core import mail
-from django.core.mail import BadHeaderError, EmailMultiAlternatives
+from django.core.mail import EmailMultiAlternatives
+from django.core.mail.message import BadHeaderError  # ValueError itself from Django 6.0
 from django.utils.translation import gettext_lazy
 
 import mailer

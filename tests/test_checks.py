@@ -1,6 +1,7 @@
 """System checks (``manage.py check``) that hold on every supported Django; the MAILERS ones are in test_mailers."""
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
@@ -9,12 +10,15 @@ from mailer.delivery import mailers_configured
 
 
 def ids():
-    return sorted(message.id for message in check_delivery())
+    # On Django 6.1 tests/settings.py names the real sender with MAILER_EMAIL_BACKEND next to MAILERS, which
+    # works (and lets tests swap it) but is not the recommended configuration, and so silences mailer.W002.
+    silenced = settings.SILENCED_SYSTEM_CHECKS
+    return sorted(message.id for message in check_delivery() if message.id not in silenced)
 
 
 def test_the_test_settings_pass():
     assert ids() == []
-    call_command("check")
+    call_command("check", fail_level="WARNING")
 
 
 def test_queue_backend_as_real_sender(settings):

@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import textwrap
 import time
-from contextlib import contextmanager
 from email.utils import getaddresses
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import pytest
 from tests import dbconfig
 from tests.dropin.legacy_venv import LEGACY_VERSION, legacy_python
 from tests.procs import manage
-from tests.services import fresh_mysql_database, fresh_postgres_database
+from tests.services import fresh_database
 
 HERE = Path(__file__).resolve().parent
 LEGACY_MIGRATIONS = [
@@ -55,20 +54,6 @@ MARKER = re.compile(r"\[dropin:(\w+)\]")
 def legacy_venv_python():
     """Interpreter of the cached django-mailer 2.3.2 venv, built once per session (and kept across sessions)."""
     return legacy_python(dbconfig.vendor())
-
-
-@contextmanager
-def _fresh_database(tmp_path):
-    """Yield the MAILER_TEST_DB_NAME of an empty database of the vendor under test."""
-    kind = dbconfig.vendor()
-    if kind == "sqlite":
-        yield str(tmp_path / "dropin.sqlite3")
-    elif kind == "postgres":
-        with fresh_postgres_database("mailer_dropin") as name:
-            yield name
-    else:
-        with fresh_mysql_database("mailer_dropin") as name:
-            yield name
 
 
 class Legacy:
@@ -192,7 +177,7 @@ def _check_delivered(expected: dict, received):
 
 
 def test_database_of_django_mailer_232_keeps_working(legacy_venv_python, tmp_path, smtp_server):
-    with _fresh_database(tmp_path) as db_name:
+    with fresh_database(tmp_path, "mailer_dropin") as db_name:
         # --- django-mailer 2.3.2 sets up the database and queues mail -------------------------------------
         legacy = Legacy(legacy_venv_python, tmp_path / "legacy", db_name)
         legacy.run("-m", "django", "migrate", "--noinput")

@@ -619,10 +619,30 @@ def test_db_to_email_legacy_with_pickled_connection():
     from django.core.mail.backends.locmem import EmailBackend
 
     email = make_email("With connection")
-    email.connection = EmailBackend()
+    # The shape of an email pickled before Django 6.1, which renamed the attribute to ``_connection``.
+    email.__dict__.pop("_connection", None)
+    email.__dict__["connection"] = EmailBackend()
     loaded = db_to_email(legacy_2x(email))
     assert loaded.subject == "With connection"
-    assert loaded.connection is None
+    current = serialization._CONNECTION_KEY
+    assert {key: vars(loaded)[key] for key in ("connection", "_connection") if key in vars(loaded)} == {current: None}
+
+
+def test_db_to_email_emails_pickled_before_django_52():
+    """Django 4.2 kept alternatives and attachments as plain tuples; Django 6 reads ``.mimetype`` on them."""
+    email = EmailMultiAlternatives("Old Django", "Plain", "f@example.org", ["a@example.org"])
+    email.__dict__["alternatives"] = [("<p>HTML</p>", "text/html")]
+    email.__dict__["attachments"] = [("data.bin", bytes(range(256)), "application/octet-stream")]
+    loaded = db_to_email(legacy_2x(email))
+
+    message = loaded.message()
+    html = [part for part in message.walk() if part.get_content_type() == "text/html"]
+    assert [part.get_payload(decode=True).strip() for part in html] == [b"<p>HTML</p>"]
+    attachment = [part for part in message.walk() if part.get_filename() == "data.bin"]
+    assert [part.get_payload(decode=True) for part in attachment] == [bytes(range(256))]
+    if hasattr(serialization.mail_message, "EmailAlternative"):  # Django 5.2+
+        assert loaded.alternatives[0].mimetype == "text/html"
+        assert loaded.attachments[0].filename == "data.bin"
 
 
 @pytest.mark.parametrize("fmt", [legacy_2x, legacy_raw])
