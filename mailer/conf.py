@@ -30,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     # messages already handed to the backend may stay uncommitted.
     "COMMIT_BATCH_SIZE": 100,
     "COMMIT_INTERVAL": 0.02,
+    # Connections (and threads) one sender hands messages to the backend through at once.
+    "SENDER_CONNECTIONS": 1,
     # Locking
     "USE_FILE_LOCK": True,
     "LOCK_PATH": None,

@@ -20,6 +20,7 @@ import smtplib
 import threading
 import time
 import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,8 +119,33 @@ class _Batch:
     stopped_early: bool = False
 
 
+Slot = dict  # one connection per real mailer (Route -> backend), used by one delivery at a time
+
+
+def _deliver(slot: Slot, route: Route, email: EmailMessage) -> Exception | None:
+    """Hand ``email`` to ``route``'s connection in ``slot`` (opened on first use); the exception, if any.
+
+    Runs in a worker thread when ``MAILER_SENDER_CONNECTIONS`` > 1: it touches no database.
+    """
+    try:
+        connection = slot.get(route)
+        if connection is None:
+            connection = slot[route] = route.open()
+        connection.send_messages([email])
+    except Exception as exc:
+        return exc
+    return None
+
+
 class _Sender:
-    """One pass over the queue. Holds the backend connection and the counts."""
+    """One pass over the queue. Holds the backend connections and the counts.
+
+    Everything that touches the database happens in the calling thread. With
+    ``MAILER_SENDER_CONNECTIONS`` = N > 1, N worker threads hand messages of
+    the claimed batch to the backend at once, each through connections of its
+    own (a *slot*); results are logged, and the error handler called, back in
+    the calling thread, in the order deliveries finish.
+    """
 
     def __init__(
         self, queryset: QuerySet | None, routes: dict[str | None, Route], stop: threading.Event | None = None
@@ -129,8 +155,12 @@ class _Sender:
         self.stop = stop
         self.using = router.db_for_write(Message)
         self.error_handler = import_string(mailer_settings.ERROR_HANDLER)
-        # One open connection per real mailer, reused for the whole pass.
-        self.connections: dict[Route, BaseEmailBackend] = {}
+        self.throttle = mailer_settings.EMAIL_THROTTLE
+        # A throttle means one message at a time, whatever the number of connections.
+        size = 1 if self.throttle else max(1, int(mailer_settings.SENDER_CONNECTIONS))
+        self.slots: list[Slot] = [{} for _ in range(size)]  # idle slots; connections are reused all pass
+        self.all_slots = list(self.slots)
+        self.executor = ThreadPoolExecutor(size, thread_name_prefix="mailer-send") if size > 1 else None
         self.result = SendResult()
         # Messages the error handler reported "deferred" but left queued: not retried in this pass.
         self.passed_over: set[int] = set()
@@ -139,13 +169,12 @@ class _Sender:
 
     def run(self) -> SendResult:
         started = time.monotonic()
-        throttle = mailer_settings.EMAIL_THROTTLE
         try:
             while not self.limits_reached() and not self.stopping():
                 batch = _Batch()
                 with transaction.atomic(using=self.using):
                     messages = claims.claim(
-                        self.queryset, 1 if throttle else self.claim_size, self.using, self.passed_over
+                        self.queryset, 1 if self.throttle else self.claim_size, self.using, self.passed_over
                     )
                     if not messages:
                         break
@@ -158,12 +187,15 @@ class _Sender:
                 self.adapt_claim_size(batch)
                 if batch.error is not None:
                     raise batch.error
-                if throttle:
-                    logger.debug("Throttling email delivery. Sleeping %s seconds", throttle)
-                    _nap(throttle, self.stop)
+                if self.throttle:
+                    logger.debug("Throttling email delivery. Sleeping %s seconds", self.throttle)
+                    _nap(self.throttle, self.stop)
         finally:
-            for route in list(self.connections):
-                self.discard_connection(route)
+            if self.executor is not None:
+                self.executor.shutdown(wait=True)
+            for slot in self.all_slots:
+                for route in list(slot):
+                    self.discard_connection(slot, route)
             self.result.seconds = time.monotonic() - started
         return self.result
 
@@ -175,7 +207,7 @@ class _Sender:
             except serialization.UndecodableMessage as exc:
                 self.discard(message, exc, batch)
         blocked = {id(email) for email in remove_blocked(list(emails.values()))}
-        deadline = time.monotonic() + mailer_settings.COMMIT_INTERVAL
+        sendable = []
         for message in messages:
             email = emails.get(message.pk)
             if email is None:
@@ -187,54 +219,93 @@ class _Sender:
                 batch.logs.append(MessageLog(**log_fields(message, email, RESULT_DONT_SEND, "no recipient left")))
                 batch.done.append(message.pk)
                 self.result.skipped += 1
-            elif not self.send(message, email, batch):
-                return
-            if self.limits_reached() or self.stopping():
-                return
-            if time.monotonic() >= deadline:
-                batch.stopped_early = True
-                return
+            else:
+                sendable.append((message, email))
+        self.send(sendable, batch)
 
-    def send(self, message: Message, email: EmailMessage, batch: _Batch) -> bool:
-        """Hand one message to the backend; False when the pass must stop."""
+    def send(self, sendable: list[tuple[Message, EmailMessage]], batch: _Batch) -> None:
+        """Hand messages to the backend, up to one per idle slot at a time, until the batch is done.
+
+        Stops taking new ones at a poison message, a limit, a stop request or
+        the end of the commit interval; deliveries in flight are always
+        waited for and recorded.
+        """
+        deadline = time.monotonic() + mailer_settings.COMMIT_INTERVAL
+        todo = iter(sendable)
+        in_flight: dict[Future, tuple[Message, EmailMessage, Route, Slot]] = {}
+        taking = True
+        while True:
+            while taking and self.slots and self.room_for(len(in_flight)):
+                item = next(todo, None)
+                if item is None:
+                    taking = False
+                    break
+                message, email = item
+                route = self.routes.get(message.mailer, self.routes[None])
+                slot = self.slots.pop()
+                in_flight[self.start(slot, route, email)] = (message, email, route, slot)
+            if not in_flight:
+                return
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                message, email, route, slot = in_flight.pop(future)
+                ok = self.record(message, email, route, slot, future.result(), batch)
+                self.slots.append(slot)
+                if not ok or self.limits_reached() or self.stopping():
+                    taking = False
+            if taking and time.monotonic() >= deadline:
+                taking = False
+                batch.stopped_early = next(todo, None) is not None
+
+    def start(self, slot: Slot, route: Route, email: EmailMessage) -> Future:
         if get_message_id(email) is None:
             email.extra_headers["Message-ID"] = make_msgid(domain=DNS_NAME)
         logger.info("sending message '%s' to %s", email.subject, ", ".join(map(str, email.to)))
-        route = self.routes.get(message.mailer, self.routes[None])
-        try:
-            connection = self.connections.get(route)
-            if connection is None:
-                connection = self.connections[route] = route.open()
-            connection.send_messages([email])
-        except Exception as exc:
-            return self.handle_exception(message, email, route, exc, batch)
+        if self.executor is not None:
+            return self.executor.submit(_deliver, slot, route, email)
+        future: Future = Future()
+        future.set_result(_deliver(slot, route, email))
+        return future
+
+    def room_for(self, in_flight: int) -> bool:
+        """May another delivery start without overshooting ``MAILER_EMAIL_MAX_BATCH``?"""
+        max_batch = mailer_settings.EMAIL_MAX_BATCH
+        return max_batch is None or self.result.sent + in_flight < max_batch
+
+    def record(
+        self, message: Message, email: EmailMessage, route: Route, slot: Slot, exc: Exception | None, batch: _Batch
+    ) -> bool:
+        """Log one finished delivery; False when no new one may start (a poison message)."""
+        if exc is not None:
+            return self.handle_exception(message, email, route, slot, exc, batch)
         batch.logs.append(MessageLog(**log_fields(message, email, RESULT_SUCCESS)))
         batch.done.append(message.pk)
         self.result.sent += 1
         return True
 
     def handle_exception(
-        self, message: Message, email: EmailMessage, route: Route, exc: Exception, batch: _Batch
+        self, message: Message, email: EmailMessage, route: Route, slot: Slot, exc: Exception, batch: _Batch
     ) -> bool:
         try:
-            connection, action = self.error_handler(self.connections.get(route), message, exc)
+            connection, action = self.error_handler(slot.get(route), message, exc)
             if action not in ("sent", "deferred"):
                 raise ValueError(f"MAILER_ERROR_HANDLER returned {action!r}; expected 'sent' or 'deferred'")
         except Exception as error:
             # A poison message: put it aside with the traceback, keep what this
             # batch did, and re-raise once that is committed.
-            self.discard_connection(route)
+            self.discard_connection(slot, route)
             Message.objects.using(self.using).filter(pk=message.pk).update(priority=PRIORITY_DEFERRED)
             message.priority = PRIORITY_DEFERRED
             batch.logs.append(MessageLog(**log_fields(message, email, RESULT_FAILURE, traceback.format_exc())))
             logger.error("message %s deferred: sending it raised %r", message.pk, error)
             self.result.failed += 1
-            batch.error = error
+            if batch.error is None:
+                batch.error = error
             return False
-        if connection is not self.connections.get(route):
-            self.discard_connection(route)
+        if connection is not slot.get(route):
+            self.discard_connection(slot, route)
             if connection is not None:
-                self.connections[route] = connection
+                slot[route] = connection
         if action == "sent":
             batch.logs.append(MessageLog(**log_fields(message, email, RESULT_SUCCESS)))
             batch.done.append(message.pk)
@@ -297,8 +368,8 @@ class _Sender:
             return True
         return False
 
-    def discard_connection(self, route: Route) -> None:
-        connection = self.connections.pop(route, None)
+    def discard_connection(self, slot: Slot, route: Route) -> None:
+        connection = slot.pop(route, None)
         if connection is not None:
             try:
                 connection.close()

@@ -1,5 +1,6 @@
 """Fixtures shared by the whole test suite."""
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -133,6 +134,31 @@ def second_smtp_server():
     """Another SMTP sink, for tests with two relays."""
     with running_sink() as sink:
         yield sink
+
+
+def slow_down(sink, seconds):
+    """Make ``sink`` take ``seconds`` per message, as a relay does; ``sink.busy_max`` is the most at once."""
+    accept = sink.handle_DATA
+    sink.busy = sink.busy_max = 0
+
+    async def slow(server, session, envelope):
+        # All sessions run in the sink's one event loop thread: the counters need no lock.
+        sink.busy += 1
+        sink.busy_max = max(sink.busy_max, sink.busy)
+        try:
+            await asyncio.sleep(seconds)
+            return await accept(server, session, envelope)
+        finally:
+            sink.busy -= 1
+
+    sink.handle_DATA = slow  # aiosmtpd looks its hooks up on each new connection
+    return sink
+
+
+@pytest.fixture
+def slow_smtp_server(smtp_server):
+    """The SMTP sink taking a few milliseconds per message, so that senders overlap."""
+    return slow_down(smtp_server, 0.004)
 
 
 @pytest.fixture

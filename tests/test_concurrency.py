@@ -4,7 +4,6 @@ Real processes, a real database server and a real SMTP server. Runs whatever ``M
 processes use a fresh database of their own, not the test database.
 """
 
-import asyncio
 import re
 import warnings
 from collections import Counter
@@ -53,19 +52,6 @@ DATABASES = {
     "postgres": (services.fresh_postgres_database, postgres_counts),
     "mysql": (services.fresh_mysql_database, mysql_counts),
 }
-
-
-@pytest.fixture
-def slow_smtp_server(smtp_server):
-    """The SMTP sink taking a few milliseconds per message, like a relay does, so that the two senders overlap."""
-    accept = smtp_server.handle_DATA
-
-    async def slow(server, session, envelope):
-        await asyncio.sleep(0.004)
-        return await accept(server, session, envelope)
-
-    smtp_server.handle_DATA = slow  # aiosmtpd looks its hooks up on each new connection
-    return smtp_server
 
 
 @pytest.mark.parametrize("db", ["postgres", "mysql"])

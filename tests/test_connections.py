@@ -1,0 +1,103 @@
+"""``MAILER_SENDER_CONNECTIONS``: one sender handing its batch to the backend through several connections at once.
+
+Over SMTP to a relay on loopback that takes 20 ms per message, and with the in-process failing backend of
+``tests/test_engine.py`` for errors. Whatever the number of connections, every message is delivered once.
+"""
+
+import smtplib
+from collections import Counter
+
+import pytest
+
+from mailer.engine import send_all
+from mailer.models import PRIORITY_DEFERRED, RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
+from tests.conftest import slow_down
+from tests.test_engine import failures, queue, sent_subjects  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def relay(smtp_settings):
+    return slow_down(smtp_settings, 0.02)
+
+
+def queue_numbered(count):
+    for n in range(count):
+        queue(f"m{n:03}", minutes=n, headers={"X-Seq": str(n)})
+
+
+def delivered(server):
+    return Counter(int(m.message["X-Seq"]) for m in server.messages)
+
+
+def test_four_connections_deliver_each_message_once_and_at_once(settings, relay):
+    settings.MAILER_SENDER_CONNECTIONS = 4
+    queue_numbered(40)
+
+    result = send_all()
+
+    assert (result.sent, result.deferred, result.failed) == (40, 0, 0)
+    assert delivered(relay) == Counter(range(40))
+    assert relay.connections == 4  # one per slot, each reused
+    assert relay.busy_max > 1  # deliveries overlapped
+    assert Message.objects.count() == 0
+    logs = MessageLog.objects.filter(result=RESULT_SUCCESS)
+    assert logs.count() == 40 == len(set(logs.values_list("message_id", flat=True)))
+
+
+def test_one_connection_by_default(relay):
+    queue_numbered(5)
+    assert send_all().sent == 5
+    assert (relay.connections, relay.busy_max) == (1, 1)
+
+
+def test_throttle_sends_one_at_a_time_whatever_the_connections(settings, relay):
+    settings.MAILER_SENDER_CONNECTIONS = 4
+    settings.MAILER_EMAIL_THROTTLE = 0.001
+    queue_numbered(4)
+    assert send_all().sent == 4
+    assert relay.busy_max == 1
+
+
+def test_max_batch_is_not_overshot_by_deliveries_in_flight(settings, relay):
+    settings.MAILER_SENDER_CONNECTIONS = 4
+    settings.MAILER_EMAIL_MAX_BATCH = 5
+    queue_numbered(20)
+    assert send_all().sent == 5
+    assert len(relay.messages) == 5
+    assert Message.objects.count() == 15
+
+
+def test_a_deferrable_failure_defers_that_message_only(settings, failures):  # noqa: F811
+    settings.MAILER_SENDER_CONNECTIONS = 3
+    for n in range(9):
+        queue(f"m{n}", minutes=n)
+    failures["m4"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"no such user")})
+
+    result = send_all()
+
+    assert (result.sent, result.deferred) == (8, 1)
+    assert sorted(sent_subjects()) == [f"m{n}" for n in range(9) if n != 4]
+    assert [(m.subject, m.priority) for m in Message.objects.all()] == [("m4", PRIORITY_DEFERRED)]
+    assert MessageLog.objects.get(result=RESULT_FAILURE).subject == "m4"
+
+
+def test_a_poison_message_keeps_what_was_in_flight_and_the_next_run_sends_the_rest(settings, failures):  # noqa: F811
+    settings.MAILER_SENDER_CONNECTIONS = 3
+    for n in range(12):
+        queue(f"m{n:02}", minutes=n)
+    failures["m02"] = ValueError("poison")
+
+    with pytest.raises(ValueError, match="poison"):
+        send_all()
+    first = Counter(sent_subjects())
+    poison = Message.objects.get(priority=PRIORITY_DEFERRED)
+    assert poison.subject == "m02"
+    assert "ValueError: poison" in MessageLog.objects.get(result=RESULT_FAILURE).log_message
+    # Whatever was handed to the backend before the poison message failed is logged, not sent again.
+    assert MessageLog.objects.filter(result=RESULT_SUCCESS).count() == sum(first.values())
+
+    send_all()
+    assert Counter(sent_subjects()) == Counter(f"m{n:02}" for n in range(12) if n != 2)  # each once
+    assert [m.subject for m in Message.objects.all()] == ["m02"]  # put aside, deferred
