@@ -66,6 +66,9 @@ def get_message_id(email: EmailMessage) -> str | None:
     return None
 
 
+QUEUE_INDEX = "mailer_message_queue_idx"  # what senders claim the queue by (migration 0008)
+
+
 def _mailer_field(help_text: str) -> models.CharField:
     return models.CharField(_("mailer"), max_length=100, null=True, blank=True, help_text=help_text)
 
@@ -120,7 +123,7 @@ class Message(models.Model):
     class Meta:
         verbose_name = _("message")
         verbose_name_plural = _("messages")
-        indexes = [models.Index(fields=["priority", "when_added", "id"], name="mailer_message_queue_idx")]
+        indexes = [models.Index(fields=["priority", "when_added", "id"], name=QUEUE_INDEX)]
 
     def __str__(self) -> str:
         try:
