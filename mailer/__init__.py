@@ -48,7 +48,7 @@ def send_mail(
 
     from mailer import enqueue
 
-    email = EmailMessage(force_str(subject), force_str(message), from_email, list(recipient_list))
+    email = EmailMessage(force_str(subject), force_str(message), from_email, _recipients(recipient_list))
     enqueue.queue([email], priority)
     return 1
 
@@ -72,7 +72,7 @@ def send_html_mail(
     from mailer import enqueue
 
     email = EmailMultiAlternatives(
-        force_str(subject), force_str(message), from_email, list(recipient_list), headers=headers
+        force_str(subject), force_str(message), from_email, _recipients(recipient_list), headers=headers
     )
     email.attach_alternative(force_str(message_html), "text/html")
     enqueue.queue([email], priority)
@@ -96,10 +96,17 @@ def send_mass_mail(
     from mailer import enqueue
 
     emails = [
-        EmailMessage(force_str(subject), force_str(message), sender, list(recipients))
+        EmailMessage(force_str(subject), force_str(message), sender, _recipients(recipients))
         for subject, message, sender, recipients in datatuple
     ]
     return enqueue.queue(emails) if emails else 0
+
+
+def _recipients(recipient_list: Sequence[str]) -> list[str]:
+    # list("ann@example.org") would queue one message to "a", "n", "n", "@"...
+    if isinstance(recipient_list, str):
+        raise TypeError(f"recipient_list must be a list or tuple of addresses, not a string: {recipient_list!r}")
+    return list(recipient_list)
 
 
 def _site_mail(setting: str, subject: str, message: str, priority: int | None) -> int:

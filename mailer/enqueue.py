@@ -6,9 +6,12 @@ Shared by :class:`mailer.backend.DbBackend` and the functions in :mod:`mailer`.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
+from email import errors
+from email.headerregistry import AddressHeader
 from typing import Any
 
 from django.core.mail import EmailMessage
@@ -59,20 +62,54 @@ def get_priority(priority: Any) -> int:
     return priority
 
 
+# RFC 5322 field names: printable US-ASCII except the colon.
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
+
+
 def validate(email: EmailMessage) -> None:
     """Reject what could never be sent, before anything is stored."""
     for field in ("to", "cc", "bcc", "reply_to"):
         for address in getattr(email, field):
             if not isinstance(address, str):
                 raise TypeError(f"{field} addresses must be strings, not {type(address).__name__}: {address!r}")
-            if "\n" in address or "\r" in address:
-                raise BadHeaderError(f"Addresses can't contain newlines (got {address!r} in {field})")
-    if isinstance(email.from_email, str) and ("\n" in email.from_email or "\r" in email.from_email):
-        raise BadHeaderError(f"Addresses can't contain newlines (got {email.from_email!r} in from_email)")
+            check_address(address, field)
+    if isinstance(email.from_email, str):
+        check_address(email.from_email, "from_email")
     headers = {"Subject": email.subject, **email.extra_headers}
     for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise BadHeaderError(f"Invalid header name {name!r}: use printable ASCII, without spaces or ':'")
         if isinstance(value, str) and ("\n" in value or "\r" in value):
             raise BadHeaderError(f"Header values can't contain newlines (got {value!r} for header {name!r})")
+
+
+def check_address(address: str, field: str) -> None:
+    """Raise ``BadHeaderError`` (a ``ValueError``) for an address no mail server could be given.
+
+    One address, optionally with a display name (``"Ann <ann@example.org>"``),
+    as Python's email package parses it. Like Django, it allows a local
+    mailbox without a domain (``"webmaster"``) and obsolete but common forms
+    (``"John Q. Public <john@example.org>"``).
+    """
+    if "\n" in address or "\r" in address:
+        raise BadHeaderError(f"Addresses can't contain newlines (got {address!r} in {field})")
+    try:
+        parsed = AddressHeader.value_parser(address)
+        mailboxes = parsed.all_mailboxes
+        problems = [
+            str(defect)
+            for defect in parsed.all_defects
+            if isinstance(defect, errors.NonPrintableDefect)
+            or (isinstance(defect, errors.InvalidHeaderDefect) and "local part with no domain" not in str(defect))
+        ]
+    except Exception as exc:  # the parser fails on some invalid input instead of reporting a defect
+        mailboxes, problems = [], [f"unparsable ({exc.__class__.__name__})"]
+    if not problems and len(mailboxes) != 1:
+        problems = ["not exactly one address"]
+    elif not problems and not mailboxes[0].addr_spec:
+        problems = ["no address"]
+    if problems:
+        raise BadHeaderError(f"Invalid address {address!r} in {field}: {'; '.join(problems)}")
 
 
 def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | None = None) -> int:
