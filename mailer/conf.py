@@ -32,6 +32,10 @@ DEFAULTS: dict[str, Any] = {
     "COMMIT_INTERVAL": 0.02,
     # Connections (and threads) one sender hands messages to the backend through at once.
     "SENDER_CONNECTIONS": 1,
+    # Rows written by django-mailer 2.x (unsigned pickles): decoded at all, and which classes beyond
+    # Django's and the standard library's email classes they may contain.
+    "ALLOW_LEGACY_DATA": True,
+    "LEGACY_EXTRA_CLASSES": (),
     # Locking
     "USE_FILE_LOCK": True,
     "LOCK_PATH": None,
