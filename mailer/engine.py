@@ -286,6 +286,13 @@ class _Sender:
     def handle_exception(
         self, message: Message, email: EmailMessage, route: Route, slot: Slot, exc: Exception, batch: _Batch
     ) -> bool:
+        if isinstance(exc, ImproperlyConfigured):
+            # The configuration, not this message, is at fault (a backend that cannot be set up):
+            # leave the message queued as it is, keep what this batch did, and stop.
+            self.discard_connection(slot, route)
+            if batch.error is None:
+                batch.error = exc
+            return False
         try:
             connection, action = self.error_handler(slot.get(route), message, exc)
             if action not in ("sent", "deferred"):

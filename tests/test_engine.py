@@ -428,6 +428,20 @@ def test_poison_message_at_head_is_put_aside_and_the_rest_goes_next_run(failures
     assert MessageLog.objects.filter(result=RESULT_SUCCESS).count() == 50
 
 
+class MisconfiguredBackend(LocmemBackend):
+    def open(self):
+        raise ImproperlyConfigured("the relay's API key is missing")
+
+
+def test_a_backend_that_cannot_be_set_up_stops_the_run_and_blames_no_message(settings):
+    settings.MAILER_EMAIL_BACKEND = f"{THIS}.MisconfiguredBackend"
+    queued = [queue("first"), queue("second", minutes=1)]
+    with pytest.raises(ImproperlyConfigured, match="API key"):
+        send_all()
+    assert [(m.pk, m.priority) for m in Message.objects.order_by("pk")] == [(m.pk, PRIORITY_MEDIUM) for m in queued]
+    assert MessageLog.objects.count() == 0
+
+
 def test_messages_sent_before_a_poison_message_are_not_resent(failures):
     failures["poison"] = ValueError("boom")
     for n in range(5):
