@@ -23,6 +23,8 @@ DEFAULTS: dict[str, Any] = {
     "EMAIL_THROTTLE": 0,
     "EMAIL_MAX_RETRIES": None,
     "EMAIL_LOG_MESSAGE_DATA": True,
+    # Give each message a Message-ID header before sending, unless it has one (some providers set their own).
+    "ADD_MESSAGE_ID": True,
     "ERROR_HANDLER": "mailer.engine.handle_delivery_exception",
     "PAUSE_SEND": False,
     "EMPTY_QUEUE_SLEEP": 30,

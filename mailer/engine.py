@@ -258,7 +258,8 @@ class _Sender:
                 batch.stopped_early = next(todo, None) is not None
 
     def start(self, slot: Slot, route: Route, email: EmailMessage) -> Future:
-        if get_message_id(email) is None:
+        if mailer_settings.ADD_MESSAGE_ID and get_message_id(email) is None:
+            # Set here, not left to the backend, so that the log records the Message-ID that went out.
             email.extra_headers["Message-ID"] = make_msgid(domain=DNS_NAME)
         logger.info("sending message '%s' to %s", email.subject, ", ".join(map(str, email.to)))
         if self.executor is not None:

@@ -58,6 +58,20 @@ def db_to_email(data: str | bytes | None) -> Any:
         return None
 
 
+def get_provider_message_id(email: EmailMessage) -> str | None:
+    """The id the real backend's provider gave ``email``, if it reports one.
+
+    django-anymail sets ``email.anymail_status.message_id`` after sending: one
+    id, or a set of them when the provider gave each recipient its own.
+    """
+    ids = getattr(getattr(email, "anymail_status", None), "message_id", None)
+    if ids is None:
+        return None
+    if isinstance(ids, (set, frozenset, list, tuple)):
+        ids = ", ".join(sorted(map(str, ids)))
+    return str(ids)[:PROVIDER_ID_LENGTH]
+
+
 def get_message_id(email: EmailMessage) -> str | None:
     """The email's Message-ID header, whatever the case of its name."""
     for key, value in email.extra_headers.items():
@@ -67,6 +81,7 @@ def get_message_id(email: EmailMessage) -> str | None:
 
 
 QUEUE_INDEX = "mailer_message_queue_idx"  # what senders claim the queue by (migration 0008)
+PROVIDER_ID_LENGTH = 255
 
 
 def _mailer_field(help_text: str) -> models.CharField:
@@ -181,7 +196,7 @@ class DontSendEntry(models.Model):
 
     id = models.BigAutoField(auto_created=True, primary_key=True, verbose_name="ID")
     to_address = models.EmailField(max_length=254)
-    when_added = models.DateTimeField()
+    when_added = models.DateTimeField(default=now)
 
     objects = DontSendEntryManager()
 
@@ -223,6 +238,7 @@ def log_fields(message: Message, email: EmailMessage | None, result_code: str, l
     return {
         "message_data": data,
         "message_id": get_message_id(email) if email is not None else None,
+        "provider_message_id": get_provider_message_id(email) if email is not None else None,
         "when_added": message.when_added,
         "priority": message.priority,
         "result": result_code,
@@ -237,6 +253,15 @@ class MessageLog(models.Model):
     id = models.BigAutoField(auto_created=True, primary_key=True, verbose_name="ID")
     message_data = models.TextField(null=True)
     message_id = models.TextField(editable=False, null=True)
+    provider_message_id = models.CharField(
+        _("provider message id"),
+        max_length=PROVIDER_ID_LENGTH,
+        null=True,
+        blank=True,
+        db_index=True,
+        editable=False,
+        help_text=_("The id the sending provider gave the message (django-anymail's anymail_status)."),
+    )
     when_added = models.DateTimeField(db_index=True)
     priority = models.PositiveSmallIntegerField(choices=PRIORITIES, db_index=True)
     when_attempted = models.DateTimeField(default=now)
@@ -301,4 +326,5 @@ __all__ = [
     "email_to_db",
     "db_to_email",
     "get_message_id",
+    "get_provider_message_id",
 ]

@@ -890,3 +890,24 @@ def test_migration_0004_converts_string_priorities():
     log = MessageLog.objects.get()
     assert log.priority == PRIORITY_MEDIUM
     assert log.message_id == "<old@example.org>"
+
+
+def test_the_dont_send_lookup_has_an_index_where_the_database_can_have_one():
+    """Migration 0010 indexes LOWER(to_address) on PostgreSQL, SQLite and MySQL 8; MariaDB has no such index."""
+    from django.db.models.functions import Lower
+
+    with connection.cursor() as cursor:
+        indexes = connection.introspection.get_constraints(cursor, DontSendEntry._meta.db_table)
+    if not connection.features.supports_expression_indexes:
+        assert "mailer_dontsend_lower_idx" not in indexes
+        return
+    assert "mailer_dontsend_lower_idx" in indexes
+    DontSendEntry.objects.bulk_create(DontSendEntry(to_address=f"user{n}@example.org") for n in range(200))
+    keys = ["user7@example.org", "nobody@example.org"]
+    query = DontSendEntry.objects.annotate(key=Lower("to_address")).filter(key__in=keys).values_list("key", flat=True)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = off")  # a small table: show that the index can be used
+    plan = query.explain()
+    assert "mailer_dontsend_lower_idx" in plan, plan
+    assert list(query) == ["user7@example.org"]
