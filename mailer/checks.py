@@ -1,17 +1,23 @@
 """System checks (``manage.py check``) for configurations that cannot send the queue.
 
-They run the same resolution as the sender (:mod:`mailer.delivery`), so a
-project learns at deploy time, not at the first cron run, that its queued
-mail has nowhere to go.
+The delivery check runs the same resolution as the sender
+(:mod:`mailer.delivery`), so a project learns at deploy time, not at the
+first cron run, that its queued mail has nowhere to go. The sender checks
+look at the file lock and the database; the checks of one command
+(``runmailer``, ``runmailer_pg``) run when that command starts.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings
 from django.core import checks
+from django.core.checks.registry import CheckRegistry
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import SystemCheckError
+from django.db import connections, router
 from django.utils.module_loading import import_string
 
 from mailer import delivery
@@ -110,3 +116,81 @@ def _is_subclass(cls: Any, path: str) -> bool:
         return isinstance(cls, type) and issubclass(cls, import_string(path))
     except ImportError:
         return False
+
+
+@checks.register()
+def check_senders(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """How senders are kept apart: the file lock, and what the database allows."""
+    from mailer.locking import lock_path
+
+    messages: list[checks.CheckMessage] = []
+    if not mailer_settings.USE_FILE_LOCK:
+        if _database_vendor() == "sqlite":
+            messages.append(
+                checks.Warning(
+                    "MAILER_USE_FILE_LOCK is False on SQLite: senders running at once wait on SQLite's write lock "
+                    "and fail after its timeout.",
+                    hint="Keep the file lock on with SQLite, and run one sender at a time.",
+                    id="mailer.W003",
+                )
+            )
+        return messages
+    directory = os.path.dirname(os.path.abspath(lock_path()))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        messages.append(
+            checks.Warning(
+                f"The file lock's directory {directory!r} does not exist or this process cannot write to it: "
+                "every sending run will fail to take the lock.",
+                hint="Set MAILER_LOCK_PATH to a path in a directory the senders can write to.",
+                id="mailer.W004",
+            )
+        )
+    return messages
+
+
+# Checks for one command, run by that command when it starts (not by ``manage.py check``, since a project
+# may well use SQLite with cron and never run runmailer).
+command_checks = CheckRegistry()
+
+
+@command_checks.register("runmailer")
+def check_runmailer(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    if _database_vendor() != "sqlite":
+        return []
+    return [
+        checks.Warning(
+            "runmailer on SQLite: each batch holds SQLite's write lock, and any other sender (send_mail from "
+            "cron, the admin action) waits for it.",
+            hint="Run only this sender, with the file lock on; for more, use PostgreSQL or MySQL/MariaDB.",
+            id="mailer.W005",
+        )
+    ]
+
+
+@command_checks.register("runmailer_pg")
+def check_runmailer_pg(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    vendor = _database_vendor()
+    if vendor == "postgresql":
+        return []
+    return [
+        checks.Error(
+            f"runmailer_pg needs PostgreSQL, and the queue is in a {vendor} database.",
+            hint="Use runmailer instead, which polls every MAILER_EMPTY_QUEUE_SLEEP seconds.",
+            id="mailer.E005",
+        )
+    ]
+
+
+def run_command_checks(command: str) -> list[checks.CheckMessage]:
+    """The checks for ``command``; raises ``SystemCheckError`` if any is an error."""
+    found = command_checks.run_checks(tags=[command])
+    errors = [message for message in found if message.is_serious()]
+    if errors:
+        raise SystemCheckError("\n".join(str(error) for error in errors))
+    return found
+
+
+def _database_vendor() -> str:
+    from mailer.models import Message
+
+    return connections[router.db_for_write(Message)].vendor
