@@ -5,13 +5,71 @@ pages show what it decodes to (recipients, subject, plain text body).
 """
 
 from django.contrib import admin, messages
+from django.db.models import Count, Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
+from django.utils.translation import ngettext, ngettext_lazy
 
 from mailer.engine import send_all
-from mailer.models import DontSendEntry, Message, MessageLog
+from mailer.models import (
+    PRIORITY_DEFERRED,
+    PRIORITY_HIGH,
+    PRIORITY_LOW,
+    PRIORITY_MEDIUM,
+    RESULT_FAILURE,
+    DontSendEntry,
+    Message,
+    MessageLog,
+)
+from mailer.recipients import address_key, blocked_addresses
 
 UNAVAILABLE = _("<Message data unavailable>")
+PRIORITY_LABELS = {
+    PRIORITY_HIGH: _("high"),
+    PRIORITY_MEDIUM: _("medium"),
+    PRIORITY_LOW: _("low"),
+    PRIORITY_DEFERRED: _("deferred"),
+}
+
+# What the actions report: ngettext_lazy picks the plural form from the "count" value.
+RETRIED = ngettext_lazy(
+    "%(count)d deferred message put back on the queue.", "%(count)d deferred messages put back on the queue.", "count"
+)
+MAX_RETRIES_REACHED = ngettext_lazy(
+    "%(count)d message stays deferred: it reached MAILER_EMAIL_MAX_RETRIES.",
+    "%(count)d messages stay deferred: they reached MAILER_EMAIL_MAX_RETRIES.",
+    "count",
+)
+MOVED = ngettext_lazy(
+    "%(count)d message moved to %(priority)s priority.", "%(count)d messages moved to %(priority)s priority.", "count"
+)
+LEFT_DEFERRED = ngettext_lazy(
+    "%(count)d deferred message left deferred: retry it first.",
+    "%(count)d deferred messages left deferred: retry them first.",
+    "count",
+)
+ADDED = ngettext_lazy(
+    "%(count)d address added to the don't-send list.", "%(count)d addresses added to the don't-send list.", "count"
+)
+ALREADY_LISTED = ngettext_lazy(
+    "%(count)d address was already on the list.", "%(count)d addresses were already on the list.", "count"
+)
+REQUEUED = ngettext_lazy("%(count)d message queued again.", "%(count)d messages queued again.", "count")
+NOT_FAILURES = ngettext_lazy(
+    "%(count)d entry skipped: not a failure.", "%(count)d entries skipped: not failures.", "count"
+)
+UNDECODABLE = ngettext_lazy(
+    "%(count)d message skipped: its data is missing or can't be decoded.",
+    "%(count)d messages skipped: their data is missing or can't be decoded.",
+    "count",
+)
+
+
+def report(modeladmin, request, text, count, level=None, **values):
+    """Tell the user what an action did; by default a success, or plain information when it did nothing."""
+    if level is None:
+        level = messages.SUCCESS if count else messages.INFO
+    modeladmin.message_user(request, text % {"count": count, **values}, level)
 
 
 class EmailFieldsMixin:
@@ -40,11 +98,27 @@ class MessageAdmin(EmailFieldsMixin, admin.ModelAdmin):
     date_hierarchy = "when_added"
     fields = ["to", "subject", "priority", "mailer", "when_added", "retry_count", "plain_text_body"]
     readonly_fields = ["to", "subject", "mailer", "when_added", "retry_count", "plain_text_body"]
-    actions = ["send_messages"]
+    actions = ["send_messages", "retry_deferred", "move_to_high", "move_to_low", "add_to_dont_send"]
 
     def has_add_permission(self, request):
         # Mail is queued through Django's mail functions, not typed in here.
         return False
+
+    def has_add_to_dont_send_permission(self, request):
+        return request.user.has_perm("mailer.add_dontsendentry")
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(
+            request, {**(extra_context or {}), "priority_counts": self.priority_counts(request)}
+        )
+
+    def priority_counts(self, request):
+        """[(label, count, changelist query string)] for each priority and the whole queue, in one query."""
+        counts = self.get_queryset(request).aggregate(
+            total=Count("pk"), **{f"p{p}": Count("pk", filter=Q(priority=p)) for p in PRIORITY_LABELS}
+        )
+        rows = [(label, counts[f"p{p}"], f"?priority__exact={p}") for p, label in PRIORITY_LABELS.items()]
+        return [*rows, (_("total"), counts["total"], "?")]
 
     @admin.action(description=_("Send selected messages"), permissions=["change"])
     def send_messages(self, request, queryset):
@@ -58,6 +132,49 @@ class MessageAdmin(EmailFieldsMixin, admin.ModelAdmin):
             messages.SUCCESS if result.sent else messages.INFO,
         )
 
+    @admin.action(description=_("Retry selected deferred messages"), permissions=["change"])
+    def retry_deferred(self, request, queryset):
+        deferred = queryset.deferred().count()
+        retried = queryset.retry_deferred()  # honours MAILER_EMAIL_MAX_RETRIES
+        report(self, request, RETRIED, retried)
+        if deferred > retried:
+            report(self, request, MAX_RETRIES_REACHED, deferred - retried, messages.WARNING)
+
+    @admin.action(description=_("Move selected messages to high priority"), permissions=["change"])
+    def move_to_high(self, request, queryset):
+        self.move(request, queryset, PRIORITY_HIGH)
+
+    @admin.action(description=_("Move selected messages to low priority"), permissions=["change"])
+    def move_to_low(self, request, queryset):
+        self.move(request, queryset, PRIORITY_LOW)
+
+    def move(self, request, queryset, priority):
+        """Change the priority of the queued messages; deferred ones stay deferred (retrying is its own action)."""
+        skipped = queryset.deferred().count()
+        moved = queryset.non_deferred().update(priority=priority)
+        report(self, request, MOVED, moved, priority=PRIORITY_LABELS[priority])
+        if skipped:
+            report(self, request, LEFT_DEFERRED, skipped, messages.WARNING)
+
+    @admin.action(description=_("Add recipients to the don't-send list"), permissions=["add_to_dont_send"])
+    def add_to_dont_send(self, request, queryset):
+        addresses, undecodable = set(), 0
+        for message in queryset.iterator():
+            email = message.email
+            if email is None:
+                undecodable += 1
+                continue
+            addresses.update(address_key(a) for a in [*email.to, *email.cc, *email.bcc])
+        addresses.discard("")
+        new = sorted(addresses - blocked_addresses(addresses))  # blocked_addresses ignores case
+        now = timezone.now()
+        DontSendEntry.objects.bulk_create([DontSendEntry(to_address=a, when_added=now) for a in new])
+        report(self, request, ADDED, len(new))
+        if len(addresses) > len(new):
+            report(self, request, ALREADY_LISTED, len(addresses) - len(new), messages.INFO)
+        if undecodable:
+            report(self, request, UNDECODABLE, undecodable, messages.WARNING)
+
 
 @admin.register(DontSendEntry)
 class DontSendEntryAdmin(admin.ModelAdmin):
@@ -68,7 +185,7 @@ class DontSendEntryAdmin(admin.ModelAdmin):
 @admin.register(MessageLog)
 class MessageLogAdmin(EmailFieldsMixin, admin.ModelAdmin):
     list_display = ["id", "to", "subject", "message_id", "when_attempted", "result", "mailer"]
-    list_filter = ["result", "mailer"]
+    list_filter = ["result", "when_attempted", "mailer"]
     date_hierarchy = "when_attempted"
     search_fields = ["message_id"]
     fields = [
@@ -84,6 +201,29 @@ class MessageLogAdmin(EmailFieldsMixin, admin.ModelAdmin):
         "plain_text_body",
     ]
     readonly_fields = fields
+    actions = ["requeue"]
 
     def has_add_permission(self, request):
         return False
+
+    def has_requeue_permission(self, request):
+        # The log stays as it is; requeueing adds to the queue.
+        return request.user.has_perm("mailer.add_message")
+
+    @admin.action(description=_("Requeue selected failed messages"), permissions=["requeue"])
+    def requeue(self, request, queryset):
+        """Queue a new copy of each selected failure; the log rows stay."""
+        copies, undecodable = [], 0
+        for log in queryset.filter(result=RESULT_FAILURE).iterator():
+            if log.email is None:
+                undecodable += 1
+                continue
+            priority = PRIORITY_MEDIUM if log.priority == PRIORITY_DEFERRED else log.priority
+            copies.append(Message(message_data=log.message_data, priority=priority, mailer=log.mailer))
+        Message.objects.bulk_create(copies)
+        report(self, request, REQUEUED, len(copies))
+        not_failures = queryset.exclude(result=RESULT_FAILURE).count()
+        if not_failures:
+            report(self, request, NOT_FAILURES, not_failures, messages.INFO)
+        if undecodable:
+            report(self, request, UNDECODABLE, undecodable, messages.WARNING)
