@@ -187,11 +187,12 @@ class MessageLogAdmin(EmailFieldsMixin, admin.ModelAdmin):
     list_display = ["id", "to", "subject", "message_id", "when_attempted", "result", "mailer"]
     list_filter = ["result", "when_attempted", "mailer"]
     date_hierarchy = "when_attempted"
-    search_fields = ["message_id"]
+    search_fields = ["message_id", "=provider_message_id"]
     fields = [
         "to",
         "subject",
         "message_id",
+        "provider_message_id",
         "priority",
         "mailer",
         "when_added",

@@ -6,6 +6,7 @@ django-anymail's test backend stands for a provider: it reports an id for each m
 
 import pytest
 from django.core import mail
+from django.urls import reverse
 
 from mailer.engine import send_all
 from mailer.models import RESULT_SUCCESS, MessageLog, make_message
@@ -49,3 +50,17 @@ def test_without_adding_a_message_id(settings):
     logged = {log.subject: (log.message_id, log.provider_message_id) for log in MessageLog.objects.all()}
     # The log records whatever id the message went out with.
     assert logged == {"no id": (None, "0"), "own id": ("<mine@example.org>", "1")}
+
+
+def test_the_admin_finds_a_log_entry_by_its_provider_id(settings, admin_client):
+    settings.MAILER_EMAIL_BACKEND = ANYMAIL_TEST_BACKEND
+    queue("first")
+    queue("second")
+    send_all()
+    # An id like a real provider's (the test backend's are 0, 1... which any Message-ID may contain).
+    MessageLog.objects.filter(provider_message_id="1").update(provider_message_id="0102018c-esp-7f3a")
+    response = admin_client.get(reverse("admin:mailer_messagelog_changelist"), {"q": "0102018c-esp-7f3a"})
+    assert [log.subject for log in response.context["cl"].result_list] == ["second"]
+    log = MessageLog.objects.get(provider_message_id="0102018c-esp-7f3a")
+    page = admin_client.get(reverse("admin:mailer_messagelog_change", args=[log.pk])).content.decode()
+    assert "Provider message id" in page
