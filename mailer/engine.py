@@ -20,8 +20,9 @@ import smtplib
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -148,11 +149,16 @@ class _Sender:
     """
 
     def __init__(
-        self, queryset: QuerySet | None, routes: dict[str | None, Route], stop: threading.Event | None = None
+        self,
+        queryset: QuerySet | None,
+        routes: dict[str | None, Route],
+        stop: threading.Event | None = None,
+        progress: Callable[[SendResult], None] | None = None,
     ) -> None:
         self.queryset = queryset
         self.routes = routes
         self.stop = stop
+        self.progress = progress
         self.using = router.db_for_write(Message)
         self.error_handler = import_string(mailer_settings.ERROR_HANDLER)
         self.throttle = mailer_settings.EMAIL_THROTTLE
@@ -206,6 +212,7 @@ class _Sender:
                 emails[message.pk] = serialization.loads(message.message_data)
             except serialization.UndecodableMessage as exc:
                 self.discard(message, exc, batch)
+                self.report()
         blocked = {id(email) for email in remove_blocked(list(emails.values()))}
         sendable = []
         for message in messages:
@@ -219,6 +226,7 @@ class _Sender:
                 batch.logs.append(MessageLog(**log_fields(message, email, RESULT_DONT_SEND, "no recipient left")))
                 batch.done.append(message.pk)
                 self.result.skipped += 1
+                self.report()
             else:
                 sendable.append((message, email))
         self.send(sendable, batch)
@@ -250,6 +258,7 @@ class _Sender:
             for future in done:
                 message, email, route, slot = in_flight.pop(future)
                 ok = self.record(message, email, route, slot, future.result(), batch)
+                self.report()
                 self.slots.append(slot)
                 if not ok or self.limits_reached() or self.stopping():
                     taking = False
@@ -360,6 +369,16 @@ class _Sender:
     def stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()
 
+    def report(self) -> None:
+        """Hand a copy of the counts so far to the ``progress`` callback, if any; it can't break the pass."""
+        if self.progress is None:
+            return
+        try:
+            self.progress(replace(self.result))
+        except Exception:
+            logger.warning("the progress callback raised; not calling it again in this pass", exc_info=True)
+            self.progress = None
+
     def limits_reached(self) -> bool:
         # Asked after each message and again before each claim: say it once.
         max_batch = mailer_settings.EMAIL_MAX_BATCH
@@ -393,12 +412,22 @@ def _nap(seconds: float, stop: threading.Event | None) -> bool:
     return stop.wait(seconds)
 
 
-def send_all(queryset: QuerySet | None = None, *, stop: threading.Event | None = None) -> SendResult | None:
+def send_all(
+    queryset: QuerySet | None = None,
+    *,
+    stop: threading.Event | None = None,
+    progress: Callable[[SendResult], None] | None = None,
+) -> SendResult | None:
     """Send the queue once (or the messages of ``queryset``).
 
     Returns what was done, or ``None`` when another run holds the lock.
     Setting ``stop`` (from another thread or a signal handler) ends the pass
     after the message in hand, with everything sent so far committed.
+    ``progress``, if given, is called with the counts so far (a copy of the
+    :class:`SendResult`, ``seconds`` still 0) each time a message has been
+    dealt with: sent, deferred, skipped or failed, its outcome recorded for
+    the commit of its batch. It runs in the calling thread, never in a
+    delivery thread; an exception from it is logged and it is not called again.
     Re-raises an exception the error handler re-raised, after putting that
     message aside (deferred, with the traceback in the log).
     """
@@ -409,7 +438,7 @@ def send_all(queryset: QuerySet | None = None, *, stop: threading.Event | None =
         if not acquired:
             return None
     try:
-        result = _Sender(queryset, routes_now, stop).run()
+        result = _Sender(queryset, routes_now, stop, progress).run()
     finally:
         if lock is not None:
             release_lock(lock)
@@ -419,11 +448,12 @@ def send_all(queryset: QuerySet | None = None, *, stop: threading.Event | None =
     return result
 
 
-def send_loop(*, stop: threading.Event | None = None) -> None:
+def send_loop(*, stop: threading.Event | None = None, on_pass: Callable[[SendResult], None] | None = None) -> None:
     """Send forever (or until ``stop`` is set): wait while nothing is queued, then :func:`send_all`.
 
     An exception from one pass is logged and the loop goes on; the message
     that caused it has been deferred, so the next pass sends the rest.
+    ``on_pass``, if given, is called with the result of each pass that ran.
     """
     while stop is None or not stop.is_set():
         sleep: Any = mailer_settings.EMPTY_QUEUE_SLEEP
@@ -441,5 +471,7 @@ def send_loop(*, stop: threading.Event | None = None) -> None:
             logger.exception("sending failed; carrying on")
             _nap(min(sleep, 1), stop)
             continue
+        if result is not None and on_pass is not None:
+            on_pass(result)
         if result is None or result.sent == 0:
             _nap(sleep, stop)

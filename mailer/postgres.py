@@ -33,13 +33,14 @@ import logging
 import select
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import InterfaceError, OperationalError, connections, router, transaction
 
 from mailer.conf import mailer_settings
-from mailer.engine import send_all
+from mailer.engine import SendResult, send_all
 from mailer.models import Message
 
 logger = logging.getLogger(__name__)
@@ -170,7 +171,8 @@ class Listener:
 class PostgresSender:
     """The listening loop and its one sending thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_pass: Callable[[SendResult], None] | None = None) -> None:
+        self.on_pass = on_pass  # called with the result of each pass, in the sending thread
         self.using = router.db_for_write(Message)
         if connections[self.using].vendor != "postgresql":
             raise ImproperlyConfigured(
@@ -208,7 +210,7 @@ class PostgresSender:
         """
         self.check_connection()
         try:
-            send_all(stop=self.stopping)
+            result = send_all(stop=self.stopping)
         except (ImproperlyConfigured, ImportError):
             raise
         except Exception as exc:
@@ -222,6 +224,8 @@ class PostgresSender:
             # Normally a message the backend choked on: the engine has deferred it and logged the traceback.
             logger.exception("sending failed; carrying on")
             return 0.0 if failures < IMMEDIATE_RETRIES else RECONNECT_DELAY
+        if result is not None and self.on_pass is not None:
+            self.on_pass(result)
         return None
 
     def check_connection(self) -> None:

@@ -2,8 +2,8 @@
 
 Needs Chromium and its driver (``apt-get install -y chromium chromium-driver``, which ``.ci/run`` does)
 and Selenium (in the ``test`` extra). Without them the test is skipped; with ``MAILER_TEST_BROWSER=1``
-(set by ``.ci/run``) it fails instead. ``MAILER_UPDATE_SCREENSHOTS=1`` writes the screenshot to ``docs/_static/admin-message-list.png``
-(otherwise to the test's temporary directory).
+(set by ``.ci/run``) it fails instead. ``MAILER_UPDATE_SCREENSHOTS=1`` writes the screenshot to
+``docs/_static/admin-message-list.png`` (otherwise to the test's temporary directory).
 
 The example runs on its own throw-away SQLite file (``EXAMPLE_DB``), whatever database the suite uses.
 """

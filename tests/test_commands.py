@@ -335,6 +335,8 @@ def test_runmailer_stops_on_sigint_while_idle(project):
             proc.communicate()
     assert proc.returncode == 0, err
     assert "Stopped." in out
+    # The project is on SQLite: runmailer says, when it starts, what that means (docs/checks.rst).
+    assert "mailer.W005" in err
 
 
 def test_runmailer_stops_on_sigterm_after_the_message_in_hand(project, smtp_server):

@@ -1,9 +1,10 @@
 import logging
+import time
 
 from django.core.management.base import BaseCommand
 
 from mailer.management.options import non_negative_int
-from mailer.models import RESULT_DONT_SEND, RESULT_FAILURE, RESULT_SUCCESS, MessageLog
+from mailer.models import RESULT_CODES, RESULT_DONT_SEND, RESULT_FAILURE, RESULT_SUCCESS, MessageLog
 
 logger = logging.getLogger(__name__)
 
@@ -12,6 +13,7 @@ RESULTS = {
     "failure": [RESULT_FAILURE],
     "all": [RESULT_SUCCESS, RESULT_DONT_SEND, RESULT_FAILURE],
 }
+RESULT_LABELS = dict(RESULT_CODES)
 
 
 class Command(BaseCommand):
@@ -28,5 +30,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        count = MessageLog.objects.purge_old_entries(options["days"], RESULTS[options["result"]])
-        logger.info("%s log entries deleted", count)
+        started = time.monotonic()
+        days = options["days"]
+        # One DELETE per result, so that the summary can say how many of each went.
+        deleted = {code: MessageLog.objects.purge_old_entries(days, [code]) for code in RESULTS[options["result"]]}
+        logger.info(
+            "%s log entries deleted (%s) older than %s day(s) in %.2fs",
+            sum(deleted.values()),
+            ", ".join(f"{RESULT_LABELS[code]} {count}" for code, count in deleted.items()),
+            days,
+            time.monotonic() - started,
+        )

@@ -1,7 +1,9 @@
 import logging
+import time
 
 from django.core.management.base import BaseCommand
 
+from mailer.conf import mailer_settings
 from mailer.management.options import add_deprecated_cron_option, warn_if_cron
 from mailer.models import Message
 
@@ -16,5 +18,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         warn_if_cron("retry_deferred", options)
+        started = time.monotonic()
         count = Message.objects.retry_deferred()
-        logger.info("%s message(s) retried", count)
+        # What stays deferred now has been retried MAILER_EMAIL_MAX_RETRIES times already.
+        max_retries = mailer_settings.EMAIL_MAX_RETRIES
+        kept = 0 if max_retries is None else Message.objects.deferred().filter(retry_count__gte=max_retries).count()
+        logger.info(
+            "%s message(s) retried, %s left deferred (MAILER_EMAIL_MAX_RETRIES) in %.2fs",
+            count,
+            kept,
+            time.monotonic() - started,
+        )

@@ -5,7 +5,11 @@ import threading
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
+from mailer.checks import run_command_checks
 from mailer.engine import send_loop
+from mailer.management.progress import RunTotals
+
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -17,13 +21,22 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if options["debug"]:
             logging.getLogger("mailer").setLevel(logging.DEBUG)
+        for warning in run_command_checks("runmailer"):  # errors raise SystemCheckError
+            self.stderr.write(str(warning))
         # SIGTERM (systemd, supervisors) and CONTROL-C stop the loop after the
         # message in hand, with everything sent so far recorded.
         stop = threading.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *args: stop.set())
-        self.stdout.write(f"{timezone.now():%B %d, %Y - %X}")
-        self.stdout.write("Starting django-mailer send loop. Quit with CONTROL-C.")
-        self.stdout.flush()
-        send_loop(stop=stop)
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {signum: signal.signal(signum, lambda *args: stop.set()) for signum in signals}
+        totals = RunTotals()
+        try:
+            self.stdout.write(f"{timezone.now():%B %d, %Y - %X}")
+            self.stdout.write("Starting django-mailer send loop. Quit with CONTROL-C.")
+            self.stdout.flush()
+            send_loop(stop=stop, on_pass=totals.add)
+        finally:
+            # Whatever ended the run (a signal, a configuration error): what it did, in one line.
+            logger.info("Stopped: %s", totals)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         self.stdout.write("Stopped.")

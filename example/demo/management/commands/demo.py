@@ -30,6 +30,10 @@ class Command(BaseCommand):
             self.stdout.write(f"  {entry.get_result_display():<12} {entry.subject!r:<42} {entry.message_id or '-'}")
         self.show_queue()
 
+        # What monitoring sees (see README.rst for the cron lines and a health check).
+        self.section("manage.py mailer_status")
+        call_command("mailer_status")
+
     def queue_messages(self):
         # The queue is the default mailer (MAILERS, or EMAIL_BACKEND before 6.1): Django's mail API queues.
         mail.send_mail("Plain, via Django", "Hello from django.core.mail.send_mail.", FROM, ["alice@example.com"])

@@ -1,0 +1,101 @@
+import json
+import sys
+
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from mailer.management.options import non_negative_int
+from mailer.status import QueueStatus, queue_status
+
+EXIT_CHECK_FAILED = 1
+
+
+class Command(BaseCommand):
+    help = (
+        "Show the mail queue by priority, the age of the oldest queued message and the log of the last hour "
+        "and day. With --max-age or --max-deferred, exit with status 1 when the queue is stuck."
+    )
+    # A monitoring probe: quick, and nothing on stderr but the reasons it fails.
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+        parser.add_argument(
+            "--max-age",
+            type=non_negative_int,
+            metavar="SECONDS",
+            help="Fail (exit status 1) when the oldest queued, not deferred, message is older than this.",
+        )
+        parser.add_argument(
+            "--max-deferred",
+            type=non_negative_int,
+            metavar="N",
+            help="Fail (exit status 1) when more than N messages are deferred.",
+        )
+
+    def handle(self, *args, **options):
+        status = queue_status()
+        if options["json"]:
+            self.stdout.write(json.dumps(status.as_dict()))
+        else:
+            self.stdout.write(self.table(status))
+        problems = self.problems(status, options["max_age"], options["max_deferred"])
+        if problems:
+            self.stdout.flush()
+            for problem in problems:
+                self.stderr.write(f"mailer_status: {problem}")
+            sys.exit(EXIT_CHECK_FAILED)
+
+    @staticmethod
+    def problems(status: QueueStatus, max_age: int | None, max_deferred: int | None) -> list[str]:
+        problems = []
+        age = status.oldest_queued_age
+        if max_age is not None and age is not None and age > max_age:
+            problems.append(
+                f"the oldest queued message has waited {age:.1f}s ({_duration(age)}), "
+                f"longer than --max-age {max_age}; is a sender running?"
+            )
+        if max_deferred is not None and status.deferred > max_deferred:
+            problems.append(f"{status.deferred} message(s) deferred, more than --max-deferred {max_deferred}")
+        return problems
+
+    @staticmethod
+    def table(status: QueueStatus) -> str:
+        def when(moment, age):
+            if moment is None:
+                return "-"
+            if timezone.is_aware(moment):
+                moment = timezone.localtime(moment)
+            return f"{moment:%Y-%m-%d %H:%M:%S %Z}".rstrip() + f" ({_duration(age)} ago)"
+
+        lines = [
+            "Queue",
+            f"  high      {status.high:>9}",
+            f"  medium    {status.medium:>9}",
+            f"  low       {status.low:>9}",
+            f"  deferred  {status.deferred:>9}",
+            f"  total     {status.total:>9}",
+            f"  oldest    {when(status.oldest_queued, status.oldest_queued_age)}",
+            "",
+            f"Log         {'last hour':>9}  {'last day':>9}",
+        ]
+        for label, name in (("success", "success"), ("don't send", "dont_send"), ("failure", "failure")):
+            hour, day = getattr(status.last_hour, name), getattr(status.last_day, name)
+            lines.append(f"  {label:<10}{hour:>9}  {day:>9}")
+        lines.append(f"  last success  {when(status.last_success, status.last_success_age)}")
+        return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    """``45s``, ``12m 5s``, ``3h 20m``, ``2d 4h``."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"

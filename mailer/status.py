@@ -1,0 +1,171 @@
+"""The state of the queue and the log, for ``manage.py mailer_status`` and for monitoring code.
+
+:func:`queue_status` makes a handful of cheap queries and decodes no message:
+
+1. the queue, grouped by priority: count and oldest ``when_added`` per priority (the queue's index
+   on ``priority, when_added, id`` covers it);
+2. the log of the last day: the newest entry attempted before the window is found by walking the
+   primary key backwards, and the entries after it are counted by result and window, again along
+   the primary key. The log has no index on ``when_attempted``, but entries are written in the
+   order they are attempted, so the cost is that of the last day's entries, not of the whole log;
+3. the last success: within the last day from the same query; only when there was none, the newest
+   success before, along the primary key.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import asdict, dataclass
+
+from django.db.models import Count, Max, Min, Q
+from django.utils import timezone
+
+from mailer.models import (
+    PRIORITY_DEFERRED,
+    PRIORITY_HIGH,
+    PRIORITY_LOW,
+    PRIORITY_MEDIUM,
+    RESULT_DONT_SEND,
+    RESULT_FAILURE,
+    RESULT_SUCCESS,
+    Message,
+    MessageLog,
+)
+
+HOUR = datetime.timedelta(hours=1)
+DAY = datetime.timedelta(days=1)
+
+RESULT_NAMES = {RESULT_SUCCESS: "success", RESULT_DONT_SEND: "dont_send", RESULT_FAILURE: "failure"}
+
+
+@dataclass(frozen=True)
+class ResultCounts:
+    """Log entries of a time window, by result."""
+
+    success: int = 0
+    dont_send: int = 0
+    failure: int = 0
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """What :func:`queue_status` found. Times are aware datetimes in UTC when ``USE_TZ`` is on."""
+
+    checked_at: datetime.datetime
+    high: int
+    medium: int
+    low: int
+    deferred: int
+    oldest_queued: datetime.datetime | None  # when_added of the oldest message waiting to be sent (not deferred)
+    last_hour: ResultCounts
+    last_day: ResultCounts
+    last_success: datetime.datetime | None  # when_attempted of the newest successful log entry
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting to be sent: high, medium and low."""
+        return self.high + self.medium + self.low
+
+    @property
+    def total(self) -> int:
+        """Every message in the queue table, deferred ones included."""
+        return self.queued + self.deferred
+
+    @property
+    def oldest_queued_age(self) -> float | None:
+        """Seconds since the oldest waiting message was queued (0 if its clock was ahead); None if none waits."""
+        if self.oldest_queued is None:
+            return None
+        return max(0.0, (self.checked_at - self.oldest_queued).total_seconds())
+
+    @property
+    def last_success_age(self) -> float | None:
+        if self.last_success is None:
+            return None
+        return max(0.0, (self.checked_at - self.last_success).total_seconds())
+
+    def as_dict(self) -> dict:
+        """A JSON-ready dict (times as ISO 8601 strings, ages in seconds); docs/status.rst shows it."""
+
+        def iso(moment: datetime.datetime | None) -> str | None:
+            return moment.isoformat() if moment is not None else None
+
+        def seconds(value: float | None) -> float | None:
+            return round(value, 3) if value is not None else None
+
+        return {
+            "checked_at": iso(self.checked_at),
+            "queue": {
+                "high": self.high,
+                "medium": self.medium,
+                "low": self.low,
+                "deferred": self.deferred,
+                "total": self.total,
+            },
+            "oldest_queued": iso(self.oldest_queued),
+            "oldest_queued_age_seconds": seconds(self.oldest_queued_age),
+            "log": {"last_hour": asdict(self.last_hour), "last_day": asdict(self.last_day)},
+            "last_success": iso(self.last_success),
+            "last_success_age_seconds": seconds(self.last_success_age),
+        }
+
+
+def _queue_counts() -> tuple[dict[int, int], datetime.datetime | None]:
+    counts = {PRIORITY_HIGH: 0, PRIORITY_MEDIUM: 0, PRIORITY_LOW: 0, PRIORITY_DEFERRED: 0}
+    oldest = None
+    rows = Message.objects.order_by().values("priority").annotate(n=Count("id"), oldest=Min("when_added"))
+    for row in rows:
+        priority = row["priority"]
+        if priority not in counts:  # not a priority django-mailer writes; it is not sent either
+            continue
+        counts[priority] += row["n"]
+        if priority != PRIORITY_DEFERRED and row["oldest"] is not None:
+            oldest = row["oldest"] if oldest is None else min(oldest, row["oldest"])
+    return counts, oldest
+
+
+def _log_counts(now: datetime.datetime) -> tuple[ResultCounts, ResultCounts, datetime.datetime | None]:
+    day_ago, hour_ago = now - DAY, now - HOUR
+    # The newest entry attempted before the window: the window's entries come after it.
+    before = MessageLog.objects.filter(when_attempted__lt=day_ago).order_by("-id").values_list("id", flat=True)
+    boundary = before.first()
+    window = MessageLog.objects.filter(when_attempted__gte=day_ago)
+    if boundary is not None:
+        window = window.filter(id__gt=boundary)
+    aggregates = {}
+    for code, name in RESULT_NAMES.items():
+        aggregates[f"day_{name}"] = Count("id", filter=Q(result=code))
+        aggregates[f"hour_{name}"] = Count("id", filter=Q(result=code, when_attempted__gte=hour_ago))
+    aggregates["last_success"] = Max("when_attempted", filter=Q(result=RESULT_SUCCESS))
+    found = window.aggregate(**aggregates)
+    last_day = ResultCounts(**{name: found[f"day_{name}"] for name in RESULT_NAMES.values()})
+    last_hour = ResultCounts(**{name: found[f"hour_{name}"] for name in RESULT_NAMES.values()})
+    last_success = found["last_success"]
+    if last_success is None:
+        older = MessageLog.objects.filter(result=RESULT_SUCCESS)
+        if boundary is not None:
+            older = older.filter(id__lte=boundary)
+        last_success = older.order_by("-id").values_list("when_attempted", flat=True).first()
+    return last_hour, last_day, last_success
+
+
+def queue_status(now: datetime.datetime | None = None) -> QueueStatus:
+    """The queue by priority, the oldest waiting message, the log of the last hour and day, the last success.
+
+    The databases are those the routers give :class:`~mailer.models.Message` and
+    :class:`~mailer.models.MessageLog` for reading. ``now`` is for tests.
+    """
+    now = now or timezone.now()
+    counts, oldest = _queue_counts()
+    last_hour, last_day, last_success = _log_counts(now)
+    return QueueStatus(
+        checked_at=now,
+        high=counts[PRIORITY_HIGH],
+        medium=counts[PRIORITY_MEDIUM],
+        low=counts[PRIORITY_LOW],
+        deferred=counts[PRIORITY_DEFERRED],
+        oldest_queued=oldest,
+        last_hour=last_hour,
+        last_day=last_day,
+        last_success=last_success,
+    )
