@@ -22,4 +22,7 @@ def test_admin_action_is_translated(admin_client):
     with translation.override("ru"):
         response = admin_client.get("/admin/mailer/message/")
     assert response.status_code == 200
-    assert "Отправить выбранные сообщения" in response.content.decode()
+    page = response.content.decode()
+    assert "Отправить выбранные сообщения" in page
+    assert "Назначить выбранным сообщениям высокий приоритет" in page
+    assert "Очередь:" in page  # the counts above the list
