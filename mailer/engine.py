@@ -362,9 +362,11 @@ class _Sender:
     def adapt_claim_size(self, batch: _Batch) -> None:
         # Claim about as many rows as one commit interval takes, so a slow
         # relay does not fetch (and release) a hundred payloads per message.
-        handled = len(batch.done) or 1
         maximum = mailer_settings.COMMIT_BATCH_SIZE
-        self.claim_size = min(maximum, 2 * handled) if batch.stopped_early else maximum
+        if batch.stopped_early:
+            self.claim_size = max(1, min(maximum, len(batch.done)))
+        else:
+            self.claim_size = min(maximum, 2 * self.claim_size)
 
     def stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()

@@ -5,6 +5,7 @@ Shared by :class:`mailer.backend.DbBackend` and the functions in :mod:`mailer`.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -83,6 +84,11 @@ def validate(email: EmailMessage) -> None:
             raise BadHeaderError(f"Header values can't contain newlines (got {value!r} for header {name!r})")
 
 
+# RFC 5322 dot-atoms on both sides of the @, and nothing else: valid, no need to parse.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_BARE_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
 def check_address(address: str, field: str) -> None:
     """Raise ``BadHeaderError`` (a ``ValueError``) for an address no mail server could be given.
 
@@ -91,8 +97,18 @@ def check_address(address: str, field: str) -> None:
     mailbox without a domain (``"webmaster"``) and obsolete but common forms
     (``"John Q. Public <john@example.org>"``).
     """
+    if _BARE_ADDRESS.fullmatch(address):
+        return  # the common case, checked without the (slow) parser
     if "\n" in address or "\r" in address:
         raise BadHeaderError(f"Addresses can't contain newlines (got {address!r} in {field})")
+    problems = _address_problems(address)
+    if problems:
+        raise BadHeaderError(f"Invalid address {address!r} in {field}: {'; '.join(problems)}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _address_problems(address: str) -> tuple[str, ...]:
+    """What Python's email package finds wrong with ``address`` (cached: senders repeat)."""
     try:
         parsed = AddressHeader.value_parser(address)
         mailboxes = parsed.all_mailboxes
@@ -108,8 +124,7 @@ def check_address(address: str, field: str) -> None:
         problems = ["not exactly one address"]
     elif not problems and not mailboxes[0].addr_spec:
         problems = ["no address"]
-    if problems:
-        raise BadHeaderError(f"Invalid address {address!r} in {field}: {'; '.join(problems)}")
+    return tuple(problems)
 
 
 def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | None = None) -> int:
@@ -123,7 +138,7 @@ def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | No
     priority = get_priority(priority)
     for email in emails:
         validate(email)
-    empty = {id(email) for email in remove_blocked(emails)}
+    empty = {id(email) for email in remove_blocked(emails, queueing=True)}
     messages = []
     logs = []
     for email in emails:
@@ -134,9 +149,13 @@ def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | No
         else:
             message.email = email
             messages.append(message)
-    with transaction.atomic(using=router.db_for_write(Message)):
-        Message.objects.bulk_create(messages, batch_size=mailer_settings.MESSAGES_BATCH_SIZE)
-        MessageLog.objects.bulk_create(logs)
+    using = router.db_for_write(Message)
+    if len(messages) == 1 and not logs:
+        messages[0].save(force_insert=True, using=using)  # one statement: no transaction to open and commit
+    else:
+        with transaction.atomic(using=using):
+            Message.objects.bulk_create(messages, batch_size=mailer_settings.MESSAGES_BATCH_SIZE)
+            MessageLog.objects.bulk_create(logs)
     return len(messages)
 
 
@@ -144,7 +163,7 @@ def filter_recipient_list(lst: list[str] | None) -> list[str] | None:
     """``lst`` without the addresses on the don't-send list (one query)."""
     if lst is None:
         return None
-    blocked = blocked_addresses(lst)
+    blocked = blocked_addresses(lst, queueing=True)
     if not blocked:
         return list(lst)
     return [address for address in lst if address_key(address) not in blocked]

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.mail import EmailMessage
 from django.db import models
+from django.dispatch import Signal
 from django.utils.timezone import now
 from django.utils.translation import gettext_lazy as _
 
@@ -185,10 +186,19 @@ class Message(models.Model):
         self.save(update_fields=["priority"])
 
 
+# Sent after changes to the don't-send list that send no post_save (``bulk_create``).
+dont_send_list_changed = Signal()
+
+
 class DontSendEntryManager(models.Manager):
     def has_address(self, address: str) -> bool:
         """Is ``address`` on the don't-send list? Case does not matter."""
         return self.filter(to_address__iexact=address).exists()
+
+    def bulk_create(self, objs: Iterable[DontSendEntry], *args: Any, **kwargs: Any) -> list[DontSendEntry]:
+        created = super().bulk_create(objs, *args, **kwargs)
+        dont_send_list_changed.send(sender=self.model)
+        return created
 
 
 class DontSendEntry(models.Model):

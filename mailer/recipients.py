@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections.abc import Iterable, Sequence
 from email.utils import parseaddr
 
 from django.core.mail import EmailMessage
 from django.db.models.functions import Lower
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 
-from mailer.models import DontSendEntry
+from mailer.models import DontSendEntry, dont_send_list_changed
 
 logger = logging.getLogger(__name__)
 
@@ -17,15 +21,50 @@ logger = logging.getLogger(__name__)
 _CHUNK = 500
 
 
+# A bare address without display name, comment or quoting: its key is itself, lower-cased.
+_BARE = re.compile(r"[^\s<>\"(),;:@\[\]\\]+@[^\s<>\"(),;:@\[\]\\]+")
+
+# How long a process trusts having seen the list empty; changes made through the ORM in this process
+# are seen at once (signals). The list is checked again, exactly, when the message is sent.
+EMPTY_FOR = 1.0
+_seen_empty_at: float | None = None
+
+
 def address_key(address: str) -> str:
     """``"Ann <ANN@x.org>"`` -> ``"ann@x.org"``: how the list matches an address."""
+    if _BARE.fullmatch(address):
+        return address.lower()
     return parseaddr(address)[1].lower()
 
 
-def blocked_addresses(addresses: Iterable[str]) -> set[str]:
-    """The subset of ``addresses`` (as :func:`address_key`) that is on the don't-send list."""
+def _list_is_empty() -> bool:
+    """Is the don't-send list empty? Asks the database at most once per ``EMPTY_FOR`` seconds while it is."""
+    global _seen_empty_at
+    now = time.monotonic()
+    if _seen_empty_at is not None and now - _seen_empty_at < EMPTY_FOR:
+        return True
+    empty = not DontSendEntry.objects.exists()
+    _seen_empty_at = now if empty else None
+    return empty
+
+
+@receiver([post_save, post_delete, dont_send_list_changed], sender=DontSendEntry)
+def _forget_emptiness(**kwargs) -> None:
+    global _seen_empty_at
+    _seen_empty_at = None
+
+
+def blocked_addresses(addresses: Iterable[str], *, queueing: bool = False) -> set[str]:
+    """The subset of ``addresses`` (as :func:`address_key`) that is on the don't-send list.
+
+    When ``queueing``, a list seen empty less than ``EMPTY_FOR`` seconds ago
+    is not asked again: queueing then costs no query on sites without a
+    don't-send list. Sending always asks.
+    """
     keys = sorted({address_key(a) for a in addresses} - {""})
     blocked: set[str] = set()
+    if not keys or (queueing and _list_is_empty()):
+        return blocked
     for start in range(0, len(keys), _CHUNK):
         chunk = keys[start : start + _CHUNK]
         blocked.update(
@@ -34,13 +73,13 @@ def blocked_addresses(addresses: Iterable[str]) -> set[str]:
     return blocked
 
 
-def remove_blocked(emails: Sequence[EmailMessage]) -> list[EmailMessage]:
+def remove_blocked(emails: Sequence[EmailMessage], *, queueing: bool = False) -> list[EmailMessage]:
     """Drop don't-send addresses from the to, cc and bcc of ``emails`` (in place).
 
     Returns the emails left with no recipient at all. Costs one query for the
     whole batch (more only for batches of many hundreds of addresses).
     """
-    blocked = blocked_addresses(addr for email in emails for addr in email.recipients())
+    blocked = blocked_addresses((addr for email in emails for addr in email.recipients()), queueing=queueing)
     empty = []
     for email in emails:
         if blocked:

@@ -11,11 +11,12 @@ Like the other cached venvs they hold third-party packages only: our package run
 (``PYTHONPATH=<repo root>``).
 """
 
+import shutil
 import sys
 from pathlib import Path
 
 from tests.dropin.legacy_venv import cache_dir, cached_venv
-from tests.upgrade.django_venv import _requirements
+from tests.upgrade.django_venv import _probe, _requirements
 
 DJANGO_SERIES = "5.2"
 
@@ -49,7 +50,19 @@ def driver_python(driver: str) -> Path:
         f"assert django.VERSION[:2] == {tuple(map(int, DJANGO_SERIES.split('.')))!r}, django.get_version()\n"
         f"for name in {dependencies!r}: importlib.metadata.version(name)\n" + driver_check
     )
-    py = f"py{sys.version_info.major}.{sys.version_info.minor}"
-    venv = cache_dir() / f"venv-django{DJANGO_SERIES}-{driver}-{py}"
+    python, (major, minor) = _interpreter()
+    venv = cache_dir() / f"venv-django{DJANGO_SERIES}-{driver}-py{major}.{minor}"
     # "sqlite": cached_venv adds no driver of its own (for "postgres" it would add psycopg 3).
-    return cached_venv(venv, [*requirements, *packages], check, "sqlite", f"Django {DJANGO_SERIES} and {driver}")
+    return cached_venv(
+        venv, [*requirements, *packages], check, "sqlite", f"Django {DJANGO_SERIES} and {driver}", python=python
+    )
+
+
+def _interpreter() -> tuple[str, tuple[int, int]]:
+    """Python 3.11 when there is one (psycopg 3.1 has no wheels for 3.13), else this interpreter."""
+    for name in ("python3.11", sys.executable):
+        path = shutil.which(name)
+        found = _probe(path) if path else "not found"
+        if not isinstance(found, str):
+            return found
+    return sys.executable, sys.version_info[:2]

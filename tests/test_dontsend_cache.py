@@ -1,0 +1,64 @@
+"""Queueing on a site without a don't-send list costs no query for it; sending always asks the database.
+
+``mailer.recipients`` remembers for ``EMPTY_FOR`` seconds that it found the list empty. Changes made
+through the ORM in this process are seen at once; changes it cannot see (raw SQL, another process) are
+seen when the message is sent, which is what decides.
+"""
+
+import pytest
+from django.core import mail
+from django.db import connection
+
+import mailer
+from mailer import recipients
+from mailer.engine import send_all
+from mailer.models import RESULT_DONT_SEND, DontSendEntry, Message, MessageLog
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_memory():
+    recipients._seen_empty_at = None
+    yield
+    recipients._seen_empty_at = None
+
+
+def queue(to):
+    mailer.send_mail("S", "B", "f@example.org", [to])
+
+
+def test_queueing_with_an_empty_list_asks_once(django_assert_num_queries):
+    with django_assert_num_queries(2):  # is the list empty? + INSERT
+        queue("a@example.org")
+    with django_assert_num_queries(1):  # INSERT only
+        queue("b@example.org")
+
+
+@pytest.mark.parametrize("add", ["create", "bulk_create"])
+def test_an_entry_added_in_this_process_is_seen_at_once(add):
+    queue("a@example.org")  # the list is now known to be empty
+    if add == "create":
+        DontSendEntry.objects.create(to_address="blocked@example.org")
+    else:
+        DontSendEntry.objects.bulk_create([DontSendEntry(to_address="blocked@example.org")])
+    queue("blocked@example.org")
+    assert Message.objects.count() == 1
+    assert MessageLog.objects.get().result == RESULT_DONT_SEND
+
+
+def test_an_entry_the_process_cannot_see_is_honoured_when_sending():
+    queue("a@example.org")
+    with connection.cursor() as cursor:  # as another process would add it
+        cursor.execute(
+            "INSERT INTO mailer_dontsendentry (to_address, when_added) VALUES (%s, %s)",
+            ["blocked@example.org", "2026-01-01 00:00:00"],
+        )
+    queue("blocked@example.org")
+    assert Message.objects.count() == 2  # queued: the process still trusted the empty list
+
+    result = send_all()
+
+    assert (result.sent, result.skipped) == (1, 1)
+    assert [email.to for email in mail.outbox] == [["a@example.org"]]
+    assert MessageLog.objects.filter(result=RESULT_DONT_SEND).count() == 1
