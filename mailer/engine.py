@@ -170,7 +170,13 @@ class _Sender:
         self.result = SendResult()
         # Messages the error handler reported "deferred" but left queued: not retried in this pass.
         self.passed_over: set[int] = set()
-        self.claim_size = mailer_settings.COMMIT_BATCH_SIZE
+        # Read once per pass: they are asked about after every message.
+        self.batch_size = mailer_settings.COMMIT_BATCH_SIZE
+        self.commit_interval = mailer_settings.COMMIT_INTERVAL
+        self.add_message_id = mailer_settings.ADD_MESSAGE_ID
+        self.max_batch = mailer_settings.EMAIL_MAX_BATCH
+        self.max_deferred = mailer_settings.EMAIL_MAX_DEFERRED
+        self.claim_size = self.batch_size
         self.limit_logged = False
 
     def run(self) -> SendResult:
@@ -238,7 +244,7 @@ class _Sender:
         the end of the commit interval; deliveries in flight are always
         waited for and recorded.
         """
-        deadline = time.monotonic() + mailer_settings.COMMIT_INTERVAL
+        deadline = time.monotonic() + self.commit_interval
         todo = iter(sendable)
         in_flight: dict[Future, tuple[Message, EmailMessage, Route, Slot]] = {}
         taking = True
@@ -267,7 +273,7 @@ class _Sender:
                 batch.stopped_early = next(todo, None) is not None
 
     def start(self, slot: Slot, route: Route, email: EmailMessage) -> Future:
-        if mailer_settings.ADD_MESSAGE_ID and get_message_id(email) is None:
+        if self.add_message_id and get_message_id(email) is None:
             # Set here, not left to the backend, so that the log records the Message-ID that went out.
             email.extra_headers["Message-ID"] = make_msgid(domain=DNS_NAME)
         logger.info("sending message '%s' to %s", email.subject, ", ".join(map(str, email.to)))
@@ -279,7 +285,7 @@ class _Sender:
 
     def room_for(self, in_flight: int) -> bool:
         """May another delivery start without overshooting ``MAILER_EMAIL_MAX_BATCH``?"""
-        max_batch = mailer_settings.EMAIL_MAX_BATCH
+        max_batch = self.max_batch
         return max_batch is None or self.result.sent + in_flight < max_batch
 
     def record(
@@ -362,7 +368,7 @@ class _Sender:
     def adapt_claim_size(self, batch: _Batch) -> None:
         # Claim about as many rows as one commit interval takes, so a slow
         # relay does not fetch (and release) a hundred payloads per message.
-        maximum = mailer_settings.COMMIT_BATCH_SIZE
+        maximum = self.batch_size
         if batch.stopped_early:
             self.claim_size = max(1, min(maximum, len(batch.done)))
         else:
@@ -383,13 +389,13 @@ class _Sender:
 
     def limits_reached(self) -> bool:
         # Asked after each message and again before each claim: say it once.
-        max_batch = mailer_settings.EMAIL_MAX_BATCH
+        max_batch = self.max_batch
         if max_batch is not None and self.result.sent >= max_batch:
             if not self.limit_logged:
                 logger.info("EMAIL_MAX_BATCH (%s) reached, stopping for this round", max_batch)
                 self.limit_logged = True
             return True
-        max_deferred = mailer_settings.EMAIL_MAX_DEFERRED
+        max_deferred = self.max_deferred
         if max_deferred is not None and self.result.deferred >= max_deferred:
             if not self.limit_logged:
                 logger.warning("EMAIL_MAX_DEFERRED (%s) reached, stopping for this round", max_deferred)

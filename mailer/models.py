@@ -85,6 +85,25 @@ QUEUE_INDEX = "mailer_message_queue_idx"  # what senders claim the queue by (mig
 PROVIDER_ID_LENGTH = 255
 
 
+class MessageDataField(models.TextField):
+    """The text column that holds a serialised email.
+
+    Having ``get_placeholder()`` makes Django's PostgreSQL backend insert many
+    rows with a plain ``VALUES`` list instead of ``UNNEST`` over arrays, which
+    psycopg builds by scanning every value, several kilobytes here, with a
+    regular expression: a sixth of a sending run's time. No change to the
+    column itself.
+    """
+
+    def get_placeholder(self, value: Any, compiler: Any, connection: Any) -> str:
+        return "%s"
+
+    def deconstruct(self) -> tuple:
+        # A TextField to migrations: the database sees no difference.
+        name, _path, args, kwargs = super().deconstruct()
+        return name, "django.db.models.TextField", args, kwargs
+
+
 def _mailer_field(help_text: str) -> models.CharField:
     return models.CharField(_("mailer"), max_length=100, null=True, blank=True, help_text=help_text)
 
@@ -126,7 +145,7 @@ class Message(models.Model):
     """An email waiting to be sent."""
 
     id = models.BigAutoField(auto_created=True, primary_key=True, verbose_name="ID")
-    message_data = models.TextField()
+    message_data = MessageDataField()
     when_added = models.DateTimeField(default=now)
     priority = models.PositiveSmallIntegerField(choices=PRIORITIES, default=PRIORITY_MEDIUM)
     retry_count = models.IntegerField(default=0)
@@ -261,7 +280,7 @@ class MessageLog(models.Model):
     """What happened to a message that left the queue (or failed to)."""
 
     id = models.BigAutoField(auto_created=True, primary_key=True, verbose_name="ID")
-    message_data = models.TextField(null=True)
+    message_data = MessageDataField(null=True)
     message_id = models.TextField(editable=False, null=True)
     provider_message_id = models.CharField(
         _("provider message id"),
