@@ -95,8 +95,13 @@ class MessageDataField(models.TextField):
     column itself.
     """
 
-    def get_placeholder(self, value: Any, compiler: Any, connection: Any) -> str:
+    def get_placeholder(self, value: Any, compiler: Any, connection: Any) -> str:  # before Django 6.1
         return "%s"
+
+    def get_placeholder_sql(self, value: Any, compiler: Any, connection: Any) -> tuple[str, tuple]:  # 6.1+
+        if hasattr(value, "as_sql"):
+            return compiler.compile(value)
+        return "%s", (value,)
 
     def deconstruct(self) -> tuple:
         # A TextField to migrations: the database sees no difference.
