@@ -26,6 +26,13 @@ def _same_file(a: object, b: object) -> bool:
         return False
 
 
+def _is_terminal(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def _stream_handlers_on(stream: IO[str]) -> list[logging.Handler]:
     """The logging handlers that write to the same file as ``stream``, wherever they are attached."""
     loggers = [logging.getLogger()]
@@ -37,7 +44,9 @@ def _stream_handlers_on(stream: IO[str]) -> list[logging.Handler]:
     for handler in candidates:
         if handler in found or not isinstance(handler, logging.StreamHandler):
             continue
-        if handler.stream is stream or _same_file(handler.stream, stream):
+        # The same file, or any terminal: the file test can fail on a wrapped stream (Django 4.2), and wiping
+        # the bar before a line on another terminal costs nothing.
+        if handler.stream is stream or _same_file(handler.stream, stream) or _is_terminal(handler.stream):
             found.append(handler)
     return found
 
