@@ -18,7 +18,9 @@ from typing import Any
 from django.core.mail import EmailMessage
 from django.core.mail.message import BadHeaderError  # ValueError itself from Django 6.1
 from django.db import router, transaction
+from django.utils.timezone import now
 
+from mailer import claims
 from mailer.conf import mailer_settings
 from mailer.models import (
     PRIORITY_MAPPING,
@@ -139,10 +141,11 @@ def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | No
     for email in emails:
         validate(email)
     empty = {id(email) for email in remove_blocked(emails, queueing=True)}
+    when_added = now()  # one reading for the batch (the model default would read the clock per message)
     messages = []
     logs = []
     for email in emails:
-        message = Message(priority=priority, mailer=mailer)
+        message = Message(priority=priority, mailer=mailer, when_added=when_added)
         if id(email) in empty:
             # log_fields() encodes the email for the log: once, as for a queued one.
             logs.append(MessageLog(**log_fields(message, email, RESULT_DONT_SEND, "no recipient left to send to")))
@@ -150,12 +153,13 @@ def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | No
             message.email = email
             messages.append(message)
     using = router.db_for_write(Message)
-    if len(messages) == 1 and not logs:
-        messages[0].save(force_insert=True, using=using)  # one statement: no transaction to open and commit
+    batch_size = mailer_settings.MESSAGES_BATCH_SIZE
+    if not logs and len(messages) <= (batch_size or len(messages)):
+        claims.insert(messages, using)  # one statement: no transaction to open and commit
     else:
         with transaction.atomic(using=using):
-            Message.objects.bulk_create(messages, batch_size=mailer_settings.MESSAGES_BATCH_SIZE)
-            MessageLog.objects.bulk_create(logs)
+            claims.insert(messages, using, batch_size=batch_size)
+            claims.insert(logs, using)
     return len(messages)
 
 

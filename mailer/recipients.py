@@ -61,10 +61,10 @@ def blocked_addresses(addresses: Iterable[str], *, queueing: bool = False) -> se
     is not asked again: queueing then costs no query on sites without a
     don't-send list. Sending always asks.
     """
-    keys = sorted({address_key(a) for a in addresses} - {""})
     blocked: set[str] = set()
-    if not keys or (queueing and _list_is_empty()):
+    if queueing and _list_is_empty():
         return blocked
+    keys = sorted({address_key(a) for a in addresses} - {""})
     for start in range(0, len(keys), _CHUNK):
         chunk = keys[start : start + _CHUNK]
         blocked.update(

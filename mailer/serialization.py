@@ -16,13 +16,18 @@ from __future__ import annotations
 import _compat_pickle
 import base64
 import binascii
-import copy
+import functools
+import hashlib
+import hmac
 import io
 import pickle
 from typing import Any
 
+from django.conf import settings
 from django.core import signing
 from django.core.mail import message as mail_message
+from django.utils.crypto import constant_time_compare
+from django.utils.encoding import force_bytes
 
 from mailer.conf import mailer_settings
 
@@ -36,6 +41,23 @@ class UndecodableMessage(ValueError):
 
 def _signer() -> signing.Signer:
     return signing.Signer(salt=SALT)
+
+
+# Signing and checking with the current SECRET_KEY is on the path of every
+# message queued and sent. django.core.signing.Signer derives its HMAC key
+# from the secret anew for each signature; these functions make the same
+# signatures (a test compares them with Signer's) with the key derived once.
+
+
+@functools.lru_cache(maxsize=8)
+def _hmac_key(secret: str | bytes) -> bytes:
+    # As django.utils.crypto.salted_hmac() derives it for Signer(salt=SALT).
+    return hashlib.sha256(force_bytes(SALT + "signer") + force_bytes(secret)).digest()
+
+
+def _signature(value: str) -> str:
+    digest = hmac.digest(_hmac_key(settings.SECRET_KEY), value.encode(), "sha256")
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 # Where an EmailMessage keeps its backend instance: ``_connection`` from Django 6.1
@@ -52,14 +74,21 @@ def dumps(obj: Any) -> str:
     A backend instance attached to the email is never stored: it is not part
     of the message and may not be picklable.
     """
-    state = getattr(obj, "__dict__", {})
-    if any(state.get(key) is not None for key in _CONNECTION_KEYS):
-        obj = copy.copy(obj)
-        for key in _CONNECTION_KEYS:
-            if key in obj.__dict__:
-                obj.__dict__[key] = None
-    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return PREFIX + _signer().sign(base64.b64encode(payload).decode("ascii"))
+    state = getattr(obj, "__dict__", None)
+    if state is not None and (state.get("connection") is not None or state.get("_connection") is not None):
+        obj = _without_connection(obj, state)
+    value = base64.b64encode(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
+    return f"{PREFIX}{value}:{_signature(value)}"
+
+
+def _without_connection(obj: Any, state: dict) -> Any:
+    """A shallow copy of ``obj`` with no backend instance (cheaper than :func:`copy.copy`)."""
+    clone = object.__new__(type(obj))
+    clone.__dict__.update(state)
+    for key in _CONNECTION_KEYS:
+        if key in state:
+            clone.__dict__[key] = None
+    return clone
 
 
 def _upgrade(obj: Any) -> Any:
@@ -117,10 +146,12 @@ def _check_legacy_allowed() -> None:
 
 
 def _signed(data: str) -> Any:
-    try:
-        payload = _signer().unsign(data)
-    except signing.BadSignature:
-        raise UndecodableMessage("bad signature: the data was not written by this site, or was altered") from None
+    payload, _sep, signature = data.rpartition(":")
+    if not constant_time_compare(signature, _signature(payload)):
+        try:  # signed with one of SECRET_KEY_FALLBACKS, or not by this site
+            payload = _signer().unsign(data)
+        except signing.BadSignature:
+            raise UndecodableMessage("bad signature: the data was not written by this site, or was altered") from None
     try:
         obj = pickle.loads(base64.b64decode(payload, validate=True))
     except Exception as exc:

@@ -1,6 +1,7 @@
 """mailer.backend.DbBackend: Django's own mail functions queue; send_all() then really sends (locmem or SMTP)."""
 
 import email.utils
+import re
 
 import pytest
 from django.core import mail
@@ -35,7 +36,9 @@ def queued_emails():
 
 
 def inserts_into(table, queries):
-    return [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("INSERT") and table in q["sql"]]
+    """The statements among ``queries`` that wrote rows into ``table`` (INSERT, or COPY on PostgreSQL)."""
+    statements = [re.sub(r"^\d+ times: ", "", q["sql"].lstrip()) for q in queries]
+    return [sql for sql in statements if sql.upper().startswith(("INSERT", "COPY")) and table in sql]
 
 
 # Django's mail functions queue instead of sending

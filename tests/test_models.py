@@ -538,6 +538,18 @@ def test_db_to_email_tampered_signed_data():
     assert db_to_email(data).subject == "Original"
 
 
+@pytest.mark.parametrize("key", ["s3cret " * 8, b"bytes key " * 6, "ünïcødé key " * 5])
+def test_signature_is_djangos_signer_signature(settings, key):
+    """serialization signs without django.core.signing.Signer, for speed, but must sign exactly like it:
+    rows already queued, and Django's own fallback-key check, depend on it."""
+    settings.SECRET_KEY = key
+    data = email_to_db(make_email("Signed"))
+    signed = data[len(serialization.PREFIX) :]
+    value = signed.rsplit(":", 1)[0]
+    assert signed == signing.Signer(salt=serialization.SALT).sign(value)
+    assert db_to_email(serialization.PREFIX + signing.Signer(salt=serialization.SALT).sign(value)).subject == "Signed"
+
+
 def test_tampered_message_is_undecodable():
     message = queued(make_email("Original"))
     Message.objects.filter(pk=message.pk).update(message_data=message.message_data[:-3] + "xyz")
