@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from django.db import connections, models
-from django.db.models import QuerySet
+from django.db import connections, models, router
+from django.db.models import Exists, QuerySet
 
-from mailer.models import PRIORITY_DEFERRED, QUEUE_INDEX, Message
+from mailer.models import PRIORITY_DEFERRED, QUEUE_INDEX, DontSendEntry, Message
 
 
 def in_send_order(queryset: QuerySet | None = None) -> QuerySet:
@@ -37,10 +37,17 @@ def in_send_order(queryset: QuerySet | None = None) -> QuerySet:
 
 
 def claim(queryset: QuerySet | None, limit: int, using: str, exclude: Collection[int] = ()) -> list[Message]:
-    """Claim up to ``limit`` messages in send order, for the current transaction."""
+    """Claim up to ``limit`` messages in send order, for the current transaction.
+
+    Each message has ``dont_send_list_in_use``: whether the don't-send list
+    had any entry at that moment (asked in the same query), or ``None`` when
+    the list lives in another database.
+    """
     queryset = in_send_order(queryset).using(using)
     if exclude:
         queryset = queryset.exclude(pk__in=exclude)
+    if router.db_for_read(DontSendEntry) == using:
+        queryset = queryset.annotate(dont_send_list_in_use=Exists(DontSendEntry.objects.all()))
     connection = connections[using]
     if connection.vendor == "mysql" and connection.features.has_select_for_update_skip_locked:
         return _claim_with_queue_index(queryset.select_for_update(skip_locked=True)[:limit], using)
@@ -72,20 +79,28 @@ def _claim_with_queue_index(queryset: QuerySet, using: str) -> list[Message]:
     return list(Message.objects.using(using).raw(hinted, params))
 
 
+_DELETE_CHUNK = 500  # ids per DELETE: well below every database's limit on query parameters
+
+
 def remove(ids: Collection[int], using: str) -> None:
     """Delete the claimed messages ``ids`` from the queue."""
     if not ids:
         return
     connection = connections[using]
-    if connection.vendor == "mysql":
-        # One primary-key lookup per row. InnoDB runs ``id IN (...)`` over
-        # neighbouring ids as a range and locks the row after its end, which
-        # another sender may hold: two senders then deadlock.
-        table = connection.ops.quote_name(Message._meta.db_table)
-        with connection.cursor() as cursor:
+    table = connection.ops.quote_name(Message._meta.db_table)
+    with connection.cursor() as cursor:
+        if connection.vendor == "mysql":
+            # One primary-key lookup per row. InnoDB runs ``id IN (...)`` over
+            # neighbouring ids as a range and locks the row after its end, which
+            # another sender may hold: two senders then deadlock.
             cursor.executemany(f"DELETE FROM {table} WHERE id = %s", [(pk,) for pk in ids])
-    else:
-        Message.objects.using(using).filter(pk__in=ids).delete()
+            return
+        # Plain SQL: the ORM's delete() would first look for signal receivers and related rows, of which
+        # the queue has none.
+        ids = list(ids)
+        for start in range(0, len(ids), _DELETE_CHUNK):
+            chunk = ids[start : start + _DELETE_CHUNK]
+            cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(chunk))})", chunk)
 
 
 def _take_sqlite_write_lock(connection) -> None:
@@ -98,36 +113,38 @@ def _take_sqlite_write_lock(connection) -> None:
 _PLAIN_FIELDS = (models.TextField, models.CharField, models.IntegerField)
 
 
-def insert(objs: Sequence[models.Model], using: str, batch_size: int | None = None) -> None:
-    """Insert the unsaved ``objs`` (all of one model) in as few statements as the database allows.
+def insert(model: type[models.Model], rows: Sequence[dict], using: str, batch_size: int | None = None) -> None:
+    """Insert ``rows`` (dicts of field values by attribute name) into ``model``'s table, in few statements.
 
-    Like ``bulk_create`` without its per-row, per-field query building, the
-    larger part of queueing a batch: PostgreSQL with psycopg 3 takes the rows
-    with ``COPY``; SQLite and MySQL/MariaDB with one ``executemany()`` (the
-    sqlite3 module loops in C, mysqlclient sends multi-row ``INSERT``); other
-    databases and drivers (psycopg2) get ``bulk_create``. Primary keys are not
-    set on ``objs``, and no signal is sent (as with ``bulk_create``). Only
+    Like ``bulk_create`` without building a model instance and a piece of SQL
+    for each row and field, which is most of the time of queueing a batch:
+    PostgreSQL with psycopg 3 takes the rows with ``COPY``; SQLite and
+    MySQL/MariaDB with one ``executemany()`` (the sqlite3 module loops in C,
+    mysqlclient sends multi-row ``INSERT``); other databases and drivers
+    (psycopg2) get ``bulk_create``. A single row is one plain ``INSERT``. A
+    field missing from a row takes its default, read once per call. Only
     text, integer and date-time fields are supported; a date-time is prepared
     for the database once per distinct value. ``batch_size`` rows at most go
-    into one statement.
+    into one statement. No signal is sent, as with ``bulk_create``.
     """
-    if not objs:
+    if not rows:
         return
-    model = type(objs[0])
     connection = connections[using]
     fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    defaults = {field.attname: field.get_default() for field in fields if field.attname not in rows[0]}
     with connection.cursor() as cursor:
         copy = getattr(cursor.cursor, "copy", None) if connection.vendor == "postgresql" else None
         if copy is None and connection.vendor not in ("sqlite", "mysql"):
+            objs = [model(**{**defaults, **row}) for row in rows]
             model._default_manager.using(using).bulk_create(objs, batch_size=batch_size)
             return
-        rows = _rows(objs, fields, connection)
+        values = _values(rows, fields, defaults, connection)
         table = connection.ops.quote_name(model._meta.db_table)
         columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-        size = batch_size or len(rows)
         insert_sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
-        for start in range(0, len(rows), size):
-            chunk = rows[start : start + size]
+        size = batch_size or len(values)
+        for start in range(0, len(values), size):
+            chunk = values[start : start + size]
             if len(chunk) == 1:
                 cursor.execute(insert_sql, chunk[0])  # one round trip, where COPY takes two
             elif copy is not None:
@@ -136,30 +153,25 @@ def insert(objs: Sequence[models.Model], using: str, batch_size: int | None = No
                 cursor.executemany(insert_sql, chunk)
 
 
-def _rows(objs: Sequence[models.Model], fields: list[models.Field], connection) -> list[tuple]:
-    prepared: dict = {}  # (field, value) -> value for the database: batches share their timestamps
-
-    def prepare(field: models.Field, value):
-        key = (field, value)
-        if key not in prepared:
-            prepared[key] = field.get_db_prep_save(value, connection)
-        return prepared[key]
-
-    getters = []
+def _values(rows: Sequence[dict], fields: list[models.Field], defaults: dict, connection) -> list[tuple]:
+    """The rows as tuples of database values, in the order of ``fields``."""
     for field in fields:
-        if isinstance(field, models.DateTimeField):
-            getters.append((field, True))
-        elif isinstance(field, _PLAIN_FIELDS):
-            getters.append((field, False))
-        else:
+        if not isinstance(field, (*_PLAIN_FIELDS, models.DateTimeField)):
             raise TypeError(f"insert() cannot write {field.__class__.__name__} {field.name!r}")
-    return [
-        tuple(
-            prepare(field, getattr(obj, field.attname)) if needs_prep else getattr(obj, field.attname)
-            for field, needs_prep in getters
-        )
-        for obj in objs
-    ]
+    names = [field.attname for field in fields]
+    dates = [(i, field) for i, field in enumerate(fields) if isinstance(field, models.DateTimeField)]
+    prepared: dict = {}  # (field, value) -> database value: rows of a batch share their timestamps
+    values = []
+    for row in rows:
+        row = {**defaults, **row} if defaults else row
+        value = [row[name] for name in names]
+        for i, field in dates:
+            key = (field, value[i])
+            if key not in prepared:
+                prepared[key] = field.get_db_prep_save(value[i], connection)
+            value[i] = prepared[key]
+        values.append(tuple(value))
+    return values
 
 
 def _copy(cursor, copy, sql: str, rows: list[tuple]) -> None:

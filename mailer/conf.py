@@ -1,8 +1,10 @@
-"""Every ``MAILER_*`` setting with its default, read when it is used.
+"""Every ``MAILER_*`` setting with its default, read when it is first used.
 
 django-mailer 2.x read some settings at import time, so ``override_settings``
 and tests could not change them. Here every access goes through
-:data:`mailer_settings`, which looks the value up on each call.
+:data:`mailer_settings`, which looks a value up when it is first asked for and
+again after ``override_settings`` (or pytest-django's ``settings`` fixture)
+changed any ``MAILER_*`` setting.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 DEFAULTS: dict[str, Any] = {
     # Queueing
@@ -46,14 +50,32 @@ DEFAULTS: dict[str, Any] = {
 
 
 class MailerSettings:
-    """Attribute access to ``settings.MAILER_<NAME>``, falling back to the default."""
+    """Attribute access to ``settings.MAILER_<NAME>``, falling back to the default.
+
+    A value is looked up once and then kept (as an attribute of this object,
+    so that later reads do not even reach ``__getattr__``): some are read for
+    every message sent, and Django looks up an unset setting by raising and
+    catching an exception. Changes made with ``override_settings`` (and the
+    test tools built on it) send ``setting_changed``, which forgets them all.
+    """
 
     def __getattr__(self, name: str) -> Any:
         try:
             default = DEFAULTS[name]
         except KeyError:
             raise AttributeError(f"Unknown django-mailer setting: MAILER_{name}") from None
-        return getattr(settings, f"MAILER_{name}", default)
+        value = getattr(settings, f"MAILER_{name}", default)
+        self.__dict__[name] = value
+        return value
+
+    def reload(self) -> None:
+        self.__dict__.clear()
 
 
 mailer_settings = MailerSettings()
+
+
+@receiver(setting_changed)
+def _forget_changed_settings(*, setting: str, **kwargs: Any) -> None:
+    if setting.startswith("MAILER_"):
+        mailer_settings.reload()

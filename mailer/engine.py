@@ -22,7 +22,7 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -115,9 +115,10 @@ class _Batch:
     """Results of one claimed batch, written in bulk before its transaction commits."""
 
     done: list[int] = field(default_factory=list)  # rows to delete from the queue
-    logs: list[MessageLog] = field(default_factory=list)
+    logs: list[dict] = field(default_factory=list)  # MessageLog rows (log_fields())
     error: BaseException | None = None  # re-raised once the batch is committed
-    stopped_early: bool = False
+    stopped_early: bool = False  # the commit interval ended before the claimed messages did
+    quick: bool = False  # all sent within half the commit interval: claim more next time
 
 
 Slot = dict  # one connection per real mailer (Route -> backend), used by one delivery at a time
@@ -136,6 +137,22 @@ def _deliver(slot: Slot, route: Route, email: EmailMessage) -> Exception | None:
     except Exception as exc:
         return exc
     return None
+
+
+class _Delivered:
+    """What :meth:`_Sender.start` returns for a delivery made in the calling thread.
+
+    Has the part of a :class:`~concurrent.futures.Future`'s interface that
+    :meth:`_Sender.send` uses, without the lock a Future creates.
+    """
+
+    __slots__ = ("exception",)
+
+    def __init__(self, exception: Exception | None) -> None:
+        self.exception = exception
+
+    def result(self) -> Exception | None:
+        return self.exception
 
 
 class _Sender:
@@ -219,7 +236,11 @@ class _Sender:
             except serialization.UndecodableMessage as exc:
                 self.discard(message, exc, batch)
                 self.report()
-        blocked = {id(email) for email in remove_blocked(list(emails.values()))}
+        in_use = getattr(messages[0], "dont_send_list_in_use", None)
+        if in_use is not None and not in_use:
+            blocked = set()  # the claim found the list empty: no need to look the recipients up
+        else:
+            blocked = {id(email) for email in remove_blocked(list(emails.values()))}
         sendable = []
         for message in messages:
             email = emails.get(message.pk)
@@ -229,7 +250,7 @@ class _Sender:
             message._email_cache = (message.message_data, email)
             if id(email) in blocked:
                 logger.info("not sending message %s: no recipient left after the don't send list", message.pk)
-                batch.logs.append(MessageLog(**log_fields(message, email, RESULT_DONT_SEND, "no recipient left")))
+                batch.logs.append(log_fields(message, email, RESULT_DONT_SEND, "no recipient left"))
                 batch.done.append(message.pk)
                 self.result.skipped += 1
                 self.report()
@@ -244,9 +265,10 @@ class _Sender:
         the end of the commit interval; deliveries in flight are always
         waited for and recorded.
         """
-        deadline = time.monotonic() + self.commit_interval
+        started = time.monotonic()
+        deadline = started + self.commit_interval
         todo = iter(sendable)
-        in_flight: dict[Future, tuple[Message, EmailMessage, Route, Slot]] = {}
+        in_flight: dict[Future | _Delivered, tuple[Message, EmailMessage, Route, Slot]] = {}
         taking = True
         while True:
             while taking and self.slots and self.room_for(len(in_flight)):
@@ -259,8 +281,12 @@ class _Sender:
                 slot = self.slots.pop()
                 in_flight[self.start(slot, route, email)] = (message, email, route, slot)
             if not in_flight:
+                batch.quick = time.monotonic() - started < self.commit_interval / 2
                 return
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            if self.executor is None:
+                done = list(in_flight)  # delivered already, in this thread
+            else:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
                 message, email, route, slot = in_flight.pop(future)
                 ok = self.record(message, email, route, slot, future.result(), batch)
@@ -272,16 +298,14 @@ class _Sender:
                 taking = False
                 batch.stopped_early = next(todo, None) is not None
 
-    def start(self, slot: Slot, route: Route, email: EmailMessage) -> Future:
+    def start(self, slot: Slot, route: Route, email: EmailMessage) -> Future | _Delivered:
         if self.add_message_id and get_message_id(email) is None:
             # Set here, not left to the backend, so that the log records the Message-ID that went out.
             email.extra_headers["Message-ID"] = make_msgid(domain=DNS_NAME)
         logger.info("sending message '%s' to %s", email.subject, ", ".join(map(str, email.to)))
         if self.executor is not None:
             return self.executor.submit(_deliver, slot, route, email)
-        future: Future = Future()
-        future.set_result(_deliver(slot, route, email))
-        return future
+        return _Delivered(_deliver(slot, route, email))
 
     def room_for(self, in_flight: int) -> bool:
         """May another delivery start without overshooting ``MAILER_EMAIL_MAX_BATCH``?"""
@@ -294,7 +318,7 @@ class _Sender:
         """Log one finished delivery; False when no new one may start (a poison message)."""
         if exc is not None:
             return self.handle_exception(message, email, route, slot, exc, batch)
-        batch.logs.append(MessageLog(**log_fields(message, email, RESULT_SUCCESS)))
+        batch.logs.append(log_fields(message, email, RESULT_SUCCESS))
         batch.done.append(message.pk)
         self.result.sent += 1
         return True
@@ -319,7 +343,7 @@ class _Sender:
             self.discard_connection(slot, route)
             Message.objects.using(self.using).filter(pk=message.pk).update(priority=PRIORITY_DEFERRED)
             message.priority = PRIORITY_DEFERRED
-            batch.logs.append(MessageLog(**log_fields(message, email, RESULT_FAILURE, traceback.format_exc())))
+            batch.logs.append(log_fields(message, email, RESULT_FAILURE, traceback.format_exc()))
             logger.error("message %s deferred: sending it raised %r", message.pk, error)
             self.result.failed += 1
             if batch.error is None:
@@ -330,7 +354,7 @@ class _Sender:
             if connection is not None:
                 slot[route] = connection
         if action == "sent":
-            batch.logs.append(MessageLog(**log_fields(message, email, RESULT_SUCCESS)))
+            batch.logs.append(log_fields(message, email, RESULT_SUCCESS))
             batch.done.append(message.pk)
             self.result.sent += 1
         else:
@@ -350,19 +374,16 @@ class _Sender:
         if message.message_data:
             # Corrupt, not empty: keep the raw data in the log for inspection.
             batch.logs.append(
-                MessageLog(
-                    message_data=message.message_data,
-                    when_added=message.when_added,
-                    priority=message.priority,
-                    result=RESULT_FAILURE,
-                    log_message=f"message discarded due to failure in converting from DB: {exc}",
-                    mailer=message.mailer,
-                )
+                {
+                    **log_fields(message, None, RESULT_FAILURE),
+                    "message_data": message.message_data,
+                    "log_message": f"message discarded due to failure in converting from DB: {exc}",
+                }
             )
             self.result.failed += 1
 
     def write(self, batch: _Batch) -> None:
-        MessageLog.objects.using(self.using).bulk_create(batch.logs)
+        claims.insert(MessageLog, batch.logs, self.using)
         claims.remove(batch.done, self.using)
 
     def adapt_claim_size(self, batch: _Batch) -> None:
@@ -371,7 +392,7 @@ class _Sender:
         maximum = self.batch_size
         if batch.stopped_early:
             self.claim_size = max(1, min(maximum, len(batch.done)))
-        else:
+        elif batch.quick:
             self.claim_size = min(maximum, 2 * self.claim_size)
 
     def stopping(self) -> bool:
@@ -382,7 +403,8 @@ class _Sender:
         if self.progress is None:
             return
         try:
-            self.progress(replace(self.result))
+            result = self.result
+            self.progress(SendResult(result.sent, result.deferred, result.skipped, result.failed))
         except Exception:
             logger.warning("the progress callback raised; not calling it again in this pass", exc_info=True)
             self.progress = None

@@ -20,7 +20,7 @@ from django.core.mail.message import BadHeaderError  # ValueError itself from Dj
 from django.db import router, transaction
 from django.utils.timezone import now
 
-from mailer import claims
+from mailer import claims, serialization
 from mailer.conf import mailer_settings
 from mailer.models import (
     PRIORITY_MAPPING,
@@ -145,21 +145,21 @@ def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | No
     messages = []
     logs = []
     for email in emails:
-        message = Message(priority=priority, mailer=mailer, when_added=when_added)
         if id(email) in empty:
             # log_fields() encodes the email for the log: once, as for a queued one.
-            logs.append(MessageLog(**log_fields(message, email, RESULT_DONT_SEND, "no recipient left to send to")))
+            message = Message(priority=priority, mailer=mailer, when_added=when_added)
+            logs.append(log_fields(message, email, RESULT_DONT_SEND, "no recipient left to send to"))
         else:
-            message.email = email
-            messages.append(message)
+            data = serialization.dumps(email)
+            messages.append({"message_data": data, "when_added": when_added, "priority": priority, "mailer": mailer})
     using = router.db_for_write(Message)
     batch_size = mailer_settings.MESSAGES_BATCH_SIZE
     if not logs and len(messages) <= (batch_size or len(messages)):
-        claims.insert(messages, using)  # one statement: no transaction to open and commit
+        claims.insert(Message, messages, using)  # one statement: no transaction to open and commit
     else:
         with transaction.atomic(using=using):
-            claims.insert(messages, using, batch_size=batch_size)
-            claims.insert(logs, using)
+            claims.insert(Message, messages, using, batch_size=batch_size)
+            claims.insert(MessageLog, logs, using)
     return len(messages)
 
 

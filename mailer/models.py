@@ -274,6 +274,7 @@ def log_fields(message: Message, email: EmailMessage | None, result_code: str, l
         "message_id": get_message_id(email) if email is not None else None,
         "provider_message_id": get_provider_message_id(email) if email is not None else None,
         "when_added": message.when_added,
+        "when_attempted": now(),
         "priority": message.priority,
         "result": result_code,
         "log_message": log_message,

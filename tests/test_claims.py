@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext, isolate_apps
 from django.utils.timezone import now
 
 from mailer import claims
-from mailer.models import PRIORITY_HIGH, PRIORITY_LOW, RESULT_FAILURE, Message, MessageLog
+from mailer.models import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MEDIUM, RESULT_FAILURE, Message, MessageLog
 from tests.test_backend import inserts_into
 
 pytestmark = pytest.mark.django_db
@@ -24,26 +24,24 @@ def stored(model, columns):
     return sorted(model.objects.values_list(*columns), key=repr)
 
 
-def both_ways(make, model, columns):
-    """Rows written by bulk_create and by insert(), for the same objects."""
-    model.objects.bulk_create(make())
+def both_ways(rows, model, columns):
+    """What bulk_create and insert() store for the same rows."""
+    model.objects.bulk_create([model(**row) for row in rows])
     expected = stored(model, columns)
     model.objects.all().delete()
-    claims.insert(make(), "default")
+    claims.insert(model, rows, "default")
     return expected, stored(model, columns)
 
 
 def test_insert_writes_what_bulk_create_writes():
     when = now().replace(microsecond=123456)
 
-    def make():
-        return [
-            Message(message_data=text, when_added=when - datetime.timedelta(days=n), priority=PRIORITY_LOW, mailer=m)
-            for n, text in enumerate(AWKWARD)
-            for m in (None, "bulk")
-        ]
-
-    expected, got = both_ways(make, Message, COLUMNS)
+    rows = [
+        {"message_data": text, "when_added": when - datetime.timedelta(days=n), "priority": PRIORITY_LOW, "mailer": m}
+        for n, text in enumerate(AWKWARD)
+        for m in (None, "bulk")
+    ]
+    expected, got = both_ways(rows, Message, COLUMNS)
     assert len(got) == 2 * len(AWKWARD)
     assert got == expected
 
@@ -51,29 +49,28 @@ def test_insert_writes_what_bulk_create_writes():
 def test_insert_writes_log_rows_with_nulls_and_distinct_timestamps():
     when = now()
 
-    def make():
-        return [
-            MessageLog(
-                message_data=None if n % 2 else text,
-                message_id=None if n % 3 else f"<{n}@example.org>",
-                provider_message_id=None,
-                when_added=when,
-                when_attempted=when + datetime.timedelta(seconds=n),
-                priority=PRIORITY_HIGH,
-                result=RESULT_FAILURE,
-                log_message=text,
-                mailer=None,
-            )
-            for n, text in enumerate(AWKWARD)
-        ]
-
-    expected, got = both_ways(make, MessageLog, LOG_COLUMNS)
+    rows = [
+        {
+            "message_data": None if n % 2 else text,
+            "message_id": None if n % 3 else f"<{n}@example.org>",
+            "provider_message_id": None,
+            "when_added": when,
+            "when_attempted": when + datetime.timedelta(seconds=n),
+            "priority": PRIORITY_HIGH,
+            "result": RESULT_FAILURE,
+            "log_message": text,
+            "mailer": None,
+        }
+        for n, text in enumerate(AWKWARD)
+    ]
+    expected, got = both_ways(rows, MessageLog, LOG_COLUMNS)
     assert len(got) == len(AWKWARD)
     assert got == expected
 
 
 def test_insert_keeps_empty_text_apart_from_null():
-    claims.insert([MessageLog(message_data="", message_id=None, when_added=now(), priority=1, result="1")], "default")
+    row = {"message_data": "", "message_id": None, "when_added": now(), "priority": 1, "result": "1"}
+    claims.insert(MessageLog, [row], "default")
     row = MessageLog.objects.get()
     if connection.features.interprets_empty_strings_as_nulls:
         pytest.skip("this database stores '' as NULL")
@@ -81,16 +78,16 @@ def test_insert_keeps_empty_text_apart_from_null():
 
 
 def test_insert_honours_batch_size():
-    messages = [Message(message_data=f"m{n}") for n in range(5)]
+    rows = [{"message_data": f"m{n}"} for n in range(5)]
     with CaptureQueriesContext(connection) as captured:
-        claims.insert(messages, "default", batch_size=2)
+        claims.insert(Message, rows, "default", batch_size=2)
     assert len(inserts_into("mailer_message", captured.captured_queries)) == 3
     assert sorted(Message.objects.values_list("message_data", flat=True)) == [f"m{n}" for n in range(5)]
 
 
 def test_insert_of_nothing_runs_no_query():
     with CaptureQueriesContext(connection) as captured:
-        claims.insert([], "default")
+        claims.insert(Message, [], "default")
     assert captured.captured_queries == []
 
 
@@ -106,4 +103,13 @@ def test_insert_refuses_a_field_it_cannot_write_as_is():
     if connection.vendor not in ("sqlite", "mysql", "postgresql"):
         pytest.skip("bulk_create writes any field there")
     with pytest.raises(TypeError, match="DecimalField 'value'"):
-        claims.insert([Other(value=1)], "default")
+        claims.insert(Other, [{"value": 1}], "default")
+
+
+def test_fields_missing_from_the_rows_take_their_defaults():
+    before = now()
+    claims.insert(Message, [{"message_data": "a"}, {"message_data": "b"}], "default")
+    after = now()
+    for message in Message.objects.all():
+        assert (message.priority, message.retry_count, message.mailer) == (PRIORITY_MEDIUM, 0, None)
+        assert before <= message.when_added <= after

@@ -1,5 +1,8 @@
 """Queueing on a site without a don't-send list costs no query for it; sending always asks the database.
 
+Sending asks in the query that claims the messages whether the list has any entry, and looks the
+recipients up only if it has.
+
 ``mailer.recipients`` remembers for ``EMPTY_FOR`` seconds that it found the list empty. Changes made
 through the ORM in this process are seen at once; changes it cannot see (raw SQL, another process) are
 seen when the message is sent, which is what decides.
@@ -8,6 +11,7 @@ seen when the message is sent, which is what decides.
 import pytest
 from django.core import mail
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 import mailer
 from mailer import recipients
@@ -62,3 +66,22 @@ def test_an_entry_the_process_cannot_see_is_honoured_when_sending():
     assert (result.sent, result.skipped) == (1, 1)
     assert [email.to for email in mail.outbox] == [["a@example.org"]]
     assert MessageLog.objects.filter(result=RESULT_DONT_SEND).count() == 1
+
+
+def recipient_lookups(queries):
+    return [q["sql"] for q in queries if "dontsendentry" in q["sql"] and "LOWER" in q["sql"].upper()]
+
+
+@pytest.mark.parametrize("entries", [0, 1])
+def test_sending_looks_recipients_up_only_when_the_list_has_entries(entries):
+    for n in range(3):
+        queue(f"a{n}@example.org")
+    queue("blocked0@example.org")
+    for n in range(entries):  # added after queueing: only sending can see them
+        DontSendEntry.objects.create(to_address=f"blocked{n}@example.org")
+
+    with CaptureQueriesContext(connection) as captured:
+        result = send_all()
+
+    assert (result.sent, result.skipped) == (4 - entries, entries)
+    assert len(recipient_lookups(captured.captured_queries)) == entries
