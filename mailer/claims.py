@@ -1,6 +1,6 @@
 """The database-specific SQL of the queue: claiming messages for a sender, writing rows in bulk.
 
-Call :func:`claim` inside ``transaction.atomic(using=...)``. The rows it
+Call :func:`claim` (or a :class:`Claimer`) inside ``transaction.atomic(using=...)``. The rows it
 returns stay claimed until that transaction ends, so no other sender gets
 them meanwhile:
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connections, models, router
 from django.db.models import Exists, QuerySet
 
@@ -36,47 +37,75 @@ def in_send_order(queryset: QuerySet | None = None) -> QuerySet:
     return queryset.exclude(priority=PRIORITY_DEFERRED).order_by("priority", "when_added", "id")
 
 
-def claim(queryset: QuerySet | None, limit: int, using: str, exclude: Collection[int] = ()) -> list[Message]:
-    """Claim up to ``limit`` messages in send order, for the current transaction.
+class Claimer:
+    """Claims batches of messages in send order for one sending pass (of ``queryset``, or the whole queue).
 
-    Each message has ``dont_send_list_in_use``: whether the don't-send list
-    had any entry at that moment (asked in the same query), or ``None`` when
-    the list lives in another database.
+    Call it inside ``transaction.atomic(using=using)`` with the most messages
+    to claim. Each message it returns has ``dont_send_list_in_use``: whether
+    the don't-send list had any entry at that moment (asked in the same
+    query), or ``None`` when the list lives in another database. The SQL of a
+    claim is built once per batch size and excluded ids, and reused: the
+    ORM takes longer to build it than the database to run it.
     """
-    queryset = in_send_order(queryset).using(using)
-    if exclude:
-        queryset = queryset.exclude(pk__in=exclude)
-    if router.db_for_read(DontSendEntry) == using:
-        queryset = queryset.annotate(dont_send_list_in_use=Exists(DontSendEntry.objects.all()))
-    connection = connections[using]
-    if connection.vendor == "mysql" and connection.features.has_select_for_update_skip_locked:
-        return _claim_with_queue_index(queryset.select_for_update(skip_locked=True)[:limit], using)
-    if connection.features.has_select_for_update_skip_locked:
-        queryset = queryset.select_for_update(skip_locked=True)
-    elif connection.vendor == "sqlite":
-        _take_sqlite_write_lock(connection)
-    elif connection.features.has_select_for_update:
-        queryset = queryset.select_for_update()
-    return list(queryset[:limit])
+
+    def __init__(self, queryset: QuerySet | None, using: str) -> None:
+        self.queryset = in_send_order(queryset).using(using)
+        self.using = using
+        self.connection = connections[using]
+        self.statements: dict[tuple, tuple[str, tuple] | None] = {}
+
+    def __call__(self, limit: int, exclude: Collection[int] = ()) -> list[Message]:
+        key = (limit, tuple(sorted(exclude)))
+        if key not in self.statements:
+            self.statements[key] = self.statement(limit, exclude)
+        if self.connection.vendor == "sqlite":
+            _take_sqlite_write_lock(self.connection)
+        statement = self.statements[key]
+        if statement is None:  # a query the database must get from the ORM each time
+            return list(self.queryset_for(limit, exclude))
+        return list(Message.objects.using(self.using).raw(*statement))
+
+    def queryset_for(self, limit: int, exclude: Collection[int]) -> QuerySet:
+        queryset = self.queryset
+        if exclude:
+            queryset = queryset.exclude(pk__in=exclude)
+        if router.db_for_read(DontSendEntry) == self.using:
+            queryset = queryset.annotate(dont_send_list_in_use=Exists(DontSendEntry.objects.all()))
+        features = self.connection.features
+        if features.has_select_for_update_skip_locked:
+            queryset = queryset.select_for_update(skip_locked=True)
+        elif features.has_select_for_update:
+            queryset = queryset.select_for_update()
+        return queryset[:limit]
+
+    def statement(self, limit: int, exclude: Collection[int]) -> tuple[str, tuple] | None:
+        try:
+            sql, params = self.queryset_for(limit, exclude).query.sql_with_params()
+        except EmptyResultSet:
+            return None
+        if self.connection.vendor == "mysql":
+            return _with_queue_index(sql, self.connection), params
+        return sql, params
 
 
-def _claim_with_queue_index(queryset: QuerySet, using: str) -> list[Message]:
-    """MySQL/MariaDB: run the claim through the queue index, named in an index hint.
+def _with_queue_index(sql: str, connection) -> str:
+    """MySQL/MariaDB: the claim, reading the queue index named in an index hint.
 
     InnoDB locks every row a locking read examines, not only those it
     returns. When the optimizer scans and sorts the table instead of reading
     the index in order (likely on a queue, whose statistics are stale as
     often as not), the first sender locks every queued row and ``SKIP
-    LOCKED`` leaves the others nothing to do.
+    LOCKED`` leaves the others nothing to do. If the SQL is not as expected,
+    it is left as it is: the claim is still correct.
     """
-    connection = connections[using]
-    sql, params = queryset.query.get_compiler(using).as_sql()
     table = connection.ops.quote_name(Message._meta.db_table)
     index = connection.ops.quote_name(QUEUE_INDEX)
-    hinted = sql.replace(f"FROM {table}", f"FROM {table} FORCE INDEX ({index})", 1)
-    if hinted == sql:  # not the SQL expected: the plain claim is still correct
-        return list(queryset)
-    return list(Message.objects.using(using).raw(hinted, params))
+    return sql.replace(f"FROM {table}", f"FROM {table} FORCE INDEX ({index})", 1)
+
+
+def claim(queryset: QuerySet | None, limit: int, using: str, exclude: Collection[int] = ()) -> list[Message]:
+    """Claim up to ``limit`` messages in send order, for the current transaction (see :class:`Claimer`)."""
+    return Claimer(queryset, using)(limit, exclude)
 
 
 _DELETE_CHUNK = 500  # ids per DELETE: well below every database's limit on query parameters

@@ -172,11 +172,11 @@ class _Sender:
         stop: threading.Event | None = None,
         progress: Callable[[SendResult], None] | None = None,
     ) -> None:
-        self.queryset = queryset
         self.routes = routes
         self.stop = stop
         self.progress = progress
         self.using = router.db_for_write(Message)
+        self.claim = claims.Claimer(queryset, self.using)
         self.error_handler = import_string(mailer_settings.ERROR_HANDLER)
         self.throttle = mailer_settings.EMAIL_THROTTLE
         # A throttle means one message at a time, whatever the number of connections.
@@ -202,9 +202,7 @@ class _Sender:
             while not self.limits_reached() and not self.stopping():
                 batch = _Batch()
                 with transaction.atomic(using=self.using):
-                    messages = claims.claim(
-                        self.queryset, 1 if self.throttle else self.claim_size, self.using, self.passed_over
-                    )
+                    messages = self.claim(1 if self.throttle else self.claim_size, self.passed_over)
                     if not messages:
                         break
                     try:

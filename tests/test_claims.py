@@ -3,7 +3,7 @@
 import datetime
 
 import pytest
-from django.db import connection, models
+from django.db import connection, models, transaction
 from django.test.utils import CaptureQueriesContext, isolate_apps
 from django.utils.timezone import now
 
@@ -113,3 +113,19 @@ def test_fields_missing_from_the_rows_take_their_defaults():
     for message in Message.objects.all():
         assert (message.priority, message.retry_count, message.mailer) == (PRIORITY_MEDIUM, 0, None)
         assert before <= message.when_added <= after
+
+
+def test_a_claimer_builds_its_sql_once_and_claims_in_send_order():
+    rows = [{"message_data": f"m{n}", "priority": PRIORITY_LOW if n % 2 else PRIORITY_HIGH} for n in range(6)]
+    claims.insert(Message, rows, "default")
+    claim = claims.Claimer(None, "default")
+    taken = []
+    for _ in range(3):
+        with transaction.atomic():
+            batch = claim(2)
+            taken.append([m.message_data for m in batch])
+            claims.remove([m.pk for m in batch], "default")
+    assert taken == [["m0", "m2"], ["m4", "m1"], ["m3", "m5"]]
+    assert len(claim.statements) == 1
+    with transaction.atomic():
+        assert claim(2) == []
