@@ -300,7 +300,8 @@ class _Sender:
         if self.add_message_id and get_message_id(email) is None:
             # Set here, not left to the backend, so that the log records the Message-ID that went out.
             email.extra_headers["Message-ID"] = make_msgid(domain=DNS_NAME)
-        logger.info("sending message '%s' to %s", email.subject, ", ".join(map(str, email.to)))
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("sending message '%s' to %s", email.subject, ", ".join(map(str, email.to)))
         if self.executor is not None:
             return self.executor.submit(_deliver, slot, route, email)
         return _Delivered(_deliver(slot, route, email))
