@@ -153,12 +153,12 @@ def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | No
             data = serialization.dumps(email)
             messages.append({"message_data": data, "when_added": when_added, "priority": priority, "mailer": mailer})
     using = router.db_for_write(Message)
-    batch_size = mailer_settings.MESSAGES_BATCH_SIZE
-    if not logs and len(messages) <= (batch_size or len(messages)):
-        claims.insert(Message, messages, using)  # one statement: no transaction to open and commit
+    if len(messages) == 1 and not logs:
+        claims.insert(Message, messages, using)  # one INSERT: no transaction to open and commit
     else:
+        # Also when insert() makes one call of it: executemany() outside a transaction commits each row.
         with transaction.atomic(using=using):
-            claims.insert(Message, messages, using, batch_size=batch_size)
+            claims.insert(Message, messages, using, batch_size=mailer_settings.MESSAGES_BATCH_SIZE)
             claims.insert(MessageLog, logs, using)
     return len(messages)
 

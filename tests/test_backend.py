@@ -499,3 +499,24 @@ def test_smtp_dont_send_at_send_time(smtp_settings):
         "Mixed": RESULT_SUCCESS,
         "Only dropped": RESULT_DONT_SEND,
     }
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("count", [2, 50])
+def test_a_batch_is_written_inside_one_transaction(count):
+    """Outside a transaction, a driver's executemany() commits each row on its own (SQLite): slow, and a
+    failure halfway would leave half a batch queued."""
+    seen = []
+
+    def record(execute, sql, params, many, context):
+        if "mailer_message" in sql and sql.lstrip().upper().startswith(("INSERT", "COPY")):
+            seen.append(connection.in_atomic_block)
+        return execute(sql, params, many, context)
+
+    emails = [EmailMessage(f"S{i}", "B", "f@example.org", [f"t{i}@example.org"]) for i in range(count)]
+    with connection.execute_wrapper(record):
+        assert DbBackend().send_messages(emails) == count
+    assert Message.objects.count() == count
+    if connection.vendor == "postgresql" and not seen:
+        return  # one COPY, which Django's execute wrappers don't see: a single statement anyway
+    assert seen and all(seen)
