@@ -1,13 +1,16 @@
-"""mailer.claims.insert(): the fast bulk write stores exactly what bulk_create would, on every database."""
+"""mailer.claims: bulk writes store exactly what bulk_create would; claims reuse their SQL; PostgreSQL commits."""
 
 import datetime
 
 import pytest
+from django.core.mail.backends.base import BaseEmailBackend
 from django.db import connection, models, transaction
 from django.test.utils import CaptureQueriesContext, isolate_apps
 from django.utils.timezone import now
 
+import mailer
 from mailer import claims
+from mailer.engine import send_all
 from mailer.models import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MEDIUM, RESULT_FAILURE, Message, MessageLog
 from tests.test_backend import inserts_into
 
@@ -129,3 +132,33 @@ def test_a_claimer_builds_its_sql_once_and_claims_in_send_order():
     assert len(claim.statements) == 1
     with transaction.atomic():
         assert claim(2) == []
+
+
+class CommitModeBackend(BaseEmailBackend):
+    """Records, for each message, how the sender's transaction is going to commit."""
+
+    seen: list = []
+
+    def send_messages(self, email_messages):
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            CommitModeBackend.seen.append(cursor.fetchone()[0])
+        return len(email_messages)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_postgres_sending_transactions_do_not_wait_for_the_disk_and_nothing_else_changes(settings):
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is a PostgreSQL setting")
+    settings.MAILER_EMAIL_BACKEND = f"{__name__}.CommitModeBackend"
+    CommitModeBackend.seen = []
+    for n in range(3):
+        mailer.send_mail(f"S{n}", "B", "f@example.org", [f"t{n}@example.org"])
+
+    assert send_all().sent == 3
+
+    assert CommitModeBackend.seen == ["off"] * 3
+    with connection.cursor() as cursor:  # SET LOCAL: the connection's own setting is untouched
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+    assert Message.objects.count() == 0 and MessageLog.objects.count() == 3
