@@ -1,6 +1,6 @@
 """The database-specific SQL of the queue: claiming messages for a sender, writing rows in bulk.
 
-Call :func:`claim` (or a :class:`Claimer`) inside ``transaction.atomic(using=...)``. The rows it
+Call a :class:`Claimer` inside ``transaction.atomic(using=...)``. The rows it
 returns stay claimed until that transaction ends, so no other sender gets
 them meanwhile:
 
@@ -103,11 +103,6 @@ def _with_queue_index(sql: str, connection) -> str:
     table = connection.ops.quote_name(Message._meta.db_table)
     index = connection.ops.quote_name(QUEUE_INDEX)
     return sql.replace(f"FROM {table}", f"FROM {table} FORCE INDEX ({index})", 1)
-
-
-def claim(queryset: QuerySet | None, limit: int, using: str, exclude: Collection[int] = ()) -> list[Message]:
-    """Claim up to ``limit`` messages in send order, for the current transaction (see :class:`Claimer`)."""
-    return Claimer(queryset, using)(limit, exclude)
 
 
 _DELETE_CHUNK = 500  # ids per DELETE: well below every database's limit on query parameters
