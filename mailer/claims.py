@@ -54,7 +54,7 @@ class Claimer:
         self.using = using
         self.connection = connections[using]
         self.statements: dict[tuple, tuple[str, tuple] | None] = {}
-        self.reader: tuple | None = None
+        self.reader: _Reader | None = None
 
     def __call__(self, limit: int, exclude: Collection[int] = ()) -> list[Message]:
         key = (limit, tuple(sorted(exclude)))
@@ -68,29 +68,11 @@ class Claimer:
         with self.connection.cursor() as cursor:
             cursor.execute(*statement)
             rows = cursor.fetchall()
-        return self.messages(rows)
-
-    def messages(self, rows: list[tuple]) -> list[Message]:
-        """Model instances from the rows of a claim: what ``raw()`` does, with its set-up done once per pass."""
-        if not rows:
-            return []
-        if self.reader is None:
-            fields = Message._meta.concrete_fields
-            compiler = self.queryset.query.get_compiler(self.using)
-            converters = compiler.get_converters([field.get_col(Message._meta.db_table) for field in fields])
-            extra = list(self.queryset_for(1, ()).query.annotation_select)
-            self.reader = ([field.attname for field in fields], compiler, converters, extra)
-        attnames, compiler, converters, extra = self.reader
-        if converters:
-            rows = compiler.apply_converters(rows, converters)
-        width = len(attnames)
-        messages = []
-        for row in rows:
-            message = Message.from_db(self.using, attnames, row[:width])
-            for name, value in zip(extra, row[width:], strict=True):
-                setattr(message, name, value)
-            messages.append(message)
-        return messages
+            if not rows:
+                return []
+            if self.reader is None:
+                self.reader = _Reader(cursor.description, self.queryset, self.using)
+        return self.reader.messages(rows)
 
     def queryset_for(self, limit: int, exclude: Collection[int]) -> QuerySet:
         queryset = self.queryset
@@ -115,6 +97,41 @@ class Claimer:
         if self.connection.vendor == "mysql":
             return _with_queue_index(sql, self.connection), params
         return sql, params
+
+
+class _Reader:
+    """Turns the rows of a claim into :class:`Message` instances, as ``raw()`` would.
+
+    Columns are matched to fields by name, so a ``queryset`` with deferred
+    fields or annotations of its own works too; the rest of the columns
+    become attributes. Worked out once per pass, from the first claim's
+    columns: ``raw()`` does it again for every query.
+    """
+
+    def __init__(self, description: Sequence, queryset: QuerySet, using: str) -> None:
+        names = [column[0] for column in description]
+        fields = [field for field in Message._meta.concrete_fields if field.column in names]
+        self.using = using
+        self.attnames = [field.attname for field in fields]
+        self.positions = [names.index(field.column) for field in fields]
+        model_columns = {field.column for field in fields}
+        self.extra = [(i, name) for i, name in enumerate(names) if name not in model_columns]
+        self.compiler = queryset.query.get_compiler(using)
+        table = Message._meta.db_table
+        converters = self.compiler.get_converters([field.get_col(table) for field in fields])
+        self.converters = {self.positions[i]: convert for i, convert in converters.items()}
+
+    def messages(self, rows: list[tuple]) -> list[Message]:
+        if self.converters:
+            rows = self.compiler.apply_converters(rows, self.converters)
+        using, attnames, positions, extra = self.using, self.attnames, self.positions, self.extra
+        messages = []
+        for row in rows:
+            message = Message.from_db(using, attnames, [row[i] for i in positions])
+            for i, name in extra:
+                setattr(message, name, row[i])
+            messages.append(message)
+        return messages
 
 
 def _with_queue_index(sql: str, connection) -> str:

@@ -134,6 +134,22 @@ def test_a_claimer_builds_its_sql_once_and_claims_in_send_order():
         assert claim(2) == []
 
 
+def test_a_claim_gives_the_messages_the_queryset_describes_deferred_fields_and_annotations_included():
+    rows = [{"message_data": "m0", "retry_count": 2}, {"message_data": "m1", "retry_count": 0}]
+    claims.insert(Message, rows, "default")
+    queryset = Message.objects.defer("message_data").annotate(tries=models.F("retry_count") + 1)
+    claim = claims.Claimer(queryset, "default")
+    with transaction.atomic():
+        batch = claim(5)
+        # The claim read each column into its own field (by name, not position), converted for Python...
+        assert [(m.tries, m.retry_count) for m in batch] == [(3, 2), (1, 0)]
+        assert [m.when_added for m in batch] == list(Message.objects.values_list("when_added", flat=True))
+        assert isinstance(batch[0].when_added, datetime.datetime)
+        # ...and left the deferred one to be loaded when read.
+        assert batch[0].get_deferred_fields() == {"message_data"}
+        assert [m.message_data for m in batch] == ["m0", "m1"]
+
+
 class CommitModeBackend(BaseEmailBackend):
     """Records, for each message, how the sender's transaction is going to commit."""
 
