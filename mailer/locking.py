@@ -116,12 +116,51 @@ def _owner_is_gone(lock_file: str) -> str | None:
     return None
 
 
+def _identity(lock_file: str) -> tuple | None:
+    """What tells this lock file from a later one at the same path (inodes are reused at once)."""
+    try:
+        with open(lock_file, "rb") as f:
+            content = f.read()
+            stat = os.fstat(f.fileno())
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_nlink, content
+
+
 def _break_if_stale(lock_file: str) -> None:
+    stale = _identity(lock_file)
+    if stale is None:
+        return
     reason = _owner_is_gone(lock_file)
     if reason is None:
         return
+    if _identity(lock_file) != stale:
+        return  # Broken and taken again by another run meanwhile: that lock is alive.
     logger.warning("breaking stale lock %s: %s", lock_file, reason)
     try:
         os.unlink(lock_file)
     except FileNotFoundError:
-        pass
+        return
+    device, inode, _mtime, links, _content = stale
+    if links > 1:  # Otherwise the inode is free now, and may be another file's already.
+        _remove_owner_file(lock_file, device, inode)
+
+
+def _remove_owner_file(lock_file: str, device: int, inode: int) -> None:
+    """Delete the dead owner's own file, which ``lockfile`` hard-linked to the lock.
+
+    ``lockfile`` takes the lock by creating a file named after the owner's
+    host, thread and pid next to it and linking the lock to that file; the
+    owner deletes both when it releases the lock. A dead owner leaves its
+    file behind: it is the other name of the stale lock's inode.
+    """
+    directory = os.path.dirname(lock_file)
+    prefix = socket.gethostname()
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.startswith(prefix) and entry.inode() == inode:
+                    if entry.stat(follow_symlinks=False).st_dev == device:
+                        os.unlink(entry.path)
+    except OSError:
+        logger.debug("could not remove the stale lock's owner file", exc_info=True)

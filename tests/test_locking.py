@@ -11,6 +11,7 @@ import threading
 import lockfile
 import pytest
 
+from mailer import locking
 from mailer.engine import acquire_lock, release_lock
 from tests.procs import popen_manage
 from tests.test_commands import child_env, project, query, queue_in, wait_until  # noqa: F401 (fixture)
@@ -28,6 +29,9 @@ def test_a_sender_killed_with_sigkill_does_not_stop_the_next_one(project, smtp_s
     wait_until(lambda: query(project, "SELECT COUNT(*) FROM mailer_message") == [(2,)])
     lock_file = project["MAILER_TEST_LOCK_PATH"] + ".lock"
     assert os.path.exists(lock_file)
+    lock_dir = os.path.dirname(lock_file)
+    owner_files = [name for name in os.listdir(lock_dir) if f".{first.pid}" in name]
+    assert len(owner_files) == 1  # lockfile's own file of the holder, hard-linked to the lock
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=10)
 
@@ -40,6 +44,7 @@ def test_a_sender_killed_with_sigkill_does_not_stop_the_next_one(project, smtp_s
     assert sorted(m.message["Subject"] for m in smtp_server.messages) == [f"message {n}" for n in range(3)]
     assert query(project, "SELECT COUNT(*) FROM mailer_message") == [(0,)]
     assert not os.path.exists(lock_file)
+    assert not os.path.exists(os.path.join(lock_dir, owner_files[0]))  # nothing of the dead owner left
 
 
 @pytest.fixture
@@ -73,6 +78,25 @@ def test_a_lock_from_before_the_last_boot_is_broken(lock_path, caplog):
     assert acquired
     assert "before this machine last booted" in caplog.text
     release_lock(lock)
+
+
+def test_a_lock_taken_again_while_its_dead_owner_was_checked_is_left_alone(lock_path, monkeypatch, caplog):
+    lock_file = lock_path + ".lock"
+    with open(lock_file, "w") as f:
+        f.write(f"{socket.gethostname()} 999999999 0\n")  # a pid no process can have
+    owner_is_gone = locking._owner_is_gone
+
+    def another_run_breaks_and_takes_it_meanwhile(path):
+        reason = owner_is_gone(path)
+        os.unlink(path)
+        with open(path, "w") as f:
+            f.write(f"{socket.gethostname()} {os.getpid()} {locking._process_start(os.getpid())}\n")
+        return reason
+
+    monkeypatch.setattr(locking, "_owner_is_gone", another_run_breaks_and_takes_it_meanwhile)
+    locking._break_if_stale(lock_file)
+    assert os.path.exists(lock_file)
+    assert "breaking stale lock" not in caplog.text
 
 
 def test_an_unknown_owner_from_another_host_is_respected(lock_path):
