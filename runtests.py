@@ -15,8 +15,8 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from tests.dbconfig import VENDORS
-from tests.services import mysql_problem, postgres_problem, services_required
+from tests.support.dbconfig import VENDORS
+from tests.support.services import mysql_problem, postgres_problem, services_required
 
 ROOT = Path(__file__).resolve().parent
 

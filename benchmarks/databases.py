@@ -16,8 +16,8 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.dbconfig
-from tests.dbconfig import database, mysql_params, pg_params  # noqa: E402  (the servers, found as the test suite finds them)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: tests.support.dbconfig
+from tests.support.dbconfig import database, mysql_params, pg_params  # noqa: E402  (the servers, found as the test suite finds them)
 
 LABELS = {"sqlite": "SQLite", "postgres": "PostgreSQL", "mysql": "MariaDB/MySQL"}
 

@@ -2,7 +2,7 @@
 
 import django
 
-from tests.dbconfig import database
+from tests.support.dbconfig import database
 
 SECRET_KEY = "django-mailer-tests-not-secret"
 DEBUG = False

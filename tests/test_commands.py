@@ -26,7 +26,7 @@ from mailer.models import (
     make_message,
 )
 from tests import test_engine
-from tests.procs import manage, popen_manage
+from tests.support.procs import manage, popen_manage
 
 pytestmark = pytest.mark.django_db
 

@@ -14,8 +14,8 @@ from contextlib import closing, contextmanager
 
 import pytest
 
-from tests import services
-from tests.procs import manage, popen_manage
+from tests.support import services
+from tests.support.procs import manage, popen_manage
 
 QUEUE = """
 from django.core.mail import EmailMessage

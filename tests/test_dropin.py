@@ -32,10 +32,10 @@ from pathlib import Path
 
 import pytest
 
-from tests import dbconfig
 from tests.dropin.legacy_venv import LEGACY_VERSION, legacy_python
-from tests.procs import manage
-from tests.services import fresh_database
+from tests.support import dbconfig
+from tests.support.procs import manage
+from tests.support.services import fresh_database
 
 HERE = Path(__file__).resolve().parent
 LEGACY_MIGRATIONS = [

@@ -13,7 +13,7 @@ import pytest
 
 from mailer import locking
 from mailer.engine import acquire_lock, release_lock
-from tests.procs import popen_manage
+from tests.support.procs import popen_manage
 from tests.test_commands import child_env, project, query, queue_in, wait_until  # noqa: F401 (fixture)
 
 

@@ -11,7 +11,7 @@ import sqlite3
 import django
 import pytest
 
-from tests.procs import manage
+from tests.support.procs import manage
 
 pytestmark = pytest.mark.skipif(django.VERSION < (6, 1), reason="MAILERS is new in Django 6.1")
 

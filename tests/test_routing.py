@@ -11,7 +11,7 @@ import sqlite3
 
 import pytest
 
-from tests.procs import manage
+from tests.support.procs import manage
 
 QUEUE = """
 from django.core import mail

@@ -24,10 +24,10 @@ from django.core.mail import EmailMessage
 
 from mailer import serialization
 from mailer.models import PRIORITY_DEFERRED, RESULT_FAILURE
-from tests import dbconfig
-from tests.pgcluster import private_cluster
-from tests.procs import REPO_ROOT, manage, project_env
-from tests.services import _pg_connect, fresh_postgres_database
+from tests.support import dbconfig
+from tests.support.pgcluster import private_cluster
+from tests.support.procs import REPO_ROOT, manage, project_env
+from tests.support.services import _pg_connect, fresh_postgres_database
 
 LISTENING = "listening for new mail"
 RECONNECTED = "listening for new mail again"
@@ -112,7 +112,7 @@ class Project:
     connect: object  # () -> an autocommit DB-API connection to the project's database
     tmp_path: Path
     python: str = sys.executable
-    cluster: object = None  # a tests.pgcluster.Cluster, for a database on a private server
+    cluster: object = None  # a tests.support.pgcluster.Cluster, for a database on a private server
     children: list[Child] = field(default_factory=list)
 
     def manage(self, *args) -> subprocess.CompletedProcess:
@@ -188,7 +188,7 @@ def smtp_env(smtp_server) -> dict:
 @pytest.fixture(scope="session")
 def driver_pythons():
     """Interpreters by driver: this one has psycopg 3 (>= 3.2); the others are cached venvs, built on first use."""
-    from tests.pg_driver_venv import driver_python
+    from tests.support.pg_driver_venv import driver_python
 
     pythons = {"psycopg3": sys.executable}
 
@@ -333,7 +333,7 @@ def test_two_listeners_share_the_work(pg_project, smtp_server):
 def test_poison_message_is_set_aside_and_the_rest_is_sent(pg_project, smtp_server):
     """A message whose sending raises (ValueError, re-raised by the default error handler) is deferred with
     its traceback in the log; the messages after it, in the same pass, are sent at once; the process runs on."""
-    child = pg_project.start(MAILER_EMAIL_BACKEND="tests.pg_backends.PickyBackend")
+    child = pg_project.start(MAILER_EMAIL_BACKEND="tests.support.pg_backends.PickyBackend")
     child.wait_for_log(LISTENING)
     # One transaction: the poison message comes first in the same pass as the good ones.
     pg_project.queue(email_data("poison", 0), *(email_data(f"good {n}", n) for n in range(1, 6)))
@@ -361,8 +361,8 @@ def test_poison_message_is_set_aside_and_the_rest_is_sent(pg_project, smtp_serve
 @pytest.mark.parametrize(
     ("backend", "subject", "logged"),
     [
-        ("tests.pg_backends.PickyBackend", "fatal", "Fatal: the backend gave up for good"),
-        ("tests.pg_backends.MisconfiguredBackend", "anything", "ImproperlyConfigured: no relay configured"),
+        ("tests.support.pg_backends.PickyBackend", "fatal", "Fatal: the backend gave up for good"),
+        ("tests.support.pg_backends.MisconfiguredBackend", "anything", "ImproperlyConfigured: no relay configured"),
     ],
     ids=["base-exception", "improperly-configured"],
 )

@@ -22,8 +22,8 @@ from mailer.models import (
     MessageLog,
 )
 from mailer.status import QueueStatus, ResultCounts, queue_status
-from tests.procs import manage
-from tests.services import fresh_database
+from tests.support.procs import manage
+from tests.support.services import fresh_database
 
 pytestmark = pytest.mark.django_db
 
@@ -280,7 +280,7 @@ def test_bad_arguments(args):
 @pytest.fixture
 def project_db(tmp_path):
     """A migrated database of the vendor under test for ``tests.project``: the env for ``manage``."""
-    from tests import dbconfig
+    from tests.support import dbconfig
 
     with fresh_database(tmp_path, "mailer_status") as name:
         env = {"MAILER_TEST_DB": dbconfig.vendor(), "MAILER_TEST_DB_NAME": name}

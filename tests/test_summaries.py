@@ -34,9 +34,10 @@ from mailer.models import (
     MessageLog,
     make_message,
 )
-from tests import dbconfig, test_engine
-from tests.procs import REPO_ROOT, manage, popen_manage, project_env
-from tests.services import fresh_database
+from tests import test_engine
+from tests.support import dbconfig
+from tests.support.procs import REPO_ROOT, manage, popen_manage, project_env
+from tests.support.services import fresh_database
 
 pytestmark = pytest.mark.django_db
 

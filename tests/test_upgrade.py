@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import dbconfig
-from tests.procs import REPO_ROOT, project_env
-from tests.services import fresh_database
+from tests.support import dbconfig
+from tests.support.procs import REPO_ROOT, project_env
+from tests.support.services import fresh_database
 from tests.upgrade.django_venv import django_python, find_python
 
 MARKER = re.compile(r"\[upgrade:(\w+)\]")

@@ -18,7 +18,7 @@ from pathlib import Path
 import django
 import pytest
 
-from tests.services import services_required
+from tests.support.services import services_required
 
 LEGACY_VERSION = "2.3.2"
 # The Django that 2.3.2 ran under: 4.2 when the suite runs on 4.2 (a database never goes back to an older

@@ -9,7 +9,7 @@ Used by ``tests/test_mailers_project.py`` in child processes. Django's test runn
 
 import os
 
-from tests.dbconfig import database
+from tests.support.dbconfig import database
 
 env = os.environ.get
 

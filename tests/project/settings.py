@@ -1,4 +1,4 @@
-"""Settings for the management commands that tests run in child processes (see ``tests/procs.py``).
+"""Settings for the management commands that tests run in child processes (see ``tests/support/procs.py``).
 
 Everything comes from the environment:
 
@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 
-from tests.dbconfig import database, vendor
+from tests.support.dbconfig import database, vendor
 
 env = os.environ.get
 

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 
 from tests.dropin.legacy_venv import cache_dir, cached_venv, unavailable
-from tests.procs import REPO_ROOT
+from tests.support.procs import REPO_ROOT
 
 # Newest first: the first one that runs and is recent enough wins.
 CANDIDATES = ("python3.14", "python3.13", "python3.12")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import services_required
+from tests.support.services import services_required
 
 SERVER_USER = "postgres"
 DATABASE = "mailer_private"
@@ -120,7 +120,7 @@ class Cluster:
         return self.base / "server.log"
 
     def env(self) -> dict[str, str]:
-        """What a child process of ``tests.project`` needs to use this cluster (see ``tests/dbconfig.py``)."""
+        """What a child process of ``tests.project`` needs to use this cluster (see ``tests/support/dbconfig.py``)."""
         return {
             "MAILER_TEST_DB": "postgres",
             "MAILER_TEST_DB_NAME": self.dbname,

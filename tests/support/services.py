@@ -12,7 +12,7 @@ from contextlib import closing, contextmanager
 
 import pytest
 
-from tests.dbconfig import mysql_params, pg_params
+from tests.support.dbconfig import mysql_params, pg_params
 
 
 def services_required() -> bool:
@@ -115,7 +115,7 @@ def fresh_mysql_database(prefix="mailer_t"):
 @contextmanager
 def fresh_database(tmp_path, prefix: str):
     """Yield the ``MAILER_TEST_DB_NAME`` of an empty database of the vendor under test (a file for SQLite)."""
-    from tests import dbconfig
+    from tests.support import dbconfig
 
     kind = dbconfig.vendor()
     if kind == "sqlite":
