@@ -21,7 +21,7 @@ from django.db import router, transaction
 from django.utils.functional import Promise
 from django.utils.timezone import now
 
-from mailer import claims, serialization
+from mailer import claims, row_size, serialization
 from mailer.conf import mailer_settings
 from mailer.models import (
     PRIORITY_MAPPING,
@@ -226,6 +226,7 @@ def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | No
             data = serialization.dumps(email)
             messages.append({"message_data": data, "when_added": when_added, "priority": priority, "mailer": mailer})
     using = router.db_for_write(Message)
+    row_size.check([row["message_data"] for row in messages + logs if row["message_data"]], using)
     if len(messages) == 1 and not logs:
         claims.insert(Message, messages, using)  # one INSERT: no transaction to open and commit
     else:
@@ -273,4 +274,5 @@ def make_message(
     validate(email)
     message = Message(priority=get_priority(priority))
     message.email = email
+    row_size.check([message.message_data], router.db_for_write(Message, instance=message))
     return message

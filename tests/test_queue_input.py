@@ -6,12 +6,15 @@ functions (``send_html_mail`` takes headers). What is refused leaves nothing sto
 by ``send_all()`` to a real SMTP server and logged.
 """
 
+import os
 import uuid
 import warnings
 
 import pytest
 from django.core import mail
 from django.core.mail import EmailMultiAlternatives
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import translation
 from django.utils.functional import lazy
 from django.utils.translation import gettext_lazy
@@ -200,3 +203,59 @@ def test_mail_queued_as_deferred_stays_deferred_until_retry_deferred():
     assert Message.objects.retry_deferred() == 3
     assert send_all().sent == 3
     assert sorted(m.subject for m in mail.outbox) == ["one", "three", "two"]
+
+
+# The size of a row on MySQL/MariaDB
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def packet_limit():
+    """The server's ``max_allowed_packet``, lowered to 16 MiB (MariaDB's default) for the test if it is larger."""
+    if connection.vendor != "mysql":
+        pytest.skip("max_allowed_packet is a MySQL/MariaDB setting")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT @@GLOBAL.max_allowed_packet")
+        [original] = cursor.fetchone()
+        if original > 16 * MiB:
+            cursor.execute("SET GLOBAL max_allowed_packet = %s", [16 * MiB])
+    connection.close()  # the session value is read when connecting
+    yield min(original, 16 * MiB)
+    if original > 16 * MiB:
+        with connection.cursor() as cursor:
+            cursor.execute("SET GLOBAL max_allowed_packet = %s", [original])
+    connection.close()
+
+
+def attached(size, subject="big"):
+    email = EmailMultiAlternatives(subject, "B", "f@example.org", [GOOD])
+    email.attach("data.bin", os.urandom(size), "application/octet-stream")
+    return email
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_over_max_allowed_packet_is_refused_with_a_clear_error(packet_limit):
+    words = rf"is \d[\d,]* bytes.*max_allowed_packet.*{packet_limit:,} bytes.*store large attachments elsewhere"
+    with pytest.raises(ValueError, match=words):
+        attached(20 * MiB).send()
+    with pytest.raises(ValueError, match=words):
+        DbBackend().send_messages([attached(10, "fine"), attached(20 * MiB), attached(10, "fine too")])
+    with pytest.raises(ValueError, match=words):
+        make_message("S", "B", "f@example.org", [GOOD], attachments=[("d.bin", os.urandom(20 * MiB), None)])
+    assert_nothing_stored()  # and the connection still works
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_over_max_allowed_packet_is_stored_in_several_statements(packet_limit):
+    size = packet_limit // 3  # each message fits, the three together do not
+    assert DbBackend().send_messages([attached(size, f"part {i}") for i in range(3)]) == 3
+    assert Message.objects.count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_max_allowed_packet_is_read_once_per_connection(packet_limit):
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(3):
+            attached(100 * 1024).send()  # large enough to be checked
+    assert [q["sql"] for q in queries if "max_allowed_packet" in q["sql"]] == ["SELECT @@max_allowed_packet"]
