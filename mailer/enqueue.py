@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Sequence
 from email import errors
 from email.headerregistry import AddressHeader
+from email.mime.base import MIMEBase
 from typing import Any
 
 from django.core.mail import EmailMessage
@@ -117,6 +118,11 @@ def validate(email: EmailMessage) -> None:
         checked = [_alternative(alternative) for alternative in alternatives]
         if any(new is not old for new, old in zip(checked, alternatives, strict=True)):
             email.alternatives = checked
+    for attachment in email.attachments:
+        if not isinstance(attachment, MIMEBase):  # (filename, content, mimetype); a MIME part is sent as built
+            if isinstance(attachment[0], str):
+                _text("attachment's file name", attachment[0])
+            _text(f"attachment {attachment[0]!r}", attachment[1])
 
 
 def header_value(name: str, value: Any) -> str:

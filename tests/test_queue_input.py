@@ -102,6 +102,23 @@ def test_a_backend_batch_with_one_such_message_stores_nothing(kwargs, words):
     assert_nothing_stored()
 
 
+@pytest.mark.parametrize(
+    "attachment, words",
+    [
+        (("notes.txt", "caf\ud800", "text/plain"), "attachment 'notes.txt'.*surrogate"),
+        (("\udc80.txt", "fine", "text/plain"), "attachment's file name.*surrogate"),
+    ],
+    ids=["surrogate-in-text", "surrogate-in-file-name"],
+)
+def test_an_attachment_that_could_not_be_sent_is_refused(attachment, words):
+    email = EmailMultiAlternatives("S", "B", "f@example.org", [GOOD], attachments=[attachment])
+    with pytest.raises(ValueError, match=words):
+        email.send()
+    with pytest.raises(ValueError, match=words):
+        make_message("S", "B", "f@example.org", [GOOD], attachments=[attachment])
+    assert_nothing_stored()
+
+
 # (id, headers given, headers stored: every value a plain str)
 NORMALISED = [
     ("lazy-message-id", {"Message-ID": lazy_text("<lazy@example.org>")}, {"Message-ID": "<lazy@example.org>"}),
