@@ -13,6 +13,7 @@ from django.db.models.functions import Lower
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from mailer.logtext import loggable
 from mailer.models import DontSendEntry, dont_send_list_changed
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def remove_blocked(emails: Sequence[EmailMessage], *, queueing: bool = False) ->
                 if len(kept) != len(addresses):
                     logger.info(
                         "skipping %s as on the don't send list",
-                        ", ".join(a for a in addresses if address_key(a) in blocked),
+                        loggable(", ".join(a for a in addresses if address_key(a) in blocked)),
                     )
                     setattr(email, field, kept)
         if not email.recipients():
