@@ -2,11 +2,18 @@
 
 The serialised ``message_data`` is never shown as an editable field: the
 pages show what it decodes to (recipients, subject, plain text body).
+
+Everything read from an email is escaped with :func:`~django.utils.html.escape`,
+which escapes ``SafeString`` too: a subject or body rendered by a template with
+autoescaping off (every plain-text email template) is a ``SafeString`` holding
+whatever the user typed, and the admin would otherwise show it as HTML.
 """
 
 from django.contrib import admin, messages
 from django.db.models import Count, Q
+from django.template.defaultfilters import linebreaksbr
 from django.utils import timezone
+from django.utils.html import escape
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext, ngettext_lazy
 
@@ -78,17 +85,18 @@ class EmailFieldsMixin:
     @admin.display(description=_("To"))
     def to(self, obj):
         email = obj.email
-        return ", ".join(email.to) if email is not None else UNAVAILABLE
+        return escape(", ".join(map(str, email.to))) if email is not None else UNAVAILABLE
 
     @admin.display(description=_("Subject"))
     def subject(self, obj):
         email = obj.email
-        return email.subject if email is not None else UNAVAILABLE
+        return escape(email.subject) if email is not None else UNAVAILABLE
 
     @admin.display(description=_("Plain text body"))
     def plain_text_body(self, obj):
         email = obj.email
-        return email.body if email is not None else _("<Can't decode>")
+        # escape() first: the admin's own escaping and linebreaksbr both trust a SafeString.
+        return linebreaksbr(escape(email.body)) if email is not None else _("<Can't decode>")
 
 
 @admin.register(Message)

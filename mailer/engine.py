@@ -38,6 +38,7 @@ from mailer import claims, serialization
 from mailer.conf import mailer_settings
 from mailer.delivery import Route, routes
 from mailer.locking import acquire_lock, release_lock
+from mailer.logtext import loggable
 from mailer.models import (
     PRIORITY_DEFERRED,
     RESULT_DONT_SEND,
@@ -301,7 +302,7 @@ class _Sender:
             # Set here, not left to the backend, so that the log records the Message-ID that went out.
             email.extra_headers["Message-ID"] = make_msgid(domain=DNS_NAME)
         if logger.isEnabledFor(logging.INFO):
-            logger.info("sending message '%s' to %s", email.subject, ", ".join(map(str, email.to)))
+            logger.info("sending message '%s' to %s", loggable(email.subject), loggable(", ".join(map(str, email.to))))
         if self.executor is not None:
             return self.executor.submit(_deliver, slot, route, email)
         return _Delivered(_deliver(slot, route, email))

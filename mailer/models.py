@@ -9,11 +9,13 @@ from typing import Any
 
 from django.core.mail import EmailMessage
 from django.db import models
+from django.db.models.functions import Lower
 from django.dispatch import Signal
 from django.utils.timezone import now
 from django.utils.translation import gettext_lazy as _
 
 from mailer import serialization
+from mailer.addresses import entry_key
 from mailer.conf import mailer_settings
 
 logger = logging.getLogger(__name__)
@@ -216,10 +218,26 @@ dont_send_list_changed = Signal()
 
 class DontSendEntryManager(models.Manager):
     def has_address(self, address: str) -> bool:
-        """Is ``address`` on the don't-send list? Case does not matter."""
-        return self.filter(to_address__iexact=address).exists()
+        """Is ``address`` (bare or with a display name) on the don't-send list? Case does not matter."""
+        key = entry_key(address)
+        return bool(key) and key in self.keys_on_list([key])
+
+    def keys_on_list(self, keys: Iterable[str]) -> set[str]:
+        """Those of ``keys`` (from :func:`~mailer.addresses.address_key`) that are on the list.
+
+        Entries are stored folded by Python (see :meth:`DontSendEntry.save`); ``LOWER()`` on the
+        column also folds the ASCII letters of rows written as given (by django-mailer 2.x, or by an
+        ``update()``) and uses the index of migration 0010. What the database returns is compared
+        again here: a collation that ignores accents (MariaDB's default) would match "ann" with "änn".
+        """
+        keys = set(keys)
+        found = self.annotate(key=Lower("to_address")).filter(key__in=keys).values_list("key", flat=True)
+        return keys.intersection(found)
 
     def bulk_create(self, objs: Iterable[DontSendEntry], *args: Any, **kwargs: Any) -> list[DontSendEntry]:
+        objs = list(objs)
+        for obj in objs:
+            obj.to_address = entry_key(obj.to_address)
         created = super().bulk_create(objs, *args, **kwargs)
         dont_send_list_changed.send(sender=self.model)
         return created
@@ -240,6 +258,11 @@ class DontSendEntry(models.Model):
 
     def __str__(self) -> str:
         return self.to_address
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Stored as the list compares it: "Ann <ÄNN@x.org>" and " änn@x.org " become "änn@x.org".
+        self.to_address = entry_key(self.to_address)
+        super().save(*args, **kwargs)
 
 
 class MessageLogManager(models.Manager):

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterable, Sequence
-from email.utils import parseaddr
 
 from django.core.mail import EmailMessage
-from django.db.models.functions import Lower
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from mailer.addresses import address_key
+from mailer.logtext import loggable
 from mailer.models import DontSendEntry, dont_send_list_changed
 
 logger = logging.getLogger(__name__)
@@ -20,21 +19,10 @@ logger = logging.getLogger(__name__)
 # Keep each IN (...) well below every database's limit on query parameters.
 _CHUNK = 500
 
-
-# A bare address without display name, comment or quoting: its key is itself, lower-cased.
-_BARE = re.compile(r"[^\s<>\"(),;:@\[\]\\]+@[^\s<>\"(),;:@\[\]\\]+")
-
 # How long a process trusts having seen the list empty; changes made through the ORM in this process
 # are seen at once (signals). The list is checked again, exactly, when the message is sent.
 EMPTY_FOR = 1.0
 _seen_empty_at: float | None = None
-
-
-def address_key(address: str) -> str:
-    """``"Ann <ANN@x.org>"`` -> ``"ann@x.org"``: how the list matches an address."""
-    if _BARE.fullmatch(address):
-        return address.lower()
-    return parseaddr(address)[1].lower()
 
 
 def _list_is_empty() -> bool:
@@ -67,9 +55,7 @@ def blocked_addresses(addresses: Iterable[str], *, queueing: bool = False) -> se
     keys = sorted({address_key(a) for a in addresses} - {""})
     for start in range(0, len(keys), _CHUNK):
         chunk = keys[start : start + _CHUNK]
-        blocked.update(
-            DontSendEntry.objects.annotate(key=Lower("to_address")).filter(key__in=chunk).values_list("key", flat=True)
-        )
+        blocked.update(DontSendEntry.objects.keys_on_list(chunk))
     return blocked
 
 
@@ -89,7 +75,7 @@ def remove_blocked(emails: Sequence[EmailMessage], *, queueing: bool = False) ->
                 if len(kept) != len(addresses):
                     logger.info(
                         "skipping %s as on the don't send list",
-                        ", ".join(a for a in addresses if address_key(a) in blocked),
+                        loggable(", ".join(a for a in addresses if address_key(a) in blocked)),
                     )
                     setattr(email, field, kept)
         if not email.recipients():

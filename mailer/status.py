@@ -60,11 +60,13 @@ class QueueStatus:
     last_hour: ResultCounts
     last_day: ResultCounts
     last_success: datetime.datetime | None  # when_attempted of the newest successful log entry
+    # Waiting messages whose priority is none of the four (0, 5, 99... set by hand): senders send them too.
+    other: int = 0
 
     @property
     def queued(self) -> int:
-        """Messages waiting to be sent: high, medium and low."""
-        return self.high + self.medium + self.low
+        """Messages waiting to be sent: high, medium, low and any other priority but deferred."""
+        return self.high + self.medium + self.low + self.other
 
     @property
     def total(self) -> int:
@@ -100,6 +102,7 @@ class QueueStatus:
                 "medium": self.medium,
                 "low": self.low,
                 "deferred": self.deferred,
+                "other": self.other,
                 "total": self.total,
             },
             "oldest_queued": iso(self.oldest_queued),
@@ -110,15 +113,21 @@ class QueueStatus:
         }
 
 
-def _queue_counts() -> tuple[dict[int, int], datetime.datetime | None]:
-    counts = {PRIORITY_HIGH: 0, PRIORITY_MEDIUM: 0, PRIORITY_LOW: 0, PRIORITY_DEFERRED: 0}
+OTHER = "other"
+
+
+def _queue_counts() -> tuple[dict[int | str, int], datetime.datetime | None]:
+    """Rows per priority; those of a priority django-mailer does not write (set by hand) under ``OTHER``.
+
+    The senders leave out only ``PRIORITY_DEFERRED``, so every other row waits to be sent.
+    """
+    counts: dict[int | str, int] = {PRIORITY_HIGH: 0, PRIORITY_MEDIUM: 0, PRIORITY_LOW: 0, PRIORITY_DEFERRED: 0}
+    counts[OTHER] = 0
     oldest = None
     rows = Message.objects.order_by().values("priority").annotate(n=Count("id"), oldest=Min("when_added"))
     for row in rows:
         priority = row["priority"]
-        if priority not in counts:  # not a priority django-mailer writes; it is not sent either
-            continue
-        counts[priority] += row["n"]
+        counts[priority if priority in counts else OTHER] += row["n"]
         if priority != PRIORITY_DEFERRED and row["oldest"] is not None:
             oldest = row["oldest"] if oldest is None else min(oldest, row["oldest"])
     return counts, oldest
@@ -164,6 +173,7 @@ def queue_status(now: datetime.datetime | None = None) -> QueueStatus:
         medium=counts[PRIORITY_MEDIUM],
         low=counts[PRIORITY_LOW],
         deferred=counts[PRIORITY_DEFERRED],
+        other=counts[OTHER],
         oldest_queued=oldest,
         last_hour=last_hour,
         last_day=last_day,

@@ -156,7 +156,7 @@ def test_as_dict_has_every_documented_field():
     data = queue_status(now=NOW).as_dict()
     assert list(data) == TOP_KEYS
     assert data["checked_at"] == NOW.isoformat()
-    assert data["queue"] == {"high": 0, "medium": 0, "low": 1, "deferred": 1, "total": 2}
+    assert data["queue"] == {"high": 0, "medium": 0, "low": 1, "deferred": 1, "other": 0, "total": 2}
     assert data["oldest_queued"] == ago(seconds=90).isoformat()
     assert data["oldest_queued_age_seconds"] == 90.0
     assert data["log"] == {
@@ -311,7 +311,7 @@ def test_json_and_exit_status_in_a_child_process(project_db):
     done = manage("mailer_status", "--json", "--max-age", "3600", env=project_db)
     assert done.returncode == 1
     data = json.loads(done.stdout)
-    assert data["queue"] == {"high": 1, "medium": 0, "low": 1, "deferred": 0, "total": 2}
+    assert data["queue"] == {"high": 1, "medium": 0, "low": 1, "deferred": 0, "other": 0, "total": 2}
     assert 7200 <= data["oldest_queued_age_seconds"] < 7500
     assert "longer than --max-age 3600" in done.stderr
 

@@ -74,6 +74,8 @@ class Command(BaseCommand):
             f"  medium    {status.medium:>9}",
             f"  low       {status.low:>9}",
             f"  deferred  {status.deferred:>9}",
+            # Only when some row has a priority set by hand: the senders send those rows too.
+            *([f"  other     {status.other:>9}"] if status.other else []),
             f"  total     {status.total:>9}",
             f"  oldest    {when(status.oldest_queued, status.oldest_queued_age)}",
             "",

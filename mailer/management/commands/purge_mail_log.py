@@ -1,3 +1,4 @@
+import argparse
 import logging
 import time
 
@@ -15,12 +16,26 @@ RESULTS = {
 }
 RESULT_LABELS = dict(RESULT_CODES)
 
+# 365,000 days (about 1,000 years) back from now is still after the year 1000, the lowest date every
+# supported database compares reliably; a larger DAYS used to end in an OverflowError traceback.
+MAX_DAYS = 365_000
+
+
+def days_argument(value: str) -> int:
+    """DAYS as a whole number from 0 to ``MAX_DAYS``; anything else is a usage error saying the range."""
+    days = non_negative_int(value)
+    if days > MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"{value} is too large: DAYS must be between 0 and {MAX_DAYS}")
+    return days
+
 
 class Command(BaseCommand):
     help = "Delete mail log entries older than DAYS days (by default only those of sent mail)."
 
     def add_arguments(self, parser):
-        parser.add_argument("days", type=non_negative_int, help="Age in days of the oldest entry to keep.")
+        parser.add_argument(
+            "days", type=days_argument, help=f"Age in days of the oldest entry to keep (0 to {MAX_DAYS})."
+        )
         parser.add_argument(
             "-r",
             "--result",
