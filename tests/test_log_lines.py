@@ -21,7 +21,7 @@ from mailer.models import DontSendEntry, Message
 pytestmark = pytest.mark.django_db
 
 # ESC (ANSI colour, clear screen), BEL, NEL, LINE/PARAGRAPH SEPARATOR, RIGHT-TO-LEFT OVERRIDE, DEL.
-# Queueing refuses CR and LF in a subject, not the others; a 2.x row (below) can hold any.
+# Queueing refuses these C0 controls in a subject (not NEL, U+2028, U+2029, U+202E); rows written before can hold any.
 SUBJECT = "\x1b[31mURGENT\x1b[0m\x1b[2J\x07 pay now\x85\u2028INFO fake line\u2029\u202etxt.exe\x7f"
 ESCAPED_SUBJECT = "\\x1b[31mURGENT\\x1b[0m\\x1b[2J\\x07 pay now\\x85\\u2028INFO fake line\\u2029\\u202etxt.exe\\x7f"
 RAW = ["\x1b", "\x07", "\r", "\n", "\x85", "\u2028", "\u2029", "\u202e", "\x7f"]
@@ -47,7 +47,13 @@ def test_loggable_escapes_controls_and_keeps_the_rest():
 
 
 def test_the_sending_line_escapes_the_subject_and_addresses(caplog):
-    mailer.send_mail(SUBJECT, "body", "from@example.org", [f'"{NAME}" <ann@example.org>', "bob@example.org"])
+    # Queueing now refuses the C0 controls in a subject; a row queued before that (signed, as this package
+    # writes them) can still hold them.
+    message = Message()
+    message.email = EmailMessage(
+        SUBJECT, "body", "from@example.org", [f'"{NAME}" <ann@example.org>', "bob@example.org"]
+    )
+    message.save()
     with caplog.at_level(logging.INFO, logger="mailer"):
         assert send_all().sent == 1
     lines = email_derived_lines(caplog)
