@@ -27,7 +27,7 @@ def get_priority(priority: Any) -> int:
     The old labels ``"high"``, ``"medium"`` and ``"low"`` still work, with a
     ``DeprecationWarning``.
     """
-    from mailer.enqueue import get_priority
+    from mailer.choices import get_priority
 
     return get_priority(priority)
 

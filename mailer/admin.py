@@ -17,26 +17,12 @@ from django.utils.html import escape
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext, ngettext_lazy
 
+from mailer.choices import Priority, Result
 from mailer.engine import send_all
-from mailer.models import (
-    PRIORITY_DEFERRED,
-    PRIORITY_HIGH,
-    PRIORITY_LOW,
-    PRIORITY_MEDIUM,
-    RESULT_FAILURE,
-    DontSendEntry,
-    Message,
-    MessageLog,
-)
+from mailer.models import DontSendEntry, Message, MessageLog
 from mailer.recipients import address_key, blocked_addresses
 
 UNAVAILABLE = _("<Message data unavailable>")
-PRIORITY_LABELS = {
-    PRIORITY_HIGH: _("high"),
-    PRIORITY_MEDIUM: _("medium"),
-    PRIORITY_LOW: _("low"),
-    PRIORITY_DEFERRED: _("deferred"),
-}
 
 # What the actions report: ngettext_lazy picks the plural form from the "count" value.
 RETRIED = ngettext_lazy(
@@ -123,9 +109,9 @@ class MessageAdmin(EmailFieldsMixin, admin.ModelAdmin):
     def priority_counts(self, request):
         """[(label, count, changelist query string)] for each priority and the whole queue, in one query."""
         counts = self.get_queryset(request).aggregate(
-            total=Count("pk"), **{f"p{p}": Count("pk", filter=Q(priority=p)) for p in PRIORITY_LABELS}
+            total=Count("pk"), **{f"p{p.value}": Count("pk", filter=Q(priority=p)) for p in Priority}
         )
-        rows = [(label, counts[f"p{p}"], f"?priority__exact={p}") for p, label in PRIORITY_LABELS.items()]
+        rows = [(p.label, counts[f"p{p.value}"], f"?priority__exact={p.value}") for p in Priority]
         return [*rows, (_("total"), counts["total"], "?")]
 
     @admin.action(description=_("Send selected messages"), permissions=["change"])
@@ -150,17 +136,17 @@ class MessageAdmin(EmailFieldsMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Move selected messages to high priority"), permissions=["change"])
     def move_to_high(self, request, queryset):
-        self.move(request, queryset, PRIORITY_HIGH)
+        self.move(request, queryset, Priority.HIGH)
 
     @admin.action(description=_("Move selected messages to low priority"), permissions=["change"])
     def move_to_low(self, request, queryset):
-        self.move(request, queryset, PRIORITY_LOW)
+        self.move(request, queryset, Priority.LOW)
 
-    def move(self, request, queryset, priority):
+    def move(self, request, queryset, priority: Priority):
         """Change the priority of the queued messages; deferred ones stay deferred (retrying is its own action)."""
         skipped = queryset.deferred().count()
         moved = queryset.non_deferred().update(priority=priority)
-        report(self, request, MOVED, moved, priority=PRIORITY_LABELS[priority])
+        report(self, request, MOVED, moved, priority=priority.label)
         if skipped:
             report(self, request, LEFT_DEFERRED, skipped, messages.WARNING)
 
@@ -223,15 +209,15 @@ class MessageLogAdmin(EmailFieldsMixin, admin.ModelAdmin):
     def requeue(self, request, queryset):
         """Queue a new copy of each selected failure; the log rows stay."""
         copies, undecodable = [], 0
-        for log in queryset.filter(result=RESULT_FAILURE).iterator():
+        for log in queryset.filter(result=Result.FAILURE).iterator():
             if log.email is None:
                 undecodable += 1
                 continue
-            priority = PRIORITY_MEDIUM if log.priority == PRIORITY_DEFERRED else log.priority
+            priority = Priority.MEDIUM.value if log.priority == Priority.DEFERRED else log.priority
             copies.append(Message(message_data=log.message_data, priority=priority, mailer=log.mailer))
         Message.objects.bulk_create(copies)
         report(self, request, REQUEUED, len(copies))
-        not_failures = queryset.exclude(result=RESULT_FAILURE).count()
+        not_failures = queryset.exclude(result=Result.FAILURE).count()
         if not_failures:
             report(self, request, NOT_FAILURES, not_failures, messages.INFO)
         if undecodable:

@@ -6,10 +6,7 @@ Shared by :class:`mailer.backend.DbBackend` and the functions in :mod:`mailer`.
 from __future__ import annotations
 
 import functools
-import os
 import re
-import sys
-import warnings
 from collections.abc import Sequence
 from email import errors
 from email.headerregistry import AddressHeader
@@ -23,51 +20,10 @@ from django.utils.functional import Promise
 from django.utils.timezone import now
 
 from mailer import claims, row_size, serialization
+from mailer.choices import get_priority  # also importable from here, as before
 from mailer.conf import mailer_settings
-from mailer.models import (
-    PRIORITY_MAPPING,
-    PRIORITY_MEDIUM,
-    RESULT_DONT_SEND,
-    Message,
-    MessageLog,
-    log_fields,
-)
+from mailer.models import RESULT_DONT_SEND, Message, MessageLog, log_fields
 from mailer.recipients import address_key, blocked_addresses, remove_blocked
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def _caller_stacklevel() -> int:
-    """The ``stacklevel`` that makes a warning name the first caller outside this package."""
-    frame = sys._getframe(1)  # the function that will call warnings.warn()
-    level = 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
-        frame = frame.f_back
-        level += 1
-    return level
-
-
-def get_priority(priority: Any) -> int:
-    """Turn a ``priority`` argument into one of the ``PRIORITY_*`` constants.
-
-    ``None`` means medium. The labels ``"high"``, ``"medium"`` and ``"low"``
-    still work but are deprecated; anything else raises ``ValueError``.
-    """
-    if priority is None:
-        return PRIORITY_MEDIUM
-    if isinstance(priority, str) and priority in PRIORITY_MAPPING:
-        warnings.warn(
-            f"Pass one of the mailer.models.PRIORITY_* constants as priority, not {priority!r}.",
-            DeprecationWarning,
-            stacklevel=_caller_stacklevel(),
-        )
-        return PRIORITY_MAPPING[priority]
-    # Only ints: 1.0 == PRIORITY_HIGH, but a float would reach the database as a float (one row took it, a
-    # batch failed), and SPEC 3.6 refuses non-integer priorities.
-    if not isinstance(priority, int) or isinstance(priority, bool) or priority not in PRIORITY_MAPPING.values():
-        raise ValueError(f"Invalid priority {priority!r}: use one of the mailer.models.PRIORITY_* constants.")
-    return int(priority)  # an IntEnum member becomes a plain int
-
 
 # RFC 5322 field names: printable US-ASCII except the colon.
 _HEADER_NAME = re.compile(r"[!-9;-~]+")

@@ -16,33 +16,23 @@ from django.utils.translation import gettext_lazy as _
 
 from mailer import serialization
 from mailer.addresses import entry_key
+from mailer.choices import (  # the 2.x names of the vocabulary, kept importable from here
+    PRIORITIES,
+    PRIORITY_DEFERRED,
+    PRIORITY_HIGH,
+    PRIORITY_LOW,
+    PRIORITY_MAPPING,
+    PRIORITY_MEDIUM,
+    RESULT_CODES,
+    RESULT_DONT_SEND,
+    RESULT_FAILURE,
+    RESULT_SUCCESS,
+    Priority,
+    Result,
+)
 from mailer.conf import mailer_settings
 
 logger = logging.getLogger(__name__)
-
-PRIORITY_HIGH = 1
-PRIORITY_MEDIUM = 2
-PRIORITY_LOW = 3
-PRIORITY_DEFERRED = 4
-
-PRIORITIES = [
-    (PRIORITY_HIGH, "high"),
-    (PRIORITY_MEDIUM, "medium"),
-    (PRIORITY_LOW, "low"),
-    (PRIORITY_DEFERRED, "deferred"),
-]
-
-PRIORITY_MAPPING = {label: value for value, label in PRIORITIES}
-
-RESULT_SUCCESS = "1"
-RESULT_DONT_SEND = "2"
-RESULT_FAILURE = "3"
-
-RESULT_CODES = (
-    (RESULT_SUCCESS, "success"),
-    (RESULT_DONT_SEND, "don't send"),
-    (RESULT_FAILURE, "failure"),
-)
 
 
 def email_to_db(obj: Any) -> str:
@@ -117,21 +107,21 @@ def _mailer_field(help_text: str) -> models.CharField:
 
 class MessageQuerySet(models.QuerySet):
     def high_priority(self) -> MessageQuerySet:
-        return self.filter(priority=PRIORITY_HIGH)
+        return self.filter(priority=Priority.HIGH)
 
     def medium_priority(self) -> MessageQuerySet:
-        return self.filter(priority=PRIORITY_MEDIUM)
+        return self.filter(priority=Priority.MEDIUM)
 
     def low_priority(self) -> MessageQuerySet:
-        return self.filter(priority=PRIORITY_LOW)
+        return self.filter(priority=Priority.LOW)
 
     def non_deferred(self) -> MessageQuerySet:
-        return self.exclude(priority=PRIORITY_DEFERRED)
+        return self.exclude(priority=Priority.DEFERRED)
 
     def deferred(self) -> MessageQuerySet:
-        return self.filter(priority=PRIORITY_DEFERRED)
+        return self.filter(priority=Priority.DEFERRED)
 
-    def retry_deferred(self, new_priority: int = PRIORITY_MEDIUM) -> int:
+    def retry_deferred(self, new_priority: int = Priority.MEDIUM.value) -> int:
         """Put deferred messages back on the queue; return how many.
 
         With ``MAILER_EMAIL_MAX_RETRIES`` set, a message that has been retried
@@ -154,7 +144,7 @@ class Message(models.Model):
     id = models.BigAutoField(auto_created=True, primary_key=True, verbose_name="ID")
     message_data = MessageDataField()
     when_added = models.DateTimeField(default=now)
-    priority = models.PositiveSmallIntegerField(choices=PRIORITIES, default=PRIORITY_MEDIUM)
+    priority = models.PositiveSmallIntegerField(choices=Priority, default=Priority.MEDIUM.value)
     retry_count = models.IntegerField(default=0)
     # NULL, not "", for rows queued without an alias: processes still running
     # django-mailer 2.x during an upgrade insert rows without this column.
@@ -208,7 +198,7 @@ class Message(models.Model):
 
     def defer(self) -> None:
         """Take the message out of the queue until ``retry_deferred`` runs."""
-        self.priority = PRIORITY_DEFERRED
+        self.priority = Priority.DEFERRED.value
         self.save(update_fields=["priority"])
 
 
@@ -273,7 +263,7 @@ class MessageLogManager(models.Manager):
     def purge_old_entries(self, days: int, result_codes: Iterable[str] | None = None) -> int:
         """Delete entries older than ``days`` days with these results (default: success)."""
         if result_codes is None:
-            result_codes = [RESULT_SUCCESS]
+            result_codes = [Result.SUCCESS.value]
         limit = now() - datetime.timedelta(days=days)
         deleted, _per_model = self.filter(when_attempted__lt=limit, result__in=list(result_codes)).delete()
         return deleted
@@ -321,9 +311,9 @@ class MessageLog(models.Model):
         help_text=_("The id the sending provider gave the message (django-anymail's anymail_status)."),
     )
     when_added = models.DateTimeField(db_index=True)
-    priority = models.PositiveSmallIntegerField(choices=PRIORITIES, db_index=True)
+    priority = models.PositiveSmallIntegerField(choices=Priority, db_index=True)
     when_attempted = models.DateTimeField(default=now)
-    result = models.CharField(max_length=1, choices=RESULT_CODES)
+    result = models.CharField(max_length=1, choices=Result)
     log_message = models.TextField()
     mailer = _mailer_field(_("The MAILERS alias the message was queued through."))
 
@@ -368,6 +358,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Priority",
+    "Result",
     "PRIORITY_HIGH",
     "PRIORITY_MEDIUM",
     "PRIORITY_LOW",

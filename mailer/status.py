@@ -20,13 +20,12 @@ from dataclasses import asdict, dataclass
 from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
+from mailer.choices import Result
 from mailer.models import (
     PRIORITY_DEFERRED,
     PRIORITY_HIGH,
     PRIORITY_LOW,
     PRIORITY_MEDIUM,
-    RESULT_DONT_SEND,
-    RESULT_FAILURE,
     RESULT_SUCCESS,
     Message,
     MessageLog,
@@ -35,7 +34,8 @@ from mailer.models import (
 HOUR = datetime.timedelta(hours=1)
 DAY = datetime.timedelta(days=1)
 
-RESULT_NAMES = {RESULT_SUCCESS: "success", RESULT_DONT_SEND: "dont_send", RESULT_FAILURE: "failure"}
+# Each result's name in ResultCounts and in as_dict(): "success", "dont_send", "failure".
+RESULT_NAMES = {result.value: result.name.lower() for result in Result}
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,21 @@
 """The Japanese and Russian translations ship compiled with the package."""
 
 import pytest
+from django.core.mail import EmailMessage
 from django.utils import translation
 
 import mailer
-from mailer.models import Message
+from mailer.models import (
+    PRIORITY_DEFERRED,
+    PRIORITY_HIGH,
+    PRIORITY_LOW,
+    PRIORITY_MEDIUM,
+    RESULT_DONT_SEND,
+    RESULT_FAILURE,
+    RESULT_SUCCESS,
+    Message,
+    MessageLog,
+)
 
 
 @pytest.mark.parametrize(
@@ -26,3 +37,38 @@ def test_admin_action_is_translated(admin_client):
     assert "Отправить выбранные сообщения" in page
     assert "Назначить выбранным сообщениям высокий приоритет" in page
     assert "Очередь:" in page  # the counts above the list
+
+
+PRIORITY_WORDS = {"ja": ["高", "中", "低", "保留"], "ru": ["высокий", "средний", "низкий", "отложенный"]}
+RESULT_WORDS = {"ja": ["成功", "送信しない", "失敗"], "ru": ["успешно", "не отправлять", "сбой"]}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("language", ["ja", "ru"])
+def test_admin_shows_priorities_translated(admin_client, language):
+    for priority in PRIORITY_HIGH, PRIORITY_MEDIUM, PRIORITY_LOW, PRIORITY_DEFERRED:
+        mailer.send_mail("subject", "body", "from@example.com", ["to@example.com"], priority=priority)
+    Message.objects.filter(priority=PRIORITY_HIGH).update(priority=PRIORITY_DEFERRED)  # queueing refuses deferred
+    Message.objects.filter(priority=PRIORITY_MEDIUM).update(priority=PRIORITY_HIGH)
+    with translation.override(language):
+        response = admin_client.get("/admin/mailer/message/")
+    page = response.content.decode()
+    for value, word in enumerate(PRIORITY_WORDS[language], start=1):
+        assert f'<a href="?priority__exact={value}">{word}</a>' in page  # the filter
+    for word in (PRIORITY_WORDS[language][0], PRIORITY_WORDS[language][2], PRIORITY_WORDS[language][3]):
+        assert f'<td class="field-priority">{word}</td>' in page  # the column
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("language", ["ja", "ru"])
+def test_admin_shows_results_translated(admin_client, language):
+    message = Message.objects.create(priority=PRIORITY_MEDIUM)
+    message.email = EmailMessage("subject", "body", "from@example.com", ["to@example.com"])
+    for result in RESULT_SUCCESS, RESULT_DONT_SEND, RESULT_FAILURE:
+        MessageLog.objects.log(message, result)
+    with translation.override(language):
+        response = admin_client.get("/admin/mailer/messagelog/")
+    page = response.content.decode()
+    for value, word in enumerate(RESULT_WORDS[language], start=1):
+        assert f'<a href="?result__exact={value}">{word}</a>' in page  # the filter
+        assert f'<td class="field-result">{word}</td>' in page  # the column

@@ -4,8 +4,9 @@ import sys
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
+from mailer.choices import Result
 from mailer.management.options import non_negative_int
-from mailer.status import QueueStatus, queue_status
+from mailer.status import RESULT_NAMES, QueueStatus, queue_status
 
 EXIT_CHECK_FAILED = 1
 
@@ -81,9 +82,9 @@ class Command(BaseCommand):
             "",
             f"Log         {'last hour':>9}  {'last day':>9}",
         ]
-        for label, name in (("success", "success"), ("don't send", "dont_send"), ("failure", "failure")):
+        for code, name in RESULT_NAMES.items():
             hour, day = getattr(status.last_hour, name), getattr(status.last_day, name)
-            lines.append(f"  {label:<10}{hour:>9}  {day:>9}")
+            lines.append(f"  {Result(code).word:<10}{hour:>9}  {day:>9}")
         lines.append(f"  last success  {when(status.last_success, status.last_success_age)}")
         return "\n".join(lines)
 

@@ -4,17 +4,18 @@ import time
 
 from django.core.management.base import BaseCommand
 
+from mailer.choices import Result
 from mailer.management.options import non_negative_int
-from mailer.models import RESULT_CODES, RESULT_DONT_SEND, RESULT_FAILURE, RESULT_SUCCESS, MessageLog
+from mailer.models import MessageLog
 
 logger = logging.getLogger(__name__)
 
+# What --result accepts, and the results each choice deletes.
 RESULTS = {
-    "success": [RESULT_SUCCESS],
-    "failure": [RESULT_FAILURE],
-    "all": [RESULT_SUCCESS, RESULT_DONT_SEND, RESULT_FAILURE],
+    Result.SUCCESS.word: [Result.SUCCESS],
+    Result.FAILURE.word: [Result.FAILURE],
+    "all": list(Result),
 }
-RESULT_LABELS = dict(RESULT_CODES)
 
 # 365,000 days (about 1,000 years) back from now is still after the year 1000, the lowest date every
 # supported database compares reliably; a larger DAYS used to end in an OverflowError traceback.
@@ -40,7 +41,7 @@ class Command(BaseCommand):
             "-r",
             "--result",
             choices=list(RESULTS),
-            default="success",
+            default=Result.SUCCESS.word,
             help="Which entries to delete: success (the default), failure or all.",
         )
 
@@ -52,7 +53,7 @@ class Command(BaseCommand):
         logger.info(
             "%s log entries deleted (%s) older than %s day(s) in %.2fs",
             sum(deleted.values()),
-            ", ".join(f"{RESULT_LABELS[code]} {count}" for code, count in deleted.items()),
+            ", ".join(f"{code.word} {count}" for code, count in deleted.items()),
             days,
             time.monotonic() - started,
         )
