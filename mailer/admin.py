@@ -128,11 +128,11 @@ class MessageAdmin(EmailFieldsMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Retry selected deferred messages"), permissions=["change"])
     def retry_deferred(self, request, queryset):
-        deferred = queryset.deferred().count()
-        retried = queryset.retry_deferred()  # honours MAILER_EMAIL_MAX_RETRIES
+        retried = queryset.retry_deferred()
         report(self, request, RETRIED, retried)
-        if deferred > retried:
-            report(self, request, MAX_RETRIES_REACHED, deferred - retried, messages.WARNING)
+        stay = queryset.retries_used_up().count()
+        if stay:
+            report(self, request, MAX_RETRIES_REACHED, stay, messages.WARNING)
 
     @admin.action(description=_("Move selected messages to high priority"), permissions=["change"])
     def move_to_high(self, request, queryset):

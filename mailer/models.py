@@ -121,17 +121,31 @@ class MessageQuerySet(models.QuerySet):
     def deferred(self) -> MessageQuerySet:
         return self.filter(priority=Priority.DEFERRED)
 
-    def retry_deferred(self, new_priority: int = Priority.MEDIUM.value) -> int:
-        """Put deferred messages back on the queue; return how many.
+    def retryable(self) -> MessageQuerySet:
+        """The deferred messages that retrying puts back on the queue.
 
-        With ``MAILER_EMAIL_MAX_RETRIES`` set, a message that has been retried
-        that many times already stays deferred.
+        The retry limit's one home (``retry_deferred()``, the ``retry_deferred``
+        command and the admin action all ask here): with
+        ``MAILER_EMAIL_MAX_RETRIES`` set, a message already retried that many
+        times stays deferred; without it, every deferred message is retryable.
         """
-        queryset = self.deferred()
-        max_retries = mailer_settings.EMAIL_MAX_RETRIES
-        if max_retries is not None:
-            queryset = queryset.filter(retry_count__lt=max_retries)
-        return queryset.update(priority=new_priority, retry_count=models.F("retry_count") + 1)
+        return self.deferred().exclude(_retries_used_up())
+
+    def retries_used_up(self) -> MessageQuerySet:
+        """The deferred messages that stay deferred: the rest of :meth:`deferred` after :meth:`retryable`."""
+        return self.deferred().filter(_retries_used_up())
+
+    def retry_deferred(self, new_priority: int = Priority.MEDIUM.value) -> int:
+        """Put the :meth:`retryable` messages back on the queue, counting the retry; return how many."""
+        return self.retryable().update(priority=new_priority, retry_count=models.F("retry_count") + 1)
+
+
+def _retries_used_up() -> models.Q:
+    """Messages retried ``MAILER_EMAIL_MAX_RETRIES`` times; none when the setting is ``None`` (no limit)."""
+    max_retries = mailer_settings.EMAIL_MAX_RETRIES
+    if max_retries is None:
+        return models.Q(pk__in=[])
+    return models.Q(retry_count__gte=max_retries)
 
 
 class MessageManager(models.Manager.from_queryset(MessageQuerySet)):

@@ -3,7 +3,6 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from mailer.conf import mailer_settings
 from mailer.management.options import add_deprecated_cron_option, warn_if_cron
 from mailer.models import Message
 
@@ -20,9 +19,7 @@ class Command(BaseCommand):
         warn_if_cron("retry_deferred", options)
         started = time.monotonic()
         count = Message.objects.retry_deferred()
-        # What stays deferred now has been retried MAILER_EMAIL_MAX_RETRIES times already.
-        max_retries = mailer_settings.EMAIL_MAX_RETRIES
-        kept = 0 if max_retries is None else Message.objects.deferred().filter(retry_count__gte=max_retries).count()
+        kept = Message.objects.retries_used_up().count()
         logger.info(
             "%s message(s) retried, %s left deferred (MAILER_EMAIL_MAX_RETRIES) in %.2fs",
             count,
