@@ -157,9 +157,9 @@ class Message(models.Model):
 
     id = models.BigAutoField(auto_created=True, primary_key=True, verbose_name="ID")
     message_data = MessageDataField()
-    when_added = models.DateTimeField(default=now)
-    priority = models.PositiveSmallIntegerField(choices=Priority, default=Priority.MEDIUM.value)
-    retry_count = models.IntegerField(default=0)
+    when_added = models.DateTimeField(_("when added"), default=now)
+    priority = models.PositiveSmallIntegerField(_("priority"), choices=Priority, default=Priority.MEDIUM.value)
+    retry_count = models.IntegerField(_("retry count"), default=0)
     # NULL, not "", for rows queued without an alias: processes still running
     # django-mailer 2.x during an upgrade insert rows without this column.
     mailer = _mailer_field(_("The MAILERS alias the message was queued through; it decides which mailer sends it."))
@@ -251,8 +251,8 @@ class DontSendEntry(models.Model):
     """An address that must not receive mail."""
 
     id = models.BigAutoField(auto_created=True, primary_key=True, verbose_name="ID")
-    to_address = models.EmailField(max_length=254)
-    when_added = models.DateTimeField(default=now)
+    to_address = models.EmailField(_("to address"), max_length=254)
+    when_added = models.DateTimeField(_("when added"), default=now)
 
     objects = DontSendEntryManager()
 
@@ -314,7 +314,7 @@ class MessageLog(models.Model):
 
     id = models.BigAutoField(auto_created=True, primary_key=True, verbose_name="ID")
     message_data = MessageDataField(null=True)
-    message_id = models.TextField(editable=False, null=True)
+    message_id = models.TextField(_("message id"), editable=False, null=True)
     provider_message_id = models.CharField(
         _("provider message id"),
         max_length=PROVIDER_ID_LENGTH,
@@ -324,11 +324,11 @@ class MessageLog(models.Model):
         editable=False,
         help_text=_("The id the sending provider gave the message (django-anymail's anymail_status)."),
     )
-    when_added = models.DateTimeField(db_index=True)
-    priority = models.PositiveSmallIntegerField(choices=Priority, db_index=True)
-    when_attempted = models.DateTimeField(default=now)
-    result = models.CharField(max_length=1, choices=Result)
-    log_message = models.TextField()
+    when_added = models.DateTimeField(_("when added"), db_index=True)
+    priority = models.PositiveSmallIntegerField(_("priority"), choices=Priority, db_index=True)
+    when_attempted = models.DateTimeField(_("when attempted"), default=now)
+    result = models.CharField(_("result"), max_length=1, choices=Result)
+    log_message = models.TextField(_("log message"))
     mailer = _mailer_field(_("The MAILERS alias the message was queued through."))
 
     objects = MessageLogManager()
