@@ -34,7 +34,7 @@ from django.db import close_old_connections, router, transaction
 from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
-from mailer import claims, serialization
+from mailer import claims, outcomes, serialization
 from mailer.conf import mailer_settings
 from mailer.delivery import Route, routes
 from mailer.locking import acquire_lock, release_lock
@@ -116,9 +116,14 @@ class _Batch:
 
     done: list[int] = field(default_factory=list)  # rows to delete from the queue
     logs: list[dict] = field(default_factory=list)  # MessageLog rows (log_fields())
+    log_pks: list[int] = field(default_factory=list)  # the queued message each of logs is about
     error: BaseException | None = None  # re-raised once the batch is committed
     stopped_early: bool = False  # the commit interval ended before the claimed messages did
     quick: bool = False  # all sent within half the commit interval: claim more next time
+
+    def log(self, message: Message, fields: dict) -> None:
+        self.logs.append(fields)
+        self.log_pks.append(message.pk)
 
 
 Slot = dict  # one connection per real mailer (Route -> backend), used by one delivery at a time
@@ -248,7 +253,7 @@ class _Sender:
             message._email_cache = (message.message_data, email)
             if id(email) in blocked:
                 logger.info("not sending message %s: no recipient left after the don't send list", message.pk)
-                batch.logs.append(log_fields(message, email, RESULT_DONT_SEND, "no recipient left"))
+                batch.log(message, log_fields(message, email, RESULT_DONT_SEND, "no recipient left"))
                 batch.done.append(message.pk)
                 self.result.skipped += 1
                 self.report()
@@ -317,7 +322,7 @@ class _Sender:
         """Log one finished delivery; False when no new one may start (a poison message)."""
         if exc is not None:
             return self.handle_exception(message, email, route, slot, exc, batch)
-        batch.logs.append(log_fields(message, email, RESULT_SUCCESS))
+        batch.log(message, log_fields(message, email, RESULT_SUCCESS))
         batch.done.append(message.pk)
         self.result.sent += 1
         return True
@@ -333,7 +338,10 @@ class _Sender:
                 batch.error = exc
             return False
         try:
-            connection, action = self.error_handler(slot.get(route), message, exc)
+            # In a savepoint: a handler whose own writes fail (a log row the table refuses) must not
+            # leave the transaction unusable, which would undo the whole batch.
+            with transaction.atomic(using=self.using):
+                connection, action = self.error_handler(slot.get(route), message, exc)
             if action not in ("sent", "deferred"):
                 raise ValueError(f"MAILER_ERROR_HANDLER returned {action!r}; expected 'sent' or 'deferred'")
         except Exception as error:
@@ -342,7 +350,7 @@ class _Sender:
             self.discard_connection(slot, route)
             Message.objects.using(self.using).filter(pk=message.pk).update(priority=PRIORITY_DEFERRED)
             message.priority = PRIORITY_DEFERRED
-            batch.logs.append(log_fields(message, email, RESULT_FAILURE, traceback.format_exc()))
+            batch.log(message, log_fields(message, email, RESULT_FAILURE, traceback.format_exc()))
             logger.error("message %s deferred: sending it raised %r", message.pk, error)
             self.result.failed += 1
             if batch.error is None:
@@ -353,7 +361,7 @@ class _Sender:
             if connection is not None:
                 slot[route] = connection
         if action == "sent":
-            batch.logs.append(log_fields(message, email, RESULT_SUCCESS))
+            batch.log(message, log_fields(message, email, RESULT_SUCCESS))
             batch.done.append(message.pk)
             self.result.sent += 1
         else:
@@ -372,18 +380,18 @@ class _Sender:
         batch.done.append(message.pk)
         if message.message_data:
             # Corrupt, not empty: keep the raw data in the log for inspection.
-            batch.logs.append(
+            batch.log(
+                message,
                 {
                     **log_fields(message, None, RESULT_FAILURE),
                     "message_data": message.message_data,
                     "log_message": f"message discarded due to failure in converting from DB: {exc}",
-                }
+                },
             )
             self.result.failed += 1
 
     def write(self, batch: _Batch) -> None:
-        claims.insert(MessageLog, batch.logs, self.using)
-        claims.remove(batch.done, self.using)
+        outcomes.write(batch.logs, batch.log_pks, batch.done, self.using)
 
     def adapt_claim_size(self, batch: _Batch) -> None:
         # Claim about as many rows as one commit interval takes, so a slow
