@@ -56,17 +56,27 @@ class Claimer:
         self.statements: dict[tuple, tuple[str, tuple] | None] = {}
         self.reader: _Reader | None = None
 
-    def __call__(self, limit: int, exclude: Collection[int] = ()) -> list[Message]:
-        key = (limit, tuple(sorted(exclude)))
+    def __call__(self, limit: int, after: Position | None = None) -> list[Message]:
+        """Claim up to ``limit`` messages; only those after ``after`` in send order, if given.
+
+        ``after`` is the ``(priority, when_added, id)`` of a message the sender
+        passed over: the claim starts after it, whatever number of messages were
+        passed over before, so its SQL and parameters stay the same size.
+        """
+        key = (limit, after is not None)
         if key not in self.statements:
-            self.statements[key] = self.statement(limit, exclude)
+            self.statements[key] = self.statement(limit, after is not None)
         if self.connection.vendor == "sqlite":
             _take_sqlite_write_lock(self.connection)
         statement = self.statements[key]
         if statement is None:  # a query the database must get from the ORM each time
-            return list(self.queryset_for(limit, exclude))
+            return list(self.queryset_for(limit, self.position_values(after)))
+        sql, params = statement
+        if after is not None:
+            values = dict(zip(_SLOTS, self.position_values(after), strict=True))
+            params = tuple(values.get(param, param) if isinstance(param, _Slot) else param for param in params)
         with self.connection.cursor() as cursor:
-            cursor.execute(*statement)
+            cursor.execute(sql, params)
             rows = cursor.fetchall()
             if not rows:
                 return []
@@ -74,10 +84,16 @@ class Claimer:
                 self.reader = _Reader(cursor.description, self.queryset, self.using)
         return self.reader.messages(rows)
 
-    def queryset_for(self, limit: int, exclude: Collection[int]) -> QuerySet:
+    def position_values(self, after: Position | None) -> tuple | None:
+        if after is None:
+            return None
+        priority, when_added, pk = after
+        return priority, self.connection.ops.adapt_datetimefield_value(when_added), pk
+
+    def queryset_for(self, limit: int, after: tuple | None) -> QuerySet:
         queryset = self.queryset
-        if exclude:
-            queryset = queryset.exclude(pk__in=exclude)
+        if after is not None:
+            queryset = queryset.filter(_after_position(self.connection, after))
         if router.db_for_read(DontSendEntry) == self.using:
             queryset = queryset.annotate(dont_send_list_in_use=Exists(DontSendEntry.objects.all()))
         if self.connection.vendor == "postgresql":
@@ -89,14 +105,39 @@ class Claimer:
             queryset = queryset.select_for_update()
         return queryset[:limit]
 
-    def statement(self, limit: int, exclude: Collection[int]) -> tuple[str, tuple] | None:
+    def statement(self, limit: int, positioned: bool) -> tuple[str, tuple] | None:
         try:
-            sql, params = self.queryset_for(limit, exclude).query.sql_with_params()
+            sql, params = self.queryset_for(limit, _SLOTS if positioned else None).query.sql_with_params()
         except EmptyResultSet:
             return None
         if self.connection.vendor == "mysql":
             return _with_queue_index(sql, self.connection), params
         return sql, params
+
+
+Position = tuple  # (priority, when_added, id) of a message, in send order
+
+
+class _Slot:
+    """Stands for one value of a position in a claim statement built once; replaced at each claim."""
+
+
+_SLOTS = (_Slot(), _Slot(), _Slot())
+
+
+def _after_position(connection, values: tuple) -> RawSQL:
+    """The messages after ``values`` = (priority, when_added, id) in send order, the queue index's order."""
+    table = connection.ops.quote_name(Message._meta.db_table)
+    priority, when_added, pk = (
+        f"{table}.{connection.ops.quote_name(name)}" for name in ("priority", "when_added", "id")
+    )
+    p, w, i = values
+    if connection.vendor == "mysql":
+        # Spelled out: MySQL/MariaDB read a range of the index for these, not for a row comparison.
+        sql = f"({priority} > %s OR ({priority} = %s AND ({when_added} > %s OR ({when_added} = %s AND {pk} > %s))))"
+        return RawSQL(sql, (p, p, w, w, i), output_field=models.BooleanField())
+    sql = f"(({priority}, {when_added}, {pk}) > (%s, %s, %s))"
+    return RawSQL(sql, (p, w, i), output_field=models.BooleanField())
 
 
 class _Reader:

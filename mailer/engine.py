@@ -190,8 +190,8 @@ class _Sender:
         self.all_slots = list(self.slots)
         self.executor = ThreadPoolExecutor(size, thread_name_prefix="mailer-send") if size > 1 else None
         self.result = SendResult()
-        # Messages the error handler reported "deferred" but left queued: not retried in this pass.
-        self.passed_over: set[int] = set()
+        # The last message (in send order) left queued and not to be claimed again in this pass.
+        self.position: claims.Position | None = None
         # Read once per pass: they are asked about after every message.
         self.batch_size = mailer_settings.COMMIT_BATCH_SIZE
         self.commit_interval = mailer_settings.COMMIT_INTERVAL
@@ -207,7 +207,7 @@ class _Sender:
             while not self.limits_reached() and not self.stopping():
                 batch = _Batch()
                 with transaction.atomic(using=self.using):
-                    messages = self.claim(1 if self.throttle else self.claim_size, self.passed_over)
+                    messages = self.claim(1 if self.throttle else self.claim_size, self.position)
                     if not messages:
                         break
                     try:
@@ -366,9 +366,23 @@ class _Sender:
             self.result.sent += 1
         else:
             if message.priority != PRIORITY_DEFERRED:
-                self.passed_over.add(message.pk)
+                self.pass_over(message)
             self.result.deferred += 1
         return True
+
+    def pass_over(self, message: Message) -> None:
+        """Leave the claimed ``message`` queued, untouched, and do not claim it again in this pass.
+
+        The next claims start after it in send order (and after any message
+        passed over before), so they stay the same size however many messages
+        are passed over. Messages after it that this pass had claimed but not
+        reached are still claimed again; messages before it that another
+        sender held, or that were queued meanwhile with a higher priority, wait
+        for the next pass.
+        """
+        key = (message.priority, message.when_added, message.pk)
+        if self.position is None or key > self.position:
+            self.position = key
 
     def discard(self, message: Message, exc: serialization.UndecodableMessage, batch: _Batch) -> None:
         logger.warning(
