@@ -15,6 +15,7 @@ sent within one commit interval.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import smtplib
 import threading
@@ -176,10 +177,12 @@ class _Sender:
         routes: dict[str | None, Route],
         stop: threading.Event | None = None,
         progress: Callable[[SendResult], None] | None = None,
+        on_commit: Callable[[SendResult], None] | None = None,
     ) -> None:
         self.routes = routes
         self.stop = stop
         self.progress = progress
+        self.on_commit = on_commit
         self.using = router.db_for_write(Message)
         self.claim = claims.Claimer(queryset, self.using)
         self.error_handler = import_string(mailer_settings.ERROR_HANDLER)
@@ -216,6 +219,9 @@ class _Sender:
                         # Keep what was sent before the interruption, then stop.
                         batch.error = stop
                     self.write(batch)
+                # Committed: only now do this batch's outcomes count for those who were told about commits.
+                if self.on_commit is not None:
+                    self.on_commit(dataclasses.replace(self.result, seconds=0.0))
                 self.adapt_claim_size(batch)
                 if batch.error is not None:
                     raise batch.error
@@ -468,6 +474,7 @@ def send_all(
     *,
     stop: threading.Event | None = None,
     progress: Callable[[SendResult], None] | None = None,
+    on_commit: Callable[[SendResult], None] | None = None,
 ) -> SendResult | None:
     """Send the queue once (or the messages of ``queryset``).
 
@@ -479,6 +486,9 @@ def send_all(
     dealt with: sent, deferred, skipped or failed, its outcome recorded for
     the commit of its batch. It runs in the calling thread, never in a
     delivery thread; an exception from it is logged and it is not called again.
+    ``on_commit``, if given, is called with a copy of the counts after each
+    batch's transaction commits: unlike ``progress``, it never counts
+    outcomes that a failure or an interruption rolled back.
     Re-raises an exception the error handler re-raised, after putting that
     message aside (deferred, with the traceback in the log).
     """
@@ -489,7 +499,7 @@ def send_all(
         if not acquired:
             return None
     try:
-        result = _Sender(queryset, routes_now, stop, progress).run()
+        result = _Sender(queryset, routes_now, stop, progress, on_commit).run()
     finally:
         if lock is not None:
             release_lock(lock)

@@ -28,18 +28,20 @@ class Command(BaseCommand):
             logger.info("sending is paused (MAILER_PAUSE_SEND), quitting.")
             return
         started = time.monotonic()
-        so_far = SendResult()  # the counts up to an exception, which send_all() does not summarize
+        so_far = SendResult()  # the counts committed before an exception, which send_all() does not summarize
         bar = None
 
         def progress(result):
-            nonlocal so_far
-            so_far = result
             if bar is not None:
                 bar(result)
 
+        def committed(result):
+            nonlocal so_far
+            so_far = result
+
         try:
             bar = self.progress_bar()
-            result = send_all(progress=progress)
+            result = send_all(progress=progress, on_commit=committed)
         except BaseException as exc:
             if bar is not None:
                 bar.close()
