@@ -52,6 +52,7 @@ from mailer.models import (
 from mailer.recipients import remove_blocked
 
 __all__ = [
+    "QueueNotDecodable",
     "SendResult",
     "acquire_lock",
     "handle_delivery_exception",
@@ -103,12 +104,23 @@ class SendResult:
     skipped: int = 0  # no recipient left after the don't-send list
     failed: int = 0  # undecodable data, or an exception the error handler re-raised
     seconds: float = 0.0
+    held: int = 0  # intact rows this process cannot decode (another SECRET_KEY, a class it lacks): left queued
 
     def __str__(self) -> str:
+        held = f", held back {self.held}" if self.held else ""
         return (
             f"sent {self.sent}, deferred {self.deferred}, skipped {self.skipped}, "
-            f"failed {self.failed} in {self.seconds:.2f}s"
+            f"failed {self.failed}{held} in {self.seconds:.2f}s"
         )
+
+
+class QueueNotDecodable(ImproperlyConfigured):
+    """A pass found only rows that this process cannot decode, though they are intact: it stopped.
+
+    Raised after the pass's claim is committed (nothing was changed). The
+    sender's configuration or code differs from that of the process that
+    queued the mail (``SECRET_KEY``, a class not deployed yet): fix that.
+    """
 
 
 @dataclass
@@ -203,6 +215,7 @@ class _Sender:
         self.max_deferred = mailer_settings.EMAIL_MAX_DEFERRED
         self.claim_size = self.batch_size
         self.limit_logged = False
+        self.decoded_any = False  # has this pass decoded any message?
 
     def run(self) -> SendResult:
         started = time.monotonic()
@@ -239,12 +252,26 @@ class _Sender:
 
     def process(self, messages: list[Message], batch: _Batch) -> None:
         emails = {}
+        held = 0
         for message in messages:
             try:
                 emails[message.pk] = serialization.loads(message.message_data)
+            except serialization.NotDecodableHere as exc:
+                self.hold(message, exc)
+                held += 1
             except serialization.UndecodableMessage as exc:
                 self.discard(message, exc, batch)
                 self.report()
+        if emails:
+            self.decoded_any = True
+        elif held == len(messages) and not self.decoded_any:
+            # Not one message this pass could read, and these are intact: the sender is misconfigured.
+            batch.error = QueueNotDecodable(
+                f"stopped: none of the {held} message(s) claimed could be decoded by this process, though "
+                "they are intact (see the errors above): check SECRET_KEY and SECRET_KEY_FALLBACKS, and that "
+                "the senders run the same code as the processes that queue mail"
+            )
+            return
         in_use = getattr(messages[0], "dont_send_list_in_use", None)
         if in_use is not None and not in_use:
             blocked = set()  # the claim found the list empty: no need to look the recipients up
@@ -390,6 +417,12 @@ class _Sender:
         if self.position is None or key > self.position:
             self.position = key
 
+    def hold(self, message: Message, exc: serialization.NotDecodableHere) -> None:
+        """Leave an intact row this process cannot decode queued, and say why and what to fix."""
+        self.pass_over(message)
+        self.result.held += 1
+        logger.error("message %s (queued on %s) held back, left on the queue: %s", message.pk, message.when_added, exc)
+
     def discard(self, message: Message, exc: serialization.UndecodableMessage, batch: _Batch) -> None:
         logger.warning(
             "message discarded due to failure in converting from DB. Added on '%s' with priority '%s': %s",
@@ -431,7 +464,7 @@ class _Sender:
             return
         try:
             result = self.result
-            self.progress(SendResult(result.sent, result.deferred, result.skipped, result.failed))
+            self.progress(dataclasses.replace(result, seconds=0.0))
         except Exception:
             logger.warning("the progress callback raised; not calling it again in this pass", exc_info=True)
             self.progress = None
