@@ -25,8 +25,9 @@ from collections.abc import Collection, Sequence
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models, router
-from django.db.models import Exists, QuerySet
+from django.db.models import Case, Exists, F, Func, IntegerField, QuerySet, TextField, When
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import Length
 
 from mailer.models import PRIORITY_DEFERRED, QUEUE_INDEX, DontSendEntry, Message
 
@@ -94,6 +95,13 @@ class Claimer:
         queryset = self.queryset
         if after is not None:
             queryset = queryset.filter(_after_position(self.connection, after))
+        # A big row's data is not fetched with the claim, only its length: see read_data().
+        queryset = queryset.defer("message_data").annotate(
+            data_length=_data_length(self.connection),
+            inline_data=Case(
+                When(data_length__lte=INLINE_DATA_BYTES, then=F("message_data")), default=None, output_field=TextField()
+            ),
+        )
         if router.db_for_read(DontSendEntry) == self.using:
             queryset = queryset.annotate(dont_send_list_in_use=Exists(DontSendEntry.objects.all()))
         if self.connection.vendor == "postgresql":
@@ -113,6 +121,39 @@ class Claimer:
         if self.connection.vendor == "mysql":
             return _with_queue_index(sql, self.connection), params
         return sql, params
+
+    def read_data(self, message: Message) -> None:
+        """Fill in ``message.message_data`` from the claim's columns, or from the row when it is too big.
+
+        A claim fetches the data of the rows up to :data:`INLINE_DATA_BYTES`
+        long, and the length of the others: a claim of a hundred messages
+        with big attachments would otherwise hold them all in memory at once.
+        A bigger row's data is read by its primary key, in the claim's
+        transaction (the row is locked), when its turn comes.
+        """
+        state = message.__dict__
+        data = state.pop("inline_data", None)
+        length = state.pop("data_length", None)
+        if data is None and length is not None and length > INLINE_DATA_BYTES:
+            data = Message.objects.using(self.using).filter(pk=message.pk).values_list("message_data", flat=True)[0]
+        state["message_data"] = data
+
+
+# Rows whose data is longer than this (in bytes; characters on SQLite) are read one at a time, when sent.
+INLINE_DATA_BYTES = 128 * 1024
+
+
+def is_big(message: Message) -> bool:
+    """Will :meth:`Claimer.read_data` read this claimed message's data with a query of its own?"""
+    length = message.__dict__.get("data_length")
+    return length is not None and length > INLINE_DATA_BYTES
+
+
+def _data_length(connection) -> Func:
+    if connection.vendor in ("postgresql", "mysql"):
+        # In bytes; PostgreSQL reads it from the stored value's header, without decompressing it.
+        return Func(F("message_data"), function="OCTET_LENGTH", output_field=IntegerField())
+    return Length("message_data")
 
 
 Position = tuple  # (priority, when_added, id) of a message, in send order

@@ -134,9 +134,27 @@ class _Batch:
     stopped_early: bool = False  # the commit interval ended before the claimed messages did
     quick: bool = False  # all sent within half the commit interval: claim more next time
 
+    held: int = 0  # messages held back (see _Sender.hold)
+    log_bytes: int = 0  # message data the log rows hold
+
     def log(self, message: Message, fields: dict) -> None:
         self.logs.append(fields)
         self.log_pks.append(message.pk)
+        data = fields.get("message_data")
+        if data:
+            self.log_bytes += len(data)
+
+
+# A batch is committed early once its log rows hold this much message data: a run of big messages
+# then holds about one at a time, not a whole claim's worth.
+LOG_BYTES_PER_COMMIT = 8 * 1024 * 1024
+
+
+def release(message: Message) -> None:
+    """Drop what a dealt-with message holds of its data, so that a claim of big messages does not keep them all."""
+    message.__dict__.pop("_email_cache", None)
+    if claims.is_big(message):
+        message.message_data = None
 
 
 Slot = dict  # one connection per real mailer (Route -> backend), used by one delivery at a time
@@ -251,50 +269,74 @@ class _Sender:
         return self.result
 
     def process(self, messages: list[Message], batch: _Batch) -> None:
-        emails = {}
-        held = 0
+        # Small messages are decoded now, and the don't-send list looked up once for all of them. A big
+        # one is read, decoded and looked up when its turn comes: a claim holds one big message at a time.
+        in_use = getattr(messages[0], "dont_send_list_in_use", None)
+        self.check_list = in_use is None or bool(in_use)  # False: the claim found the list empty
+        ready: list[tuple[Message, EmailMessage | None]] = []
         for message in messages:
-            try:
-                emails[message.pk] = serialization.loads(message.message_data)
-            except serialization.NotDecodableHere as exc:
-                self.hold(message, exc)
-                held += 1
-            except serialization.UndecodableMessage as exc:
-                self.discard(message, exc, batch)
-                self.report()
-        if emails:
-            self.decoded_any = True
-        elif held == len(messages) and not self.decoded_any:
+            if claims.is_big(message):
+                ready.append((message, None))
+                continue
+            self.claim.read_data(message)
+            email = self.decode(message, batch)
+            if email is not None:
+                ready.append((message, email))
+        emails = [email for _message, email in ready if email is not None]
+        blocked = {id(email) for email in remove_blocked(emails)} if emails and self.check_list else set()
+        sendable = []
+        for message, email in ready:
+            if email is None or not self.skip_blocked(message, email, id(email) in blocked, batch):
+                sendable.append((message, email))
+        self.send(sendable, batch)
+        if batch.held == len(messages) and not self.decoded_any:
             # Not one message this pass could read, and these are intact: the sender is misconfigured.
             batch.error = QueueNotDecodable(
-                f"stopped: none of the {held} message(s) claimed could be decoded by this process, though "
+                f"stopped: none of the {batch.held} message(s) claimed could be decoded by this process, though "
                 "they are intact (see the errors above): check SECRET_KEY and SECRET_KEY_FALLBACKS, and that "
                 "the senders run the same code as the processes that queue mail"
             )
-            return
-        in_use = getattr(messages[0], "dont_send_list_in_use", None)
-        if in_use is not None and not in_use:
-            blocked = set()  # the claim found the list empty: no need to look the recipients up
-        else:
-            blocked = {id(email) for email in remove_blocked(list(emails.values()))}
-        sendable = []
-        for message in messages:
-            email = emails.get(message.pk)
-            if email is None:
-                continue
-            # The handler and MessageLog.objects.log() read message.email: decode once.
-            message._email_cache = (message.message_data, email)
-            if id(email) in blocked:
-                logger.info("not sending message %s: no recipient left after the don't send list", message.pk)
-                batch.log(message, log_fields(message, email, RESULT_DONT_SEND, "no recipient left"))
-                batch.done.append(message.pk)
-                self.result.skipped += 1
-                self.report()
-            else:
-                sendable.append((message, email))
-        self.send(sendable, batch)
 
-    def send(self, sendable: list[tuple[Message, EmailMessage]], batch: _Batch) -> None:
+    def decode(self, message: Message, batch: _Batch) -> EmailMessage | None:
+        """The claimed message's email; None when it cannot be decoded (the message is held or discarded)."""
+        try:
+            email = serialization.loads(message.message_data)
+        except serialization.NotDecodableHere as exc:
+            self.hold(message, exc, batch)
+            return None
+        except serialization.UndecodableMessage as exc:
+            self.discard(message, exc, batch)
+            self.report()
+            return None
+        self.decoded_any = True
+        # The handler and MessageLog.objects.log() read message.email: decode once.
+        message._email_cache = (message.message_data, email)
+        return email
+
+    def skip_blocked(self, message: Message, email: EmailMessage, blocked: bool, batch: _Batch) -> bool:
+        """Log and drop a message none of whose recipients is left after the don't-send list."""
+        if not blocked:
+            return False
+        logger.info("not sending message %s: no recipient left after the don't send list", message.pk)
+        batch.log(message, log_fields(message, email, RESULT_DONT_SEND, "no recipient left"))
+        batch.done.append(message.pk)
+        self.result.skipped += 1
+        self.report()
+        return True
+
+    def prepare_big(self, message: Message, batch: _Batch) -> EmailMessage | None:
+        """Read and decode a big message when its turn comes; None if it is not to be sent."""
+        self.claim.read_data(message)
+        email = self.decode(message, batch)
+        if email is None:
+            message.message_data = None
+            return None
+        if self.skip_blocked(message, email, self.check_list and bool(remove_blocked([email])), batch):
+            release(message)
+            return None
+        return email
+
+    def send(self, sendable: list[tuple[Message, EmailMessage | None]], batch: _Batch) -> None:
         """Hand messages to the backend, up to one per idle slot at a time, until the batch is done.
 
         Stops taking new ones at a poison message, a limit, a stop request or
@@ -313,6 +355,10 @@ class _Sender:
                     taking = False
                     break
                 message, email = item
+                if email is None:  # a big message, not read with the claim
+                    email = self.prepare_big(message, batch)
+                    if email is None:
+                        continue
                 route = self.routes.get(message.mailer, self.routes[None])
                 slot = self.slots.pop()
                 in_flight[self.start(slot, route, email)] = (message, email, route, slot)
@@ -326,10 +372,13 @@ class _Sender:
             for future in done:
                 message, email, route, slot = in_flight.pop(future)
                 ok = self.record(message, email, route, slot, future.result(), batch)
+                release(message)
                 self.report()
                 self.slots.append(slot)
                 if not ok or self.limits_reached() or self.stopping():
                     taking = False
+                elif batch.log_bytes >= LOG_BYTES_PER_COMMIT:
+                    taking = False  # commit what the batch holds before reading more big messages
             if taking and time.monotonic() >= deadline:
                 taking = False
                 batch.stopped_early = next(todo, None) is not None
@@ -417,10 +466,11 @@ class _Sender:
         if self.position is None or key > self.position:
             self.position = key
 
-    def hold(self, message: Message, exc: serialization.NotDecodableHere) -> None:
+    def hold(self, message: Message, exc: serialization.NotDecodableHere, batch: _Batch) -> None:
         """Leave an intact row this process cannot decode queued, and say why and what to fix."""
         self.pass_over(message)
         self.result.held += 1
+        batch.held += 1
         logger.error("message %s (queued on %s) held back, left on the queue: %s", message.pk, message.when_added, exc)
 
     def discard(self, message: Message, exc: serialization.UndecodableMessage, batch: _Batch) -> None:
