@@ -36,12 +36,12 @@ from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
 from mailer import claims, outcomes, serialization
+from mailer.claimed import ClaimedMessages, QueueNotDecodable, Readable, release
 from mailer.conf import mailer_settings
 from mailer.delivery import Route, routes
 from mailer.locking import acquire_lock, release_lock
 from mailer.models import (
     PRIORITY_DEFERRED,
-    RESULT_DONT_SEND,
     RESULT_FAILURE,
     RESULT_SUCCESS,
     Message,
@@ -49,7 +49,6 @@ from mailer.models import (
     get_message_id,
     log_fields,
 )
-from mailer.recipients import remove_blocked
 
 __all__ = [
     "QueueNotDecodable",
@@ -114,15 +113,6 @@ class SendResult:
         )
 
 
-class QueueNotDecodable(ImproperlyConfigured):
-    """A pass found only rows that this process cannot decode, though they are intact: it stopped.
-
-    Raised after the pass's claim is committed (nothing was changed). The
-    sender's configuration or code differs from that of the process that
-    queued the mail (``SECRET_KEY``, a class not deployed yet): fix that.
-    """
-
-
 @dataclass
 class _Batch:
     """Results of one claimed batch, written in bulk before its transaction commits."""
@@ -148,13 +138,6 @@ class _Batch:
 # A batch is committed early once its log rows hold this much message data: a run of big messages
 # then holds about one at a time, not a whole claim's worth.
 LOG_BYTES_PER_COMMIT = 8 * 1024 * 1024
-
-
-def release(message: Message) -> None:
-    """Drop what a dealt-with message holds of its data, so that a claim of big messages does not keep them all."""
-    message.__dict__.pop("_email_cache", None)
-    if claims.is_big(message):
-        message.message_data = None
 
 
 Slot = dict  # one connection per real mailer (Route -> backend), used by one delivery at a time
@@ -191,7 +174,7 @@ class _Delivered:
         return self.exception
 
 
-class _Sender:
+class _Sender(ClaimedMessages):
     """One pass over the queue. Holds the backend connections and the counts.
 
     Everything that touches the database happens in the calling thread. With
@@ -233,7 +216,6 @@ class _Sender:
         self.max_deferred = mailer_settings.EMAIL_MAX_DEFERRED
         self.claim_size = self.batch_size
         self.limit_logged = False
-        self.decoded_any = False  # has this pass decoded any message?
 
     def run(self) -> SendResult:
         started = time.monotonic()
@@ -269,74 +251,10 @@ class _Sender:
         return self.result
 
     def process(self, messages: list[Message], batch: _Batch) -> None:
-        # Small messages are decoded now, and the don't-send list looked up once for all of them. A big
-        # one is read, decoded and looked up when its turn comes: a claim holds one big message at a time.
-        in_use = getattr(messages[0], "dont_send_list_in_use", None)
-        self.check_list = in_use is None or bool(in_use)  # False: the claim found the list empty
-        ready: list[tuple[Message, EmailMessage | None]] = []
-        for message in messages:
-            if claims.is_big(message):
-                ready.append((message, None))
-                continue
-            self.claim.read_data(message)
-            email = self.decode(message, batch)
-            if email is not None:
-                ready.append((message, email))
-        emails = [email for _message, email in ready if email is not None]
-        blocked = {id(email) for email in remove_blocked(emails)} if emails and self.check_list else set()
-        sendable = []
-        for message, email in ready:
-            if email is None or not self.skip_blocked(message, email, id(email) in blocked, batch):
-                sendable.append((message, email))
-        self.send(sendable, batch)
-        if batch.held == len(messages) and not self.decoded_any:
-            # Not one message this pass could read, and these are intact: the sender is misconfigured.
-            batch.error = QueueNotDecodable(
-                f"stopped: none of the {batch.held} message(s) claimed could be decoded by this process, though "
-                "they are intact (see the errors above): check SECRET_KEY and SECRET_KEY_FALLBACKS, and that "
-                "the senders run the same code as the processes that queue mail"
-            )
+        self.send(self.read_claim(messages, batch), batch)
+        self.stop_if_nothing_decodes(messages, batch)
 
-    def decode(self, message: Message, batch: _Batch) -> EmailMessage | None:
-        """The claimed message's email; None when it cannot be decoded (the message is held or discarded)."""
-        try:
-            email = serialization.loads(message.message_data)
-        except serialization.NotDecodableHere as exc:
-            self.hold(message, exc, batch)
-            return None
-        except serialization.UndecodableMessage as exc:
-            self.discard(message, exc, batch)
-            self.report()
-            return None
-        self.decoded_any = True
-        # The handler and MessageLog.objects.log() read message.email: decode once.
-        message._email_cache = (message.message_data, email)
-        return email
-
-    def skip_blocked(self, message: Message, email: EmailMessage, blocked: bool, batch: _Batch) -> bool:
-        """Log and drop a message none of whose recipients is left after the don't-send list."""
-        if not blocked:
-            return False
-        logger.info("not sending message %s: no recipient left after the don't send list", message.pk)
-        batch.log(message, log_fields(message, email, RESULT_DONT_SEND, "no recipient left"))
-        batch.done.append(message.pk)
-        self.result.skipped += 1
-        self.report()
-        return True
-
-    def prepare_big(self, message: Message, batch: _Batch) -> EmailMessage | None:
-        """Read and decode a big message when its turn comes; None if it is not to be sent."""
-        self.claim.read_data(message)
-        email = self.decode(message, batch)
-        if email is None:
-            message.message_data = None
-            return None
-        if self.skip_blocked(message, email, self.check_list and bool(remove_blocked([email])), batch):
-            release(message)
-            return None
-        return email
-
-    def send(self, sendable: list[tuple[Message, EmailMessage | None]], batch: _Batch) -> None:
+    def send(self, sendable: list[tuple[Message, Readable]], batch: _Batch) -> None:
         """Hand messages to the backend, up to one per idle slot at a time, until the batch is done.
 
         Stops taking new ones at a poison message, a limit, a stop request or
@@ -359,6 +277,9 @@ class _Sender:
                     email = self.prepare_big(message, batch)
                     if email is None:
                         continue
+                elif isinstance(email, serialization.NotDecodableHere):
+                    self.hold(message, email, batch)  # passed over now that its turn has come
+                    continue
                 route = self.routes.get(message.mailer, self.routes[None])
                 slot = self.slots.pop()
                 in_flight[self.start(slot, route, email)] = (message, email, route, slot)
@@ -465,33 +386,6 @@ class _Sender:
         key = (message.priority, message.when_added, message.pk)
         if self.position is None or key > self.position:
             self.position = key
-
-    def hold(self, message: Message, exc: serialization.NotDecodableHere, batch: _Batch) -> None:
-        """Leave an intact row this process cannot decode queued, and say why and what to fix."""
-        self.pass_over(message)
-        self.result.held += 1
-        batch.held += 1
-        logger.error("message %s (queued on %s) held back, left on the queue: %s", message.pk, message.when_added, exc)
-
-    def discard(self, message: Message, exc: serialization.UndecodableMessage, batch: _Batch) -> None:
-        logger.warning(
-            "message discarded due to failure in converting from DB. Added on '%s' with priority '%s': %s",
-            message.when_added,
-            message.priority,
-            exc,
-        )
-        batch.done.append(message.pk)
-        if message.message_data:
-            # Corrupt, not empty: keep the raw data in the log for inspection.
-            batch.log(
-                message,
-                {
-                    **log_fields(message, None, RESULT_FAILURE),
-                    "message_data": message.message_data,
-                    "log_message": f"message discarded due to failure in converting from DB: {exc}",
-                },
-            )
-            self.result.failed += 1
 
     def write(self, batch: _Batch) -> None:
         outcomes.write(batch.logs, batch.log_pks, batch.done, self.using)

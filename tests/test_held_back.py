@@ -118,3 +118,30 @@ def test_send_loop_stops_as_for_misconfiguration_when_nothing_can_be_decoded(set
         send_loop(stop=threading.Event())
     assert isinstance(raised.value, ImproperlyConfigured)
     assert list(Message.objects.values_list("pk", "priority", "message_data")) == before
+
+
+@pytest.mark.django_db
+def test_a_held_back_message_does_not_skip_the_ones_before_it_that_the_batch_did_not_reach(settings, monkeypatch):
+    """The batch commits after each message (log budget of one byte); the held-back row is fourth in the
+    claim: the three before it are still sent in this pass, and so is the one after it."""
+    import mailer
+    from mailer import engine
+    from mailer.models import Message
+
+    settings.MAILER_EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    monkeypatch.setattr(engine, "LOG_BYTES_PER_COMMIT", 1)
+    for subject in ("s0", "s1", "s2"):
+        mailer.send_mail(subject, "body", "from@example.com", ["to@example.com"])
+    key = settings.SECRET_KEY
+    settings.SECRET_KEY = "another key " * 5
+    mailer.send_mail("held", "body", "from@example.com", ["to@example.com"])
+    settings.SECRET_KEY = key
+    mailer.send_mail("s4", "body", "from@example.com", ["to@example.com"])
+
+    result = engine.send_all()
+
+    from django.core import mail
+
+    assert [m.subject for m in mail.outbox] == ["s0", "s1", "s2", "s4"]
+    assert (result.sent, result.held) == (4, 1)
+    assert Message.objects.count() == 1
