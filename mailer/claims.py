@@ -133,7 +133,7 @@ class Claimer:
         """
         state = message.__dict__
         data = state.pop("inline_data", None)
-        length = state.pop("data_length", None)
+        length = state.get("data_length")  # kept: is_big() is asked again when the message is let go
         if data is None and length is not None and length > INLINE_DATA_BYTES:
             data = Message.objects.using(self.using).filter(pk=message.pk).values_list("message_data", flat=True)[0]
         state["message_data"] = data

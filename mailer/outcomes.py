@@ -57,15 +57,16 @@ def write(logs: Sequence[dict], log_pks: Sequence[int | None], done: Sequence[in
         if second is None:
             logger.warning("message %s logged without its Message-ID and data: %s", pk, reason)
             continue
-        if pk is not None and pk in to_remove:
+        deferred = pk is not None and pk in to_remove
+        if deferred:
             del to_remove[pk]
             _defer(pk, using)
         logger.error(
-            "message %s: its outcome (result %s) could not be logged, even without its Message-ID and data (%s); %s",
+            "message %s: its outcome (result %s) could not be logged, even without its Message-ID and data (%s)%s",
             pk,
             row.get("result"),
             second,
-            "deferred rather than deleted, so that it is not sent again at the next run" if pk is not None else "",
+            "; deferred rather than deleted, so that it is not sent again at the next run" if deferred else "",
         )
     for pk in to_remove:
         try:
