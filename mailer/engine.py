@@ -123,8 +123,7 @@ class _Batch:
     error: BaseException | None = None  # re-raised once the batch is committed
     stopped_early: bool = False  # the commit interval ended before the claimed messages did
     quick: bool = False  # all sent within half the commit interval: claim more next time
-
-    held: int = 0  # messages held back (see _Sender.hold)
+    held: int = 0  # messages held back (see ClaimedMessages.hold)
     log_bytes: int = 0  # message data the log rows hold
 
     def log(self, message: Message, fields: dict) -> None:
