@@ -25,8 +25,9 @@ from collections.abc import Collection, Sequence
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models, router
-from django.db.models import Exists, QuerySet
+from django.db.models import Case, Exists, F, Func, IntegerField, QuerySet, TextField, When
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import Length
 
 from mailer.models import PRIORITY_DEFERRED, QUEUE_INDEX, DontSendEntry, Message
 
@@ -56,17 +57,27 @@ class Claimer:
         self.statements: dict[tuple, tuple[str, tuple] | None] = {}
         self.reader: _Reader | None = None
 
-    def __call__(self, limit: int, exclude: Collection[int] = ()) -> list[Message]:
-        key = (limit, tuple(sorted(exclude)))
+    def __call__(self, limit: int, after: Position | None = None) -> list[Message]:
+        """Claim up to ``limit`` messages; only those after ``after`` in send order, if given.
+
+        ``after`` is the ``(priority, when_added, id)`` of a message the sender
+        passed over: the claim starts after it, whatever number of messages were
+        passed over before, so its SQL and parameters stay the same size.
+        """
+        key = (limit, after is not None)
         if key not in self.statements:
-            self.statements[key] = self.statement(limit, exclude)
+            self.statements[key] = self.statement(limit, after is not None)
         if self.connection.vendor == "sqlite":
             _take_sqlite_write_lock(self.connection)
         statement = self.statements[key]
         if statement is None:  # a query the database must get from the ORM each time
-            return list(self.queryset_for(limit, exclude))
+            return list(self.queryset_for(limit, self.position_values(after)))
+        sql, params = statement
+        if after is not None:
+            values = dict(zip(_SLOTS, self.position_values(after), strict=True))
+            params = tuple(values.get(param, param) if isinstance(param, _Slot) else param for param in params)
         with self.connection.cursor() as cursor:
-            cursor.execute(*statement)
+            cursor.execute(sql, params)
             rows = cursor.fetchall()
             if not rows:
                 return []
@@ -74,10 +85,23 @@ class Claimer:
                 self.reader = _Reader(cursor.description, self.queryset, self.using)
         return self.reader.messages(rows)
 
-    def queryset_for(self, limit: int, exclude: Collection[int]) -> QuerySet:
+    def position_values(self, after: Position | None) -> tuple | None:
+        if after is None:
+            return None
+        priority, when_added, pk = after
+        return priority, self.connection.ops.adapt_datetimefield_value(when_added), pk
+
+    def queryset_for(self, limit: int, after: tuple | None) -> QuerySet:
         queryset = self.queryset
-        if exclude:
-            queryset = queryset.exclude(pk__in=exclude)
+        if after is not None:
+            queryset = queryset.filter(_after_position(self.connection, after))
+        # A big row's data is not fetched with the claim, only its length: see read_data().
+        queryset = queryset.defer("message_data").annotate(
+            data_length=_data_length(self.connection),
+            inline_data=Case(
+                When(data_length__lte=INLINE_DATA_BYTES, then=F("message_data")), default=None, output_field=TextField()
+            ),
+        )
         if router.db_for_read(DontSendEntry) == self.using:
             queryset = queryset.annotate(dont_send_list_in_use=Exists(DontSendEntry.objects.all()))
         if self.connection.vendor == "postgresql":
@@ -89,14 +113,72 @@ class Claimer:
             queryset = queryset.select_for_update()
         return queryset[:limit]
 
-    def statement(self, limit: int, exclude: Collection[int]) -> tuple[str, tuple] | None:
+    def statement(self, limit: int, positioned: bool) -> tuple[str, tuple] | None:
         try:
-            sql, params = self.queryset_for(limit, exclude).query.sql_with_params()
+            sql, params = self.queryset_for(limit, _SLOTS if positioned else None).query.sql_with_params()
         except EmptyResultSet:
             return None
         if self.connection.vendor == "mysql":
             return _with_queue_index(sql, self.connection), params
         return sql, params
+
+    def read_data(self, message: Message) -> None:
+        """Fill in ``message.message_data`` from the claim's columns, or from the row when it is too big.
+
+        A claim fetches the data of the rows up to :data:`INLINE_DATA_BYTES`
+        long, and the length of the others: a claim of a hundred messages
+        with big attachments would otherwise hold them all in memory at once.
+        A bigger row's data is read by its primary key, in the claim's
+        transaction (the row is locked), when its turn comes.
+        """
+        state = message.__dict__
+        data = state.pop("inline_data", None)
+        length = state.get("data_length")  # kept: is_big() is asked again when the message is let go
+        if data is None and length is not None and length > INLINE_DATA_BYTES:
+            data = Message.objects.using(self.using).filter(pk=message.pk).values_list("message_data", flat=True)[0]
+        state["message_data"] = data
+
+
+# Rows whose data is longer than this (in bytes; characters on SQLite) are read one at a time, when sent.
+INLINE_DATA_BYTES = 128 * 1024
+
+
+def is_big(message: Message) -> bool:
+    """Will :meth:`Claimer.read_data` read this claimed message's data with a query of its own?"""
+    length = message.__dict__.get("data_length")
+    return length is not None and length > INLINE_DATA_BYTES
+
+
+def _data_length(connection) -> Func:
+    if connection.vendor in ("postgresql", "mysql"):
+        # In bytes; PostgreSQL reads it from the stored value's header, without decompressing it.
+        return Func(F("message_data"), function="OCTET_LENGTH", output_field=IntegerField())
+    return Length("message_data")
+
+
+Position = tuple  # (priority, when_added, id) of a message, in send order
+
+
+class _Slot:
+    """Stands for one value of a position in a claim statement built once; replaced at each claim."""
+
+
+_SLOTS = (_Slot(), _Slot(), _Slot())
+
+
+def _after_position(connection, values: tuple) -> RawSQL:
+    """The messages after ``values`` = (priority, when_added, id) in send order, the queue index's order."""
+    table = connection.ops.quote_name(Message._meta.db_table)
+    priority, when_added, pk = (
+        f"{table}.{connection.ops.quote_name(name)}" for name in ("priority", "when_added", "id")
+    )
+    p, w, i = values
+    if connection.vendor == "mysql":
+        # Spelled out: MySQL/MariaDB read a range of the index for these, not for a row comparison.
+        sql = f"({priority} > %s OR ({priority} = %s AND ({when_added} > %s OR ({when_added} = %s AND {pk} > %s))))"
+        return RawSQL(sql, (p, p, w, w, i), output_field=models.BooleanField())
+    sql = f"(({priority}, {when_added}, {pk}) > (%s, %s, %s))"
+    return RawSQL(sql, (p, w, i), output_field=models.BooleanField())
 
 
 class _Reader:

@@ -15,6 +15,7 @@ sent within one commit interval.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import smtplib
 import threading
@@ -34,14 +35,14 @@ from django.db import close_old_connections, router, transaction
 from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
-from mailer import claims, serialization
+from mailer import claims, outcomes, serialization
+from mailer.claimed import ClaimedMessages, QueueNotDecodable, Readable, release
 from mailer.conf import mailer_settings
 from mailer.delivery import Route, routes
 from mailer.locking import acquire_lock, release_lock
 from mailer.logtext import loggable
 from mailer.models import (
     PRIORITY_DEFERRED,
-    RESULT_DONT_SEND,
     RESULT_FAILURE,
     RESULT_SUCCESS,
     Message,
@@ -49,9 +50,9 @@ from mailer.models import (
     get_message_id,
     log_fields,
 )
-from mailer.recipients import remove_blocked
 
 __all__ = [
+    "QueueNotDecodable",
     "SendResult",
     "acquire_lock",
     "handle_delivery_exception",
@@ -103,11 +104,13 @@ class SendResult:
     skipped: int = 0  # no recipient left after the don't-send list
     failed: int = 0  # undecodable data, or an exception the error handler re-raised
     seconds: float = 0.0
+    held: int = 0  # intact rows this process cannot decode (another SECRET_KEY, a class it lacks): left queued
 
     def __str__(self) -> str:
+        held = f", held back {self.held}" if self.held else ""
         return (
             f"sent {self.sent}, deferred {self.deferred}, skipped {self.skipped}, "
-            f"failed {self.failed} in {self.seconds:.2f}s"
+            f"failed {self.failed}{held} in {self.seconds:.2f}s"
         )
 
 
@@ -117,9 +120,24 @@ class _Batch:
 
     done: list[int] = field(default_factory=list)  # rows to delete from the queue
     logs: list[dict] = field(default_factory=list)  # MessageLog rows (log_fields())
+    log_pks: list[int] = field(default_factory=list)  # the queued message each of logs is about
     error: BaseException | None = None  # re-raised once the batch is committed
     stopped_early: bool = False  # the commit interval ended before the claimed messages did
     quick: bool = False  # all sent within half the commit interval: claim more next time
+    held: int = 0  # messages held back (see ClaimedMessages.hold)
+    log_bytes: int = 0  # message data the log rows hold
+
+    def log(self, message: Message, fields: dict) -> None:
+        self.logs.append(fields)
+        self.log_pks.append(message.pk)
+        data = fields.get("message_data")
+        if data:
+            self.log_bytes += len(data)
+
+
+# A batch is committed early once its log rows hold this much message data: a run of big messages
+# then holds about one at a time, not a whole claim's worth.
+LOG_BYTES_PER_COMMIT = 8 * 1024 * 1024
 
 
 Slot = dict  # one connection per real mailer (Route -> backend), used by one delivery at a time
@@ -156,7 +174,7 @@ class _Delivered:
         return self.exception
 
 
-class _Sender:
+class _Sender(ClaimedMessages):
     """One pass over the queue. Holds the backend connections and the counts.
 
     Everything that touches the database happens in the calling thread. With
@@ -172,10 +190,12 @@ class _Sender:
         routes: dict[str | None, Route],
         stop: threading.Event | None = None,
         progress: Callable[[SendResult], None] | None = None,
+        on_commit: Callable[[SendResult], None] | None = None,
     ) -> None:
         self.routes = routes
         self.stop = stop
         self.progress = progress
+        self.on_commit = on_commit
         self.using = router.db_for_write(Message)
         self.claim = claims.Claimer(queryset, self.using)
         self.error_handler = import_string(mailer_settings.ERROR_HANDLER)
@@ -186,8 +206,8 @@ class _Sender:
         self.all_slots = list(self.slots)
         self.executor = ThreadPoolExecutor(size, thread_name_prefix="mailer-send") if size > 1 else None
         self.result = SendResult()
-        # Messages the error handler reported "deferred" but left queued: not retried in this pass.
-        self.passed_over: set[int] = set()
+        # The last message (in send order) left queued and not to be claimed again in this pass.
+        self.position: claims.Position | None = None
         # Read once per pass: they are asked about after every message.
         self.batch_size = mailer_settings.COMMIT_BATCH_SIZE
         self.commit_interval = mailer_settings.COMMIT_INTERVAL
@@ -203,7 +223,7 @@ class _Sender:
             while not self.limits_reached() and not self.stopping():
                 batch = _Batch()
                 with transaction.atomic(using=self.using):
-                    messages = self.claim(1 if self.throttle else self.claim_size, self.passed_over)
+                    messages = self.claim(1 if self.throttle else self.claim_size, self.position)
                     if not messages:
                         break
                     try:
@@ -212,6 +232,9 @@ class _Sender:
                         # Keep what was sent before the interruption, then stop.
                         batch.error = stop
                     self.write(batch)
+                # Committed: only now do this batch's outcomes count for those who were told about commits.
+                if self.on_commit is not None:
+                    self.on_commit(dataclasses.replace(self.result, seconds=0.0))
                 self.adapt_claim_size(batch)
                 if batch.error is not None:
                     raise batch.error
@@ -228,36 +251,10 @@ class _Sender:
         return self.result
 
     def process(self, messages: list[Message], batch: _Batch) -> None:
-        emails = {}
-        for message in messages:
-            try:
-                emails[message.pk] = serialization.loads(message.message_data)
-            except serialization.UndecodableMessage as exc:
-                self.discard(message, exc, batch)
-                self.report()
-        in_use = getattr(messages[0], "dont_send_list_in_use", None)
-        if in_use is not None and not in_use:
-            blocked = set()  # the claim found the list empty: no need to look the recipients up
-        else:
-            blocked = {id(email) for email in remove_blocked(list(emails.values()))}
-        sendable = []
-        for message in messages:
-            email = emails.get(message.pk)
-            if email is None:
-                continue
-            # The handler and MessageLog.objects.log() read message.email: decode once.
-            message._email_cache = (message.message_data, email)
-            if id(email) in blocked:
-                logger.info("not sending message %s: no recipient left after the don't send list", message.pk)
-                batch.logs.append(log_fields(message, email, RESULT_DONT_SEND, "no recipient left"))
-                batch.done.append(message.pk)
-                self.result.skipped += 1
-                self.report()
-            else:
-                sendable.append((message, email))
-        self.send(sendable, batch)
+        self.send(self.read_claim(messages, batch), batch)
+        self.stop_if_nothing_decodes(messages, batch)
 
-    def send(self, sendable: list[tuple[Message, EmailMessage]], batch: _Batch) -> None:
+    def send(self, sendable: list[tuple[Message, Readable]], batch: _Batch) -> None:
         """Hand messages to the backend, up to one per idle slot at a time, until the batch is done.
 
         Stops taking new ones at a poison message, a limit, a stop request or
@@ -276,6 +273,13 @@ class _Sender:
                     taking = False
                     break
                 message, email = item
+                if email is None:  # a big message, not read with the claim
+                    email = self.prepare_big(message, batch)
+                    if email is None:
+                        continue
+                elif isinstance(email, serialization.NotDecodableHere):
+                    self.hold(message, email, batch)  # passed over now that its turn has come
+                    continue
                 route = self.routes.get(message.mailer, self.routes[None])
                 slot = self.slots.pop()
                 in_flight[self.start(slot, route, email)] = (message, email, route, slot)
@@ -289,10 +293,13 @@ class _Sender:
             for future in done:
                 message, email, route, slot = in_flight.pop(future)
                 ok = self.record(message, email, route, slot, future.result(), batch)
+                release(message)
                 self.report()
                 self.slots.append(slot)
                 if not ok or self.limits_reached() or self.stopping():
                     taking = False
+                elif batch.log_bytes >= LOG_BYTES_PER_COMMIT:
+                    taking = False  # commit what the batch holds before reading more big messages
             if taking and time.monotonic() >= deadline:
                 taking = False
                 batch.stopped_early = next(todo, None) is not None
@@ -318,7 +325,7 @@ class _Sender:
         """Log one finished delivery; False when no new one may start (a poison message)."""
         if exc is not None:
             return self.handle_exception(message, email, route, slot, exc, batch)
-        batch.logs.append(log_fields(message, email, RESULT_SUCCESS))
+        batch.log(message, log_fields(message, email, RESULT_SUCCESS))
         batch.done.append(message.pk)
         self.result.sent += 1
         return True
@@ -334,7 +341,10 @@ class _Sender:
                 batch.error = exc
             return False
         try:
-            connection, action = self.error_handler(slot.get(route), message, exc)
+            # In a savepoint: a handler whose own writes fail (a log row the table refuses) must not
+            # leave the transaction unusable, which would undo the whole batch.
+            with transaction.atomic(using=self.using):
+                connection, action = self.error_handler(slot.get(route), message, exc)
             if action not in ("sent", "deferred"):
                 raise ValueError(f"MAILER_ERROR_HANDLER returned {action!r}; expected 'sent' or 'deferred'")
         except Exception as error:
@@ -343,7 +353,7 @@ class _Sender:
             self.discard_connection(slot, route)
             Message.objects.using(self.using).filter(pk=message.pk).update(priority=PRIORITY_DEFERRED)
             message.priority = PRIORITY_DEFERRED
-            batch.logs.append(log_fields(message, email, RESULT_FAILURE, traceback.format_exc()))
+            batch.log(message, log_fields(message, email, RESULT_FAILURE, traceback.format_exc()))
             logger.error("message %s deferred: sending it raised %r", message.pk, error)
             self.result.failed += 1
             if batch.error is None:
@@ -354,37 +364,31 @@ class _Sender:
             if connection is not None:
                 slot[route] = connection
         if action == "sent":
-            batch.logs.append(log_fields(message, email, RESULT_SUCCESS))
+            batch.log(message, log_fields(message, email, RESULT_SUCCESS))
             batch.done.append(message.pk)
             self.result.sent += 1
         else:
             if message.priority != PRIORITY_DEFERRED:
-                self.passed_over.add(message.pk)
+                self.pass_over(message)
             self.result.deferred += 1
         return True
 
-    def discard(self, message: Message, exc: serialization.UndecodableMessage, batch: _Batch) -> None:
-        logger.warning(
-            "message discarded due to failure in converting from DB. Added on '%s' with priority '%s': %s",
-            message.when_added,
-            message.priority,
-            exc,
-        )
-        batch.done.append(message.pk)
-        if message.message_data:
-            # Corrupt, not empty: keep the raw data in the log for inspection.
-            batch.logs.append(
-                {
-                    **log_fields(message, None, RESULT_FAILURE),
-                    "message_data": message.message_data,
-                    "log_message": f"message discarded due to failure in converting from DB: {exc}",
-                }
-            )
-            self.result.failed += 1
+    def pass_over(self, message: Message) -> None:
+        """Leave the claimed ``message`` queued, untouched, and do not claim it again in this pass.
+
+        The next claims start after it in send order (and after any message
+        passed over before), so they stay the same size however many messages
+        are passed over. Messages after it that this pass had claimed but not
+        reached are still claimed again; messages before it that another
+        sender held, or that were queued meanwhile with a higher priority, wait
+        for the next pass.
+        """
+        key = (message.priority, message.when_added, message.pk)
+        if self.position is None or key > self.position:
+            self.position = key
 
     def write(self, batch: _Batch) -> None:
-        claims.insert(MessageLog, batch.logs, self.using)
-        claims.remove(batch.done, self.using)
+        outcomes.write(batch.logs, batch.log_pks, batch.done, self.using)
 
     def adapt_claim_size(self, batch: _Batch) -> None:
         # Claim about as many rows as one commit interval takes, so a slow
@@ -404,7 +408,7 @@ class _Sender:
             return
         try:
             result = self.result
-            self.progress(SendResult(result.sent, result.deferred, result.skipped, result.failed))
+            self.progress(dataclasses.replace(result, seconds=0.0))
         except Exception:
             logger.warning("the progress callback raised; not calling it again in this pass", exc_info=True)
             self.progress = None
@@ -447,6 +451,7 @@ def send_all(
     *,
     stop: threading.Event | None = None,
     progress: Callable[[SendResult], None] | None = None,
+    on_commit: Callable[[SendResult], None] | None = None,
 ) -> SendResult | None:
     """Send the queue once (or the messages of ``queryset``).
 
@@ -458,6 +463,9 @@ def send_all(
     dealt with: sent, deferred, skipped or failed, its outcome recorded for
     the commit of its batch. It runs in the calling thread, never in a
     delivery thread; an exception from it is logged and it is not called again.
+    ``on_commit``, if given, is called with a copy of the counts after each
+    batch's transaction commits: unlike ``progress``, it never counts
+    outcomes that a failure or an interruption rolled back.
     Re-raises an exception the error handler re-raised, after putting that
     message aside (deferred, with the traceback in the log).
     """
@@ -468,7 +476,7 @@ def send_all(
         if not acquired:
             return None
     try:
-        result = _Sender(queryset, routes_now, stop, progress).run()
+        result = _Sender(queryset, routes_now, stop, progress, on_commit).run()
     finally:
         if lock is not None:
             release_lock(lock)

@@ -298,15 +298,36 @@ def log_fields(message: Message, email: EmailMessage | None, result_code: str, l
         data = email_to_db(email)
     return {
         "message_data": data,
-        "message_id": get_message_id(email) if email is not None else None,
-        "provider_message_id": get_provider_message_id(email) if email is not None else None,
+        "message_id": _storable(get_message_id(email), MESSAGE_ID_LENGTH) if email is not None else None,
+        "provider_message_id": _storable(get_provider_message_id(email)) if email is not None else None,
         "when_added": message.when_added,
         "when_attempted": now(),
         "priority": message.priority,
         "result": result_code,
-        "log_message": log_message,
+        "log_message": _storable(log_message, LOG_MESSAGE_LENGTH),
         "mailer": message.mailer,
     }
+
+
+# Text kept in the log is cut to these lengths (in characters): at four bytes each, they fit MySQL's TEXT.
+MESSAGE_ID_LENGTH = 998  # a header line's limit (RFC 5322)
+LOG_MESSAGE_LENGTH = 16000
+
+
+def _storable(value: Any, limit: int | None = None) -> str | None:
+    """``value`` as text every database takes: a plain ``str`` (lazy text and UUIDs forced), no NUL, cut to ``limit``.
+
+    A value the log cannot store makes the whole batch's outcome write fail; what
+    went out must be recorded whatever the sender put in a header.
+    """
+    if value is None:
+        return None
+    text = str(value)
+    if type(text) is not str:  # SafeString and other subclasses: the drivers want the plain type
+        text = str.__str__(text)
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return text[:limit] if limit is not None and len(text) > limit else text
 
 
 class MessageLog(models.Model):

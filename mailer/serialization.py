@@ -39,6 +39,22 @@ class UndecodableMessage(ValueError):
     """Stored message data that cannot be turned back into an email."""
 
 
+class NotDecodableHere(UndecodableMessage):
+    """Intact data that this process cannot decode, though another one (the one that queued it) can.
+
+    Not corrupt: a sender should leave such a row queued and say how to fix
+    its configuration or deployment, rather than discard it.
+    """
+
+
+class UnknownSignature(NotDecodableHere):
+    """Data in the signed format, with a well-formed signature that no key of this process matches."""
+
+
+class MissingClass(NotDecodableHere):
+    """Correctly signed data whose pickle needs a module or class this process cannot import."""
+
+
 def _signer() -> signing.Signer:
     return signing.Signer(salt=SALT)
 
@@ -151,12 +167,44 @@ def _signed(data: str) -> Any:
         try:  # signed with one of SECRET_KEY_FALLBACKS, or not by this site
             payload = _signer().unsign(data)
         except signing.BadSignature:
+            if _well_formed(payload, signature):
+                raise UnknownSignature(
+                    "signed with a key this process does not have: if another SECRET_KEY queued it, give this "
+                    "process the same SECRET_KEY, or add that key to SECRET_KEY_FALLBACKS"
+                ) from None
             raise UndecodableMessage("bad signature: the data was not written by this site, or was altered") from None
     try:
-        obj = pickle.loads(base64.b64decode(payload, validate=True))
+        raw = base64.b64decode(payload, validate=True)
+    except Exception as exc:
+        raise UndecodableMessage(f"signed data is not base64: {exc!r}") from exc
+    try:
+        obj = pickle.loads(raw)
+    except (ImportError, AttributeError) as exc:
+        # Signed by this site, so intact: the code that queued it has a class this process lacks.
+        raise MissingClass(
+            f"the email needs code this process cannot import ({exc}); deploy the code that queues such mail "
+            "to the senders first (or together)"
+        ) from exc
     except Exception as exc:
         raise UndecodableMessage(f"signed data does not unpickle: {exc!r}") from exc
     return obj
+
+
+_SIGNATURE_LENGTH = 43  # a SHA-256 HMAC in URL-safe base64, unpadded: what every key makes
+
+
+def _well_formed(payload: str, signature: str) -> bool:
+    """Could this signature have been made by some key over this payload? (Its shape, not its value.)"""
+    if len(signature) != _SIGNATURE_LENGTH or not _URLSAFE.issuperset(signature):
+        return False
+    try:
+        base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+_URLSAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 def _legacy(data: str) -> Any:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
+from mailer import serialization
 from mailer.choices import Result
 from mailer.models import (
     PRIORITY_DEFERRED,
@@ -179,3 +180,28 @@ def queue_status(now: datetime.datetime | None = None) -> QueueStatus:
         last_day=last_day,
         last_success=last_success,
     )
+
+
+def undecodable_here(limit: int = 10) -> list[str]:
+    """Why the first ``limit`` messages waiting to be sent (in send order) can't be decoded by this process.
+
+    Only intact rows that this process cannot read count (a signature no key
+    of ``SECRET_KEY``/``SECRET_KEY_FALLBACKS`` matches, a class this code
+    lacks): a sender with this configuration would leave them queued. Corrupt
+    rows are left to the sender, which logs them as failures. Reads at most
+    ``limit`` rows.
+    """
+    rows = (
+        Message.objects.non_deferred()
+        .order_by("priority", "when_added", "id")
+        .values_list("id", "message_data")[:limit]
+    )
+    problems = []
+    for pk, data in rows:
+        try:
+            serialization.loads(data)
+        except serialization.NotDecodableHere as exc:
+            problems.append(f"message {pk} cannot be decoded by this configuration: {exc}")
+        except serialization.UndecodableMessage:
+            pass
+    return problems

@@ -494,12 +494,10 @@ class _Evil:
 EVIL_PATH = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"mailer-test-evil-{os.getpid()}")
 
 
-@pytest.mark.parametrize("kind", ["garbage", "tampered", "legacy-code-execution"])
+@pytest.mark.parametrize("kind", ["garbage", "legacy-code-execution"])
 def test_corrupt_message_data_is_logged_removed_and_the_run_goes_on(kind, caplog):
     if kind == "garbage":
         data = "garbage!!"
-    elif kind == "tampered":
-        data = tampered(make_message(subject="tampered", to=["to@example.com"]))
     else:
         data = b64encode(pickle.dumps(_Evil())).decode()  # a 2.x-style unsigned row that would run code
     queue("before", PRIORITY_HIGH)
@@ -519,6 +517,27 @@ def test_corrupt_message_data_is_logged_removed_and_the_run_goes_on(kind, caplog
     assert MessageLog.objects.filter(result=RESULT_SUCCESS).count() == 2
     assert (result.sent, result.failed) == (2, 1)
     assert not os.path.exists(EVIL_PATH)
+
+
+def test_tampered_signed_data_is_held_back_and_the_run_goes_on(caplog):
+    """A signed row whose signature no key of ours matches looks exactly like a row queued with another
+    SECRET_KEY (issue 12 item 3): it is left queued, never unpickled, and reported, not discarded."""
+    data = tampered(make_message(subject="tampered", to=["to@example.com"]))
+    queue("before", PRIORITY_HIGH)
+    held = Message.objects.create(message_data=data, when_added=BASE_TIME)
+    queue("after", minutes=5)
+
+    with caplog.at_level(logging.WARNING, logger="mailer"):
+        result = send_all()
+
+    assert records(caplog, logging.WARNING, DISCARDED) == []
+    [error] = records(caplog, logging.ERROR, "held back")
+    assert "SECRET_KEY_FALLBACKS" in error.getMessage()
+    assert sent_subjects() == ["before", "after"]
+    assert list(Message.objects.values_list("pk", "message_data")) == [(held.pk, data)]
+    assert not MessageLog.objects.filter(result=RESULT_FAILURE).exists()
+    assert (result.sent, result.failed, result.held) == (2, 0, 1)
+    assert str(result).startswith("sent 2, deferred 0, skipped 0, failed 0, held back 1 in ")
 
 
 # --- Configuration ----------------------------------------------------------------------------------

@@ -38,3 +38,28 @@ def popen_manage(*args, env: dict | None = None, **kwargs) -> subprocess.Popen:
     kwargs.setdefault("stderr", subprocess.PIPE)
     kwargs.setdefault("text", True)
     return subprocess.Popen(_command(args), env=project_env(env), cwd=REPO_ROOT, **kwargs)
+
+
+_PEAK_RSS = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:])
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(done.returncode)
+"""
+
+
+def manage_peak_rss(*args, env: dict | None = None, timeout: float = 300) -> tuple[subprocess.CompletedProcess, int]:
+    """Run a management command to completion; also the peak resident memory of its process, in KiB.
+
+    Measured by a wrapper process whose only child is the command (``RUSAGE_CHILDREN``'s ``ru_maxrss``),
+    so that no other child of the test process counts. The command's standard error is captured.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, *_command(args)],
+        env=project_env(env),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return done, int(done.stdout.strip().splitlines()[-1])

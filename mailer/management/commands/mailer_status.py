@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from mailer.choices import Result
 from mailer.management.options import non_negative_int
-from mailer.status import RESULT_NAMES, QueueStatus, queue_status
+from mailer.status import RESULT_NAMES, QueueStatus, queue_status, undecodable_here
 
 EXIT_CHECK_FAILED = 1
 
@@ -58,6 +58,9 @@ class Command(BaseCommand):
             )
         if max_deferred is not None and status.deferred > max_deferred:
             problems.append(f"{status.deferred} message(s) deferred, more than --max-deferred {max_deferred}")
+        if max_age is not None or max_deferred is not None:
+            # Mail a sender with this configuration would hold back (another SECRET_KEY, missing code).
+            problems.extend(undecodable_here())
         return problems
 
     @staticmethod

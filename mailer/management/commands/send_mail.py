@@ -1,10 +1,10 @@
 import logging
 import time
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from mailer.conf import mailer_settings
-from mailer.engine import SendResult, send_all
+from mailer.engine import QueueNotDecodable, SendResult, send_all
 from mailer.locking import lock_path
 from mailer.management.options import add_deprecated_cron_option, warn_if_cron
 from mailer.management.progress import ProgressBar
@@ -28,23 +28,27 @@ class Command(BaseCommand):
             logger.info("sending is paused (MAILER_PAUSE_SEND), quitting.")
             return
         started = time.monotonic()
-        so_far = SendResult()  # the counts up to an exception, which send_all() does not summarize
+        so_far = SendResult()  # the counts committed before an exception, which send_all() does not summarize
         bar = None
 
         def progress(result):
-            nonlocal so_far
-            so_far = result
             if bar is not None:
                 bar(result)
 
+        def committed(result):
+            nonlocal so_far
+            so_far = result
+
         try:
             bar = self.progress_bar()
-            result = send_all(progress=progress)
+            result = send_all(progress=progress, on_commit=committed)
         except BaseException as exc:
             if bar is not None:
                 bar.close()
             so_far.seconds = time.monotonic() - started
             logger.info("Sent: %s, then stopped by %s", so_far, _describe(exc))
+            if isinstance(exc, QueueNotDecodable):
+                raise CommandError(str(exc)) from exc
             raise
         if bar is not None:
             bar.close()
@@ -56,6 +60,11 @@ class Command(BaseCommand):
                 lock_path(),
             )
         # Otherwise send_all() logged the run's one-line summary on mailer.engine.
+        elif result.held:
+            # Exit non-zero: mail is waiting that this sender cannot send (see the errors logged).
+            raise CommandError(
+                f"{result.held} message(s) held back: this process cannot decode them (see the errors above)"
+            )
 
     def progress_bar(self):
         """A bar on standard error when it is a terminal (never under cron), sized with one COUNT query."""

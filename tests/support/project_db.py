@@ -1,0 +1,54 @@
+"""A migrated database of the vendor under test for ``tests.project``, and shell code run in it.
+
+For tests that run management commands in child processes (:mod:`tests.support.procs`) against a
+database of their own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.support import dbconfig
+from tests.support.procs import manage
+from tests.support.services import fresh_database
+
+
+@contextmanager
+def migrated_project(tmp_path: Path, prefix: str, **env: str) -> Iterator[dict]:
+    """Yield the env for ``manage`` of a fresh, migrated database of the vendor under test."""
+    with fresh_database(tmp_path, prefix) as name:
+        full = {
+            "MAILER_TEST_DB": dbconfig.vendor(),
+            "MAILER_TEST_DB_NAME": name,
+            "MAILER_TEST_LOCK_PATH": str(tmp_path / f"{prefix}-lock"),
+            **env,
+        }
+        done = manage("migrate", "--no-input", env=full)
+        assert done.returncode == 0, done.stderr
+        yield full
+
+
+def run_in_project(env: dict, code: str, timeout: float = 300) -> str:
+    """Run ``code`` with ``manage.py shell -c``; its standard output. Fails the test if it fails."""
+    done = manage("shell", "-c", code, env=env, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+TABLE_COUNTS = """
+import json
+from mailer.models import Message, MessageLog
+print(json.dumps({
+    "queued": Message.objects.count(),
+    "deferred": Message.objects.filter(priority=4).count(),
+    "logs": {r: MessageLog.objects.filter(result=r).count() for r in "123"},
+}))
+"""
+
+
+def table_counts(env: dict) -> dict:
+    """Queued and deferred messages, log rows by result code ("1" success, "2" don't send, "3" failure)."""
+    return json.loads(run_in_project(env, TABLE_COUNTS).strip().splitlines()[-1])
