@@ -30,7 +30,7 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import make_msgid
 from django.core.mail.utils import DNS_NAME
-from django.db import close_old_connections, router, transaction
+from django.db import DatabaseError, close_old_connections, connections, router, transaction
 from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
@@ -481,21 +481,35 @@ def send_loop(*, stop: threading.Event | None = None, on_pass: Callable[[SendRes
     """Send forever (or until ``stop`` is set): wait while nothing is queued, then :func:`send_all`.
 
     An exception from one pass is logged and the loop goes on; the message
-    that caused it has been deferred, so the next pass sends the rest.
+    that caused it has been deferred, so the next pass sends the rest. A
+    database that cannot be reached (server restart, failover, network) is
+    tried again after 1 s, doubling up to :data:`MAX_DATABASE_RETRY_DELAY`;
+    only ``ImproperlyConfigured`` ends the loop.
     ``on_pass``, if given, is called with the result of each pass that ran.
     """
+    outages = 0  # database errors in a row
     while stop is None or not stop.is_set():
         sleep: Any = mailer_settings.EMPTY_QUEUE_SLEEP
-        close_old_connections()
-        while not Message.objects.non_deferred().exists():
-            logger.debug("sleeping for %s seconds before checking queue again", sleep)
-            if _nap(sleep, stop):
-                return
-            close_old_connections()
         try:
+            close_old_connections()
+            while not Message.objects.non_deferred().exists():
+                outages = 0
+                logger.debug("sleeping for %s seconds before checking queue again", sleep)
+                if _nap(sleep, stop):
+                    return
+                close_old_connections()
+            outages = 0
             result = send_all(stop=stop)
         except ImproperlyConfigured:
             raise
+        except DatabaseError as exc:
+            delay = min(2**outages, MAX_DATABASE_RETRY_DELAY)
+            outages += 1
+            log = logger.warning if outages == 1 else logger.info
+            log("the database is unreachable (%s); trying again in %ss", " ".join(str(exc).split()), delay)
+            _drop_database_connection()
+            _nap(delay, stop)
+            continue
         except Exception:
             logger.exception("sending failed; carrying on")
             _nap(min(sleep, 1), stop)
@@ -504,3 +518,14 @@ def send_loop(*, stop: threading.Event | None = None, on_pass: Callable[[SendRes
             on_pass(result)
         if result is None or result.sent == 0:
             _nap(sleep, stop)
+
+
+MAX_DATABASE_RETRY_DELAY = 30  # seconds between attempts to reach a database that is down, at most
+
+
+def _drop_database_connection() -> None:
+    """Close the queue's database connection, broken or not: the next query makes a new one."""
+    try:
+        connections[router.db_for_write(Message)].close()
+    except Exception:
+        logger.debug("closing a broken database connection raised", exc_info=True)
