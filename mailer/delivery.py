@@ -24,6 +24,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils.module_loading import import_string
 
+from mailer import smtp
 from mailer.conf import mailer_settings
 
 QUEUE_BACKEND = "mailer.backend.DbBackend"
@@ -78,6 +79,8 @@ class Route:
         else:
             # No fail_silently argument: Django 6.1 deprecates it, and False is every backend's default.
             connection = import_string(self.path)()
+        # Django's SMTP backend: a default timeout, every refused recipient recorded (see mailer.smtp).
+        smtp.prepare(connection)
         connection.open()
         return connection
 

@@ -34,7 +34,7 @@ from django.db import DatabaseError, close_old_connections, connections, router,
 from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
-from mailer import claims, serialization
+from mailer import claims, serialization, smtp
 from mailer.conf import mailer_settings
 from mailer.delivery import Route, routes
 from mailer.locking import acquire_lock, release_lock
@@ -124,19 +124,34 @@ class _Batch:
 Slot = dict  # one connection per real mailer (Route -> backend), used by one delivery at a time
 
 
-def _deliver(slot: Slot, route: Route, email: EmailMessage) -> Exception | None:
-    """Hand ``email`` to ``route``'s connection in ``slot`` (opened on first use); the exception, if any.
+@dataclass
+class _Outcome:
+    """How one delivery went, handed from the delivery thread back to the calling thread."""
+
+    exception: Exception | None = None
+    refusals: list[smtp.Refusal] = field(default_factory=list)  # recipients the relay refused (SMTP backends)
+    relay_down: bool = False  # no connection could be made, or the relay did not answer in time
+
+
+def _deliver(slot: Slot, route: Route, email: EmailMessage) -> _Outcome:
+    """Hand ``email`` to ``route``'s connection in ``slot`` (opened on first use).
 
     Runs in a worker thread when ``MAILER_SENDER_CONNECTIONS`` > 1: it touches no database.
     """
-    try:
-        connection = slot.get(route)
-        if connection is None:
+    connection = slot.get(route)
+    if connection is None:
+        try:
             connection = slot[route] = route.open()
-        connection.send_messages([email])
+        except Exception as exc:
+            # Refused, reset, timed out or hung up while connecting: the relay is down, not the message.
+            return _Outcome(exc, relay_down=isinstance(exc, OSError))
+    try:
+        with smtp.capturing() as capture:
+            connection.send_messages([email])
     except Exception as exc:
-        return exc
-    return None
+        # An SMTP relay that stopped answering mid-session; other backends may time out per message.
+        return _Outcome(exc, relay_down=isinstance(exc, TimeoutError) and smtp.is_smtp(connection))
+    return _Outcome(None, capture.refusals)
 
 
 class _Delivered:
@@ -146,13 +161,13 @@ class _Delivered:
     :meth:`_Sender.send` uses, without the lock a Future creates.
     """
 
-    __slots__ = ("exception",)
+    __slots__ = ("outcome",)
 
-    def __init__(self, exception: Exception | None) -> None:
-        self.exception = exception
+    def __init__(self, outcome: _Outcome) -> None:
+        self.outcome = outcome
 
-    def result(self) -> Exception | None:
-        return self.exception
+    def result(self) -> _Outcome:
+        return self.outcome
 
 
 class _Sender:
@@ -187,6 +202,8 @@ class _Sender:
         self.result = SendResult()
         # Messages the error handler reported "deferred" but left queued: not retried in this pass.
         self.passed_over: set[int] = set()
+        # Real mailers that did not answer in this pass: their other messages wait for the next one.
+        self.down: set[Route] = set()
         # Read once per pass: they are asked about after every message.
         self.batch_size = mailer_settings.COMMIT_BATCH_SIZE
         self.commit_interval = mailer_settings.COMMIT_INTERVAL
@@ -276,6 +293,9 @@ class _Sender:
                     break
                 message, email = item
                 route = self.routes.get(message.mailer, self.routes[None])
+                if route in self.down:
+                    self.pass_over(message)
+                    continue
                 slot = self.slots.pop()
                 in_flight[self.start(slot, route, email)] = (message, email, route, slot)
             if not in_flight:
@@ -287,7 +307,17 @@ class _Sender:
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
                 message, email, route, slot = in_flight.pop(future)
-                ok = self.record(message, email, route, slot, future.result(), batch)
+                outcome = future.result()
+                if outcome.exception is not None and self.stopping():
+                    # Most likely cut short by a stop request (mailer.smtp.interrupt()): not the message's fault.
+                    self.discard_connection(slot, route)
+                    self.pass_over(message)
+                    self.slots.append(slot)
+                    taking = False
+                    continue
+                if outcome.relay_down:
+                    self.relay_is_down(route, outcome.exception)
+                ok = self.record(message, email, route, slot, outcome.exception, batch, outcome.refusals)
                 self.report()
                 self.slots.append(slot)
                 if not ok or self.limits_reached() or self.stopping():
@@ -312,11 +342,28 @@ class _Sender:
         return max_batch is None or self.result.sent + in_flight < max_batch
 
     def record(
-        self, message: Message, email: EmailMessage, route: Route, slot: Slot, exc: Exception | None, batch: _Batch
+        self,
+        message: Message,
+        email: EmailMessage,
+        route: Route,
+        slot: Slot,
+        exc: Exception | None,
+        batch: _Batch,
+        refusals: list[smtp.Refusal] | None = None,
     ) -> bool:
         """Log one finished delivery; False when no new one may start (a poison message)."""
         if exc is not None:
             return self.handle_exception(message, email, route, slot, exc, batch)
+        if refusals:
+            # Sent, but not to everyone: say so in the success entry, and keep a failure entry
+            # addressed to the refused recipients only (requeuing it sends to them alone).
+            note = smtp.describe(refusals)
+            batch.logs.append(log_fields(message, email, RESULT_SUCCESS, note))
+            batch.logs.append(log_fields(message, smtp.refused_part(email, refusals), RESULT_FAILURE, note))
+            logger.warning("message %s: the relay refused %d recipient(s):\n%s", message.pk, len(refusals), note)
+            batch.done.append(message.pk)
+            self.result.sent += 1
+            return True
         batch.logs.append(log_fields(message, email, RESULT_SUCCESS))
         batch.done.append(message.pk)
         self.result.sent += 1
@@ -393,6 +440,17 @@ class _Sender:
             self.claim_size = max(1, min(maximum, len(batch.done)))
         elif batch.quick:
             self.claim_size = min(maximum, 2 * self.claim_size)
+
+    def pass_over(self, message: Message) -> None:
+        """Leave this claimed message queued, untouched, and not claimed again in this pass."""
+        self.passed_over.add(message.pk)
+
+    def relay_is_down(self, route: Route, exc: Exception | None) -> None:
+        if route not in self.down:
+            self.down.add(route)
+            logger.warning(
+                "%s did not answer (%s); its other messages wait for the next pass", route, exc or "no reply"
+            )
 
     def stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()
