@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -26,13 +27,19 @@ class Transaction:
 
 
 class ScriptedRelay:
-    """``refuse``: address -> reply (e.g. ``"550 5.1.1 No such user"``); ``max_recipients``: per transaction."""
+    """``refuse``: address -> reply (e.g. ``"550 5.1.1 No such user"``); ``max_recipients``: per transaction.
 
-    def __init__(self, refuse: dict[str, str] | None = None, max_recipients: int | None = None):
+    ``stall_after``: after that many accepted transactions, the relay never answers a DATA again.
+    """
+
+    def __init__(
+        self, refuse: dict[str, str] | None = None, max_recipients: int | None = None, stall_after: int | None = None
+    ):
         self.host = "127.0.0.1"
         self.port: int | None = None
         self.refuse = {address.lower(): reply for address, reply in (refuse or {}).items()}
         self.max_recipients = max_recipients
+        self.stall_after = stall_after
         self.transactions: list[Transaction] = []
         self._cond = threading.Condition()
         self._controller: Controller | None = None
@@ -48,10 +55,22 @@ class ScriptedRelay:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.stall_after is not None and len(self.transactions) >= self.stall_after:
+            await asyncio.sleep(3600)
         with self._cond:
             self.transactions.append(Transaction(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
             self._cond.notify_all()
         return "250 2.0.0 Message accepted for delivery"
+
+    def wait_for(self, n: int, timeout: float = 10) -> None:
+        """Wait until ``n`` transactions were accepted."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.transactions) < n:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"expected {n} transaction(s) within {timeout}s, got {len(self.transactions)}")
+                self._cond.wait(remaining)
 
     def received(self) -> list[str]:
         """Every recipient of every accepted transaction, in order (an address twice if it got the mail twice)."""
