@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
+from django.db import connections
 
 from mailer.delivery import route
 from tests.support import dbconfig
@@ -186,7 +188,7 @@ class GoodBackend(SMTPBackend):
         super().__init__(host="127.0.0.1", port=RELAY_PORTS["good"], use_tls=False, **kwargs)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_other_relays_keep_sending_while_one_does_not_answer(settings, monkeypatch, silent_relay, smtp_server):
     """Two real mailers (as two MAILERS aliases would be): 3 messages each, interleaved; one relay is silent."""
     from mailer import engine
@@ -208,9 +210,22 @@ def test_other_relays_keep_sending_while_one_does_not_answer(settings, monkeypat
         message.mailer = "silent" if n % 2 else None
         message.save()
 
+    # In a thread, so that a pass that hangs fails the test; closing the relay (the fixture) then ends it.
+    results = []
+
+    def send():
+        try:
+            results.append(engine.send_all())
+        finally:
+            connections.close_all()
+
+    sending = threading.Thread(target=send, daemon=True)
     started = time.monotonic()
-    result = engine.send_all()
+    sending.start()
+    sending.join(10)
     elapsed = time.monotonic() - started
+    assert not sending.is_alive(), "send_all() still blocked on the silent relay after 10 s"
+    [result] = results
 
     assert elapsed < 2.5, elapsed  # one timeout, not three
     assert sorted(m.message["Subject"] for m in smtp_server.messages) == ["m0", "m2", "m4"]
