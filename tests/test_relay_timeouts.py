@@ -249,3 +249,42 @@ def test_sigterm_stops_runmailer_pg_blocked_on_a_silent_relay(silent_project, si
     assert time.monotonic() - stopping < 3, child.log()
     assert status == 0, child.log()
     assert silent_project.counts() == (2, 0, 0, 0), child.log()
+
+
+# --- The system check of MAILER_EMAIL_TIMEOUT ------------------------------------------------------------
+
+
+def timeout_check_ids():
+    from mailer.checks import check_timeouts
+
+    return sorted(message.id for message in check_timeouts())
+
+
+@pytest.mark.parametrize("value", ["30", 0, -1, True, [5]])
+def test_a_bad_timeout_is_an_error(settings, value):
+    settings.MAILER_EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.MAILER_EMAIL_TIMEOUT = value
+    assert timeout_check_ids() == ["mailer.E006"]
+
+
+@pytest.mark.parametrize("value", [30, 0.5])
+def test_a_good_timeout_passes(settings, value):
+    settings.MAILER_EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.MAILER_EMAIL_TIMEOUT = value
+    assert timeout_check_ids() == []
+
+
+def test_no_timeout_at_all_is_a_warning(settings):
+    """MAILER_EMAIL_TIMEOUT = None and an SMTP backend without a timeout of its own: a silent relay hangs it."""
+    settings.MAILER_EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.MAILER_EMAIL_TIMEOUT = None
+    settings.EMAIL_TIMEOUT = None
+    assert timeout_check_ids() == ["mailer.W006"]
+    settings.EMAIL_TIMEOUT = 10  # the project's own timeout applies
+    assert timeout_check_ids() == []
+
+
+def test_no_timeout_with_a_backend_that_is_not_smtp_is_fine(settings):
+    settings.MAILER_EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.MAILER_EMAIL_TIMEOUT = None
+    assert timeout_check_ids() == []
