@@ -36,7 +36,7 @@ from django.utils.module_loading import import_string
 
 from mailer import claims, serialization, smtp
 from mailer.conf import mailer_settings
-from mailer.delivery import Route, routes
+from mailer.delivery import Outcome, Route, deliver, routes
 from mailer.locking import acquire_lock, release_lock
 from mailer.models import (
     PRIORITY_DEFERRED,
@@ -124,36 +124,6 @@ class _Batch:
 Slot = dict  # one connection per real mailer (Route -> backend), used by one delivery at a time
 
 
-@dataclass
-class _Outcome:
-    """How one delivery went, handed from the delivery thread back to the calling thread."""
-
-    exception: Exception | None = None
-    refusals: list[smtp.Refusal] = field(default_factory=list)  # recipients the relay refused (SMTP backends)
-    relay_down: bool = False  # no connection could be made, or the relay did not answer in time
-
-
-def _deliver(slot: Slot, route: Route, email: EmailMessage) -> _Outcome:
-    """Hand ``email`` to ``route``'s connection in ``slot`` (opened on first use).
-
-    Runs in a worker thread when ``MAILER_SENDER_CONNECTIONS`` > 1: it touches no database.
-    """
-    connection = slot.get(route)
-    if connection is None:
-        try:
-            connection = slot[route] = route.open()
-        except Exception as exc:
-            # Refused, reset, timed out or hung up while connecting: the relay is down, not the message.
-            return _Outcome(exc, relay_down=isinstance(exc, OSError))
-    try:
-        with smtp.capturing() as capture:
-            connection.send_messages([email])
-    except Exception as exc:
-        # An SMTP relay that stopped answering mid-session; other backends may time out per message.
-        return _Outcome(exc, relay_down=isinstance(exc, TimeoutError) and smtp.is_smtp(connection))
-    return _Outcome(None, capture.refusals)
-
-
 class _Delivered:
     """What :meth:`_Sender.start` returns for a delivery made in the calling thread.
 
@@ -163,10 +133,10 @@ class _Delivered:
 
     __slots__ = ("outcome",)
 
-    def __init__(self, outcome: _Outcome) -> None:
+    def __init__(self, outcome: Outcome) -> None:
         self.outcome = outcome
 
-    def result(self) -> _Outcome:
+    def result(self) -> Outcome:
         return self.outcome
 
 
@@ -333,8 +303,8 @@ class _Sender:
         if logger.isEnabledFor(logging.INFO):
             logger.info("sending message '%s' to %s", email.subject, ", ".join(map(str, email.to)))
         if self.executor is not None:
-            return self.executor.submit(_deliver, slot, route, email)
-        return _Delivered(_deliver(slot, route, email))
+            return self.executor.submit(deliver, slot, route, email)
+        return _Delivered(deliver(slot, route, email))
 
     def room_for(self, in_flight: int) -> bool:
         """May another delivery start without overshooting ``MAILER_EMAIL_MAX_BATCH``?"""

@@ -322,4 +322,4 @@ class PostgresSender:
         """
         self.stopping.set()
         self.wake.set()
-        smtp.interrupt()
+        smtp.interrupt_soon()

@@ -187,8 +187,23 @@ def default_timeout() -> float | None:
     return mailer_settings.EMAIL_TIMEOUT
 
 
+# Seconds a delivery in progress may still take after a stop request before its connection is cut.
+INTERRUPT_GRACE = 2.0
+
 # Every socket of a recording connection still open in this process.
 _sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+
+
+def interrupt_soon(grace: float | None = None) -> None:
+    """:func:`interrupt` after ``grace`` seconds (default :data:`INTERRUPT_GRACE`), from a timer thread.
+
+    For a signal handler: deliveries that finish normally in the meantime
+    are recorded as sent (cutting one after the relay took the message
+    would have it sent again); those still waiting for a relay are cut.
+    """
+    timer = threading.Timer(INTERRUPT_GRACE if grace is None else grace, interrupt)
+    timer.daemon = True
+    timer.start()
 
 
 def interrupt() -> int:

@@ -30,7 +30,7 @@ class Command(BaseCommand):
 
         def on_signal(signum, frame):
             stop.set()
-            smtp.interrupt()
+            smtp.interrupt_soon()
 
         signals = (signal.SIGINT, signal.SIGTERM)
         previous = {signum: signal.signal(signum, on_signal) for signum in signals}

@@ -49,7 +49,7 @@ class Command(BaseCommand):
             nonlocal terminated
             terminated = True
             stop.set()
-            smtp.interrupt()
+            smtp.interrupt_soon()
 
         previous = signal.signal(signal.SIGTERM, on_sigterm)
         try:
