@@ -20,7 +20,7 @@ from django.core.management.base import SystemCheckError
 from django.db import connections, router
 from django.utils.module_loading import import_string
 
-from mailer import delivery
+from mailer import delivery, smtp
 from mailer.conf import mailer_settings
 
 # Django's backends that read the EMAIL_* settings when built without a MAILERS alias.
@@ -76,7 +76,7 @@ def check_timeouts(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     """``MAILER_EMAIL_TIMEOUT`` is a number of seconds, and some timeout applies to every SMTP mailer."""
     timeout = mailer_settings.EMAIL_TIMEOUT
     if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        if not smtp.valid_timeout(timeout):
             return [
                 checks.Error(
                     f"MAILER_EMAIL_TIMEOUT is {timeout!r}; it must be a number of seconds greater than 0, or None.",

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
@@ -183,8 +184,21 @@ def prepare(connection: BaseEmailBackend) -> BaseEmailBackend:
 
 
 def default_timeout() -> float | None:
-    """``MAILER_EMAIL_TIMEOUT`` (seconds; ``None``: none)."""
-    return mailer_settings.EMAIL_TIMEOUT
+    """``MAILER_EMAIL_TIMEOUT`` (seconds; ``None``: none); ``ImproperlyConfigured`` for anything else.
+
+    Raised while a connection opens, that stops the run with the message left
+    queued (not deferred as a failure of the message).
+    """
+    timeout = mailer_settings.EMAIL_TIMEOUT
+    if timeout is not None and not valid_timeout(timeout):
+        raise ImproperlyConfigured(
+            f"MAILER_EMAIL_TIMEOUT is {timeout!r}; it must be a number of seconds greater than 0, or None."
+        )
+    return timeout
+
+
+def valid_timeout(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
 
 
 # Seconds a delivery in progress may still take after a stop request before its connection is cut.

@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.db import connections
 
@@ -289,3 +290,21 @@ def test_no_timeout_with_a_backend_that_is_not_smtp_is_fine(settings):
     settings.MAILER_EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.MAILER_EMAIL_TIMEOUT = None
     assert timeout_check_ids() == []
+
+
+@pytest.mark.django_db
+def test_a_bad_timeout_stops_the_run_and_leaves_the_mail_queued(settings):
+    """Not a failure of the message (deferred, for ever, one per run): the configuration is at fault."""
+    import mailer
+    from mailer.engine import send_all
+    from mailer.models import Message, MessageLog
+
+    with ScriptedRelay() as relay:
+        send_through(settings, relay)
+        settings.MAILER_EMAIL_TIMEOUT = "30"
+        mailer.send_mail("stays", "body", "from@example.com", ["to@example.com"])
+        with pytest.raises(ImproperlyConfigured, match="MAILER_EMAIL_TIMEOUT"):
+            send_all()
+    assert Message.objects.non_deferred().count() == 1
+    assert not MessageLog.objects.exists()
+    assert relay.transactions == []
