@@ -4,9 +4,13 @@ Django's SMTP backend drops the refused-recipients result of ``smtplib.SMTP.send
 is a real SMTP server on loopback (tests/support/relays.py) scripted to refuse some recipients.
 """
 
+import smtplib
+
 import pytest
+from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 
 import mailer
+from mailer.delivery import mailers_configured
 from mailer.engine import send_all
 from mailer.models import RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
 from tests.support.relays import ScriptedRelay, send_through
@@ -83,3 +87,36 @@ def test_every_recipient_refused_defers_the_message_as_before(settings):
     assert result.deferred == 1
     assert relay.transactions == []
     assert Message.objects.deferred().count() == 1
+
+
+class RelayBackend(SMTPBackend):
+    """A project's own subclass of Django's SMTP backend, with a connection class of its own."""
+
+    @property
+    def connection_class(self):
+        return CountingSMTP
+
+
+class CountingSMTP(smtplib.SMTP):
+    opened = 0
+
+    def connect(self, *args, **kwargs):
+        CountingSMTP.opened += 1
+        return super().connect(*args, **kwargs)
+
+
+def test_a_subclass_of_the_smtp_backend_records_refusals_too(settings):
+    CountingSMTP.opened = 0
+    with ScriptedRelay(refuse={"bob@example.com": "550 5.1.1 no such user"}, max_recipients=1) as relay:
+        send_through(settings, relay)
+        path = f"{__name__}.RelayBackend"
+        if mailers_configured():
+            settings.MAILERS = {**settings.MAILERS, "relay": {**settings.MAILERS["relay"], "BACKEND": path}}
+        else:
+            settings.MAILER_EMAIL_BACKEND = path
+        mailer.send_mail("sub", "body", SENDER, ["ann@example.com", "bob@example.com", "cat@example.com"])
+        send_all()
+
+    assert CountingSMTP.opened == 1  # its own connection class was used
+    assert relay.received() == ["ann@example.com", "cat@example.com"]
+    assert MessageLog.objects.get(result=RESULT_FAILURE).email.to == ["bob@example.com"]
