@@ -120,3 +120,19 @@ def test_a_subclass_of_the_smtp_backend_records_refusals_too(settings):
     assert CountingSMTP.opened == 1  # its own connection class was used
     assert relay.received() == ["ann@example.com", "cat@example.com"]
     assert MessageLog.objects.get(result=RESULT_FAILURE).email.to == ["bob@example.com"]
+
+
+def test_a_later_transaction_that_fails_records_its_recipients_and_sends_nobody_twice(settings):
+    """2 recipients per transaction; the second transaction's DATA gets 451: the third recipient is recorded."""
+    recipients = ["a@example.com", "b@example.com", "c@example.com"]
+    with ScriptedRelay(max_recipients=2, fail_data_after=(1, "451 4.3.0 try again later")) as relay:
+        send_through(settings, relay)
+        mailer.send_mail("partly", "body", SENDER, recipients)
+        result = send_all()
+
+    assert relay.received() == ["a@example.com", "b@example.com"]
+    assert (result.sent, result.deferred) == (1, 0)  # not deferred: a and b have it
+    assert not Message.objects.exists()
+    failure = MessageLog.objects.get(result=RESULT_FAILURE)
+    assert failure.email.to == ["c@example.com"]
+    assert "refused c@example.com: 451 4.3.0 try again later" in failure.log_message

@@ -30,16 +30,22 @@ class ScriptedRelay:
     """``refuse``: address -> reply (e.g. ``"550 5.1.1 No such user"``); ``max_recipients``: per transaction.
 
     ``stall_after``: after that many accepted transactions, the relay never answers a DATA again.
+    ``fail_data_after``: after that many accepted transactions, every DATA gets this reply (``(n, reply)``).
     """
 
     def __init__(
-        self, refuse: dict[str, str] | None = None, max_recipients: int | None = None, stall_after: int | None = None
+        self,
+        refuse: dict[str, str] | None = None,
+        max_recipients: int | None = None,
+        stall_after: int | None = None,
+        fail_data_after: tuple[int, str] | None = None,
     ):
         self.host = "127.0.0.1"
         self.port: int | None = None
         self.refuse = {address.lower(): reply for address, reply in (refuse or {}).items()}
         self.max_recipients = max_recipients
         self.stall_after = stall_after
+        self.fail_data_after = fail_data_after
         self.transactions: list[Transaction] = []
         self._cond = threading.Condition()
         self._controller: Controller | None = None
@@ -57,6 +63,8 @@ class ScriptedRelay:
     async def handle_DATA(self, server, session, envelope):
         if self.stall_after is not None and len(self.transactions) >= self.stall_after:
             await asyncio.sleep(3600)
+        if self.fail_data_after is not None and len(self.transactions) >= self.fail_data_after[0]:
+            return self.fail_data_after[1]
         with self._cond:
             self.transactions.append(Transaction(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
             self._cond.notify_all()
