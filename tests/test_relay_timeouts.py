@@ -103,6 +103,7 @@ def test_a_silent_relay_costs_a_pass_one_timeout(silent_project, silent_relay, s
     child = silent_project.start("send_mail", {setting: 1})
     status = child.wait(timeout=30)
     elapsed = time.monotonic() - started
+    print(f"send_mail took {elapsed:.2f}s, {silent_relay.connections} connection(s)")
     assert status == 0, child.log()
     # About one timeout plus the start of Django; five timeouts would be 5 s more.
     assert elapsed < 4.5, f"{elapsed:.1f}s\n{child.log()}"
@@ -121,6 +122,7 @@ def test_sigterm_stops_a_sender_blocked_on_a_silent_relay(silent_project, silent
     time.sleep(0.2)  # well inside the wait for a greeting
     stopping = time.monotonic()
     status = child.stop(signal.SIGTERM, timeout=30)
+    print(f"{command} stopped {time.monotonic() - stopping:.2f}s after SIGTERM")
     assert time.monotonic() - stopping < smtp.INTERRUPT_GRACE + 3, child.log()
     assert status == 0, child.log()
     assert silent_project.counts() == (3, 0, 0, 0), child.log()  # still queued, not deferred, nothing logged
