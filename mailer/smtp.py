@@ -103,6 +103,13 @@ class RecordingSMTP:
         _sockets.add(sock)
         return sock
 
+    def starttls(self, *args, **kwargs):
+        # The plain socket is detached into a new TLS one: list that one, or interrupt() could not reach it.
+        reply = super().starttls(*args, **kwargs)
+        if self.sock is not None:
+            _sockets.add(self.sock)
+        return reply
+
     def sendmail(self, from_addr, to_addrs, msg, mail_options=(), rcpt_options=()):
         """Send to ``to_addrs`` in as many transactions as the relay needs; the refused ones, as smtplib does.
 

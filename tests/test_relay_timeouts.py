@@ -310,3 +310,34 @@ def test_a_bad_timeout_stops_the_run_and_leaves_the_mail_queued(settings):
     assert Message.objects.non_deferred().count() == 1
     assert not MessageLog.objects.exists()
     assert relay.transactions == []
+
+
+def test_interrupt_reaches_a_connection_after_starttls(tmp_path):
+    """STARTTLS replaces the socket (the plain one is detached): interrupt() must cut the TLS one."""
+    from django.core.mail import EmailMessage
+
+    from tests.support.relays import self_signed
+
+    server_context, client_context = self_signed(tmp_path)
+
+    class TLSBackend(SMTPBackend):
+        ssl_context = client_context
+
+    with ScriptedRelay(stall_after=0, tls_context=server_context) as relay:
+        connection = smtp.prepare(TLSBackend(host=relay.host, port=relay.port, use_tls=True, timeout=60))
+        errors = []
+
+        def deliver():
+            try:
+                connection.send_messages([EmailMessage("s", "b", "from@example.com", ["to@example.com"])])
+            except Exception as exc:
+                errors.append(exc)
+
+        sending = threading.Thread(target=deliver, daemon=True)
+        sending.start()
+        time.sleep(1)  # STARTTLS done, DATA waiting for a reply that never comes
+        assert sending.is_alive()
+        smtp.interrupt()
+        sending.join(5)
+        assert not sending.is_alive(), "the delivery is still blocked after interrupt()"
+        assert errors and isinstance(errors[0], OSError), errors

@@ -9,7 +9,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ class ScriptedRelay:
     """``refuse``: address -> reply (e.g. ``"550 5.1.1 No such user"``); ``max_recipients``: per transaction.
 
     ``stall_after``: after that many accepted transactions, the relay never answers a DATA again.
+    ``tls_context``: a server ``ssl.SSLContext``, to offer STARTTLS (see :func:`self_signed`).
     ``fail_data_after``: after that many accepted transactions, every DATA gets this reply (``(n, reply)``).
     """
 
@@ -39,6 +43,7 @@ class ScriptedRelay:
         max_recipients: int | None = None,
         stall_after: int | None = None,
         fail_data_after: tuple[int, str] | None = None,
+        tls_context=None,
     ):
         self.host = "127.0.0.1"
         self.port: int | None = None
@@ -46,6 +51,7 @@ class ScriptedRelay:
         self.max_recipients = max_recipients
         self.stall_after = stall_after
         self.fail_data_after = fail_data_after
+        self.tls_context = tls_context  # an ssl.SSLContext: the relay offers STARTTLS
         self.transactions: list[Transaction] = []
         self._cond = threading.Condition()
         self._controller: Controller | None = None
@@ -90,7 +96,7 @@ class ScriptedRelay:
             with socket.socket() as s:
                 s.bind((self.host, 0))
                 self.port = s.getsockname()[1]
-            self._controller = Controller(self, hostname=self.host, port=self.port)
+            self._controller = Controller(self, hostname=self.host, port=self.port, tls_context=self.tls_context)
             try:
                 self._controller.start()
                 return self
@@ -190,3 +196,17 @@ def send_through(settings, relay, **options) -> None:
         settings.EMAIL_USE_TLS = False
         for name, value in options.items():
             setattr(settings, f"EMAIL_{name.upper()}", value)
+
+
+def self_signed(directory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a throw-away certificate for 127.0.0.1 (by ``openssl``); a client one trusting it."""
+    cert, key = os.path.join(directory, "relay.crt"), os.path.join(directory, "relay.key")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=cert)
+    return server, client
