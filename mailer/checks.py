@@ -20,7 +20,7 @@ from django.core.management.base import SystemCheckError
 from django.db import connections, router
 from django.utils.module_loading import import_string
 
-from mailer import delivery
+from mailer import delivery, smtp
 from mailer.conf import mailer_settings
 
 # Django's backends that read the EMAIL_* settings when built without a MAILERS alias.
@@ -69,6 +69,60 @@ def check_delivery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 )
             )
     return errors
+
+
+@checks.register()
+def check_timeouts(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``MAILER_EMAIL_TIMEOUT`` is a number of seconds, and some timeout applies to every SMTP mailer."""
+    timeout = mailer_settings.EMAIL_TIMEOUT
+    if timeout is not None:
+        if not smtp.valid_timeout(timeout):
+            return [
+                checks.Error(
+                    f"MAILER_EMAIL_TIMEOUT is {timeout!r}; it must be a number of seconds greater than 0, or None.",
+                    hint="The default, 30, suits most relays.",
+                    id="mailer.E006",
+                )
+            ]
+        return []
+    untimed = sorted({str(route) for route in _routes_quietly() if _smtp_without_timeout(route)})
+    if not untimed:
+        return []
+    return [
+        checks.Warning(
+            f"No timeout applies to {', '.join(untimed)}: a relay that accepts the connection and never answers "
+            "blocks the sender for ever, with the lock and its claimed messages.",
+            hint="Set MAILER_EMAIL_TIMEOUT (default 30 seconds), or the backend's own timeout (EMAIL_TIMEOUT, or "
+            "'timeout' in the alias's OPTIONS).",
+            id="mailer.W006",
+        )
+    ]
+
+
+def _routes_quietly() -> list[delivery.Route]:
+    """The routes that resolve (check_delivery reports the others)."""
+    found = []
+    for alias in delivery.aliases():
+        try:
+            found.append(delivery.route(alias))
+        except ImproperlyConfigured:
+            pass
+    return found
+
+
+def _smtp_without_timeout(route: delivery.Route) -> bool:
+    if route.alias is not None:
+        config = settings.MAILERS.get(route.alias, {})
+        path = config.get("BACKEND", delivery.DEFAULT_MAILERS_BACKEND)
+        timeout = config.get("OPTIONS", {}).get("timeout")
+    else:
+        path = route.path
+        timeout = getattr(settings, "EMAIL_TIMEOUT", None)
+    try:
+        backend_class = import_string(path)
+    except ImportError:
+        return False  # check_delivery says so
+    return timeout is None and _is_subclass(backend_class, "django.core.mail.backends.smtp.EmailBackend")
 
 
 def _check_backend_path(path: str) -> list[checks.CheckMessage]:

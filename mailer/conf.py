@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     # messages already handed to the backend may stay uncommitted.
     "COMMIT_BATCH_SIZE": 100,
     "COMMIT_INTERVAL": 0.02,
+    # Seconds an SMTP backend waits for the relay, when the project set no timeout of its own (None: for ever).
+    "EMAIL_TIMEOUT": 30,
     # Connections (and threads) one sender hands messages to the backend through at once.
     "SENDER_CONNECTIONS": 1,
     # Rows written by django-mailer 2.x (unsigned pickles): decoded at all, and which classes beyond

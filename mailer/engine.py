@@ -31,14 +31,14 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import make_msgid
 from django.core.mail.utils import DNS_NAME
-from django.db import close_old_connections, router, transaction
+from django.db import DatabaseError, close_old_connections, connections, router, transaction
 from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
-from mailer import claims, outcomes, serialization
+from mailer import claims, outcomes, serialization, smtp
 from mailer.claimed import ClaimedMessages, QueueNotDecodable, Readable, release
 from mailer.conf import mailer_settings
-from mailer.delivery import Route, routes
+from mailer.delivery import Outcome, Route, deliver, routes
 from mailer.locking import acquire_lock, release_lock
 from mailer.logtext import loggable
 from mailer.models import (
@@ -143,21 +143,6 @@ LOG_BYTES_PER_COMMIT = 8 * 1024 * 1024
 Slot = dict  # one connection per real mailer (Route -> backend), used by one delivery at a time
 
 
-def _deliver(slot: Slot, route: Route, email: EmailMessage) -> Exception | None:
-    """Hand ``email`` to ``route``'s connection in ``slot`` (opened on first use); the exception, if any.
-
-    Runs in a worker thread when ``MAILER_SENDER_CONNECTIONS`` > 1: it touches no database.
-    """
-    try:
-        connection = slot.get(route)
-        if connection is None:
-            connection = slot[route] = route.open()
-        connection.send_messages([email])
-    except Exception as exc:
-        return exc
-    return None
-
-
 class _Delivered:
     """What :meth:`_Sender.start` returns for a delivery made in the calling thread.
 
@@ -165,13 +150,13 @@ class _Delivered:
     :meth:`_Sender.send` uses, without the lock a Future creates.
     """
 
-    __slots__ = ("exception",)
+    __slots__ = ("outcome",)
 
-    def __init__(self, exception: Exception | None) -> None:
-        self.exception = exception
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
 
-    def result(self) -> Exception | None:
-        return self.exception
+    def result(self) -> Outcome:
+        return self.outcome
 
 
 class _Sender(ClaimedMessages):
@@ -208,6 +193,8 @@ class _Sender(ClaimedMessages):
         self.result = SendResult()
         # The last message (in send order) left queued and not to be claimed again in this pass.
         self.position: claims.Position | None = None
+        # Real mailers that did not answer in this pass: their other messages wait for the next one.
+        self.down: set[Route] = set()
         # Read once per pass: they are asked about after every message.
         self.batch_size = mailer_settings.COMMIT_BATCH_SIZE
         self.commit_interval = mailer_settings.COMMIT_INTERVAL
@@ -281,6 +268,10 @@ class _Sender(ClaimedMessages):
                     self.hold(message, email, batch)  # passed over now that its turn has come
                     continue
                 route = self.routes.get(message.mailer, self.routes[None])
+                if route in self.down:
+                    self.pass_over(message)
+                    release(message)
+                    continue
                 slot = self.slots.pop()
                 in_flight[self.start(slot, route, email)] = (message, email, route, slot)
             if not in_flight:
@@ -292,7 +283,18 @@ class _Sender(ClaimedMessages):
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
                 message, email, route, slot = in_flight.pop(future)
-                ok = self.record(message, email, route, slot, future.result(), batch)
+                outcome = future.result()
+                if outcome.exception is not None and self.stopping():
+                    # Most likely cut short by a stop request (mailer.smtp.interrupt()): not the message's fault.
+                    self.discard_connection(slot, route)
+                    self.pass_over(message)
+                    release(message)
+                    self.slots.append(slot)
+                    taking = False
+                    continue
+                if outcome.relay_down:
+                    self.relay_is_down(route, outcome.exception)
+                ok = self.record(message, email, route, slot, outcome.exception, batch, outcome.refusals)
                 release(message)
                 self.report()
                 self.slots.append(slot)
@@ -311,8 +313,8 @@ class _Sender(ClaimedMessages):
         if logger.isEnabledFor(logging.INFO):
             logger.info("sending message '%s' to %s", loggable(email.subject), loggable(", ".join(map(str, email.to))))
         if self.executor is not None:
-            return self.executor.submit(_deliver, slot, route, email)
-        return _Delivered(_deliver(slot, route, email))
+            return self.executor.submit(deliver, slot, route, email)
+        return _Delivered(deliver(slot, route, email))
 
     def room_for(self, in_flight: int) -> bool:
         """May another delivery start without overshooting ``MAILER_EMAIL_MAX_BATCH``?"""
@@ -320,12 +322,27 @@ class _Sender(ClaimedMessages):
         return max_batch is None or self.result.sent + in_flight < max_batch
 
     def record(
-        self, message: Message, email: EmailMessage, route: Route, slot: Slot, exc: Exception | None, batch: _Batch
+        self,
+        message: Message,
+        email: EmailMessage,
+        route: Route,
+        slot: Slot,
+        exc: Exception | None,
+        batch: _Batch,
+        refusals: list[smtp.Refusal] | None = None,
     ) -> bool:
         """Log one finished delivery; False when no new one may start (a poison message)."""
         if exc is not None:
             return self.handle_exception(message, email, route, slot, exc, batch)
-        batch.log(message, log_fields(message, email, RESULT_SUCCESS))
+        if refusals:
+            # Sent, but not to everyone: say so in the success entry, and keep a failure entry
+            # addressed to the refused recipients only (requeuing it sends to them alone).
+            note = smtp.describe(refusals)
+            batch.log(message, log_fields(message, email, RESULT_SUCCESS, note))
+            batch.log(message, log_fields(message, smtp.refused_part(email, refusals), RESULT_FAILURE, note))
+            logger.warning("message %s: the relay refused %d recipient(s):\n%s", message.pk, len(refusals), note)
+        else:
+            batch.log(message, log_fields(message, email, RESULT_SUCCESS))
         batch.done.append(message.pk)
         self.result.sent += 1
         return True
@@ -398,6 +415,13 @@ class _Sender(ClaimedMessages):
             self.claim_size = max(1, min(maximum, len(batch.done)))
         elif batch.quick:
             self.claim_size = min(maximum, 2 * self.claim_size)
+
+    def relay_is_down(self, route: Route, exc: Exception | None) -> None:
+        if route not in self.down:
+            self.down.add(route)
+            logger.warning(
+                "%s did not answer (%s); its other messages wait for the next pass", route, exc or "no reply"
+            )
 
     def stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()
@@ -490,21 +514,35 @@ def send_loop(*, stop: threading.Event | None = None, on_pass: Callable[[SendRes
     """Send forever (or until ``stop`` is set): wait while nothing is queued, then :func:`send_all`.
 
     An exception from one pass is logged and the loop goes on; the message
-    that caused it has been deferred, so the next pass sends the rest.
+    that caused it has been deferred, so the next pass sends the rest. A
+    database that cannot be reached (server restart, failover, network) is
+    tried again after 1 s, doubling up to :data:`MAX_DATABASE_RETRY_DELAY`;
+    only ``ImproperlyConfigured`` ends the loop.
     ``on_pass``, if given, is called with the result of each pass that ran.
     """
+    outages = 0  # database errors in a row
     while stop is None or not stop.is_set():
         sleep: Any = mailer_settings.EMPTY_QUEUE_SLEEP
-        close_old_connections()
-        while not Message.objects.non_deferred().exists():
-            logger.debug("sleeping for %s seconds before checking queue again", sleep)
-            if _nap(sleep, stop):
-                return
-            close_old_connections()
         try:
+            close_old_connections()
+            while not Message.objects.non_deferred().exists():
+                outages = 0
+                logger.debug("sleeping for %s seconds before checking queue again", sleep)
+                if _nap(sleep, stop):
+                    return
+                close_old_connections()
+            outages = 0
             result = send_all(stop=stop)
         except ImproperlyConfigured:
             raise
+        except DatabaseError as exc:
+            delay = min(2**outages, MAX_DATABASE_RETRY_DELAY)
+            outages += 1
+            log = logger.warning if outages == 1 else logger.info
+            log("the database is unreachable (%s); trying again in %ss", " ".join(str(exc).split()), delay)
+            _drop_database_connection()
+            _nap(delay, stop)
+            continue
         except Exception:
             logger.exception("sending failed; carrying on")
             _nap(min(sleep, 1), stop)
@@ -513,3 +551,14 @@ def send_loop(*, stop: threading.Event | None = None, on_pass: Callable[[SendRes
             on_pass(result)
         if result is None or result.sent == 0:
             _nap(sleep, stop)
+
+
+MAX_DATABASE_RETRY_DELAY = 30  # seconds between attempts to reach a database that is down, at most
+
+
+def _drop_database_connection() -> None:
+    """Close the queue's database connection, broken or not: the next query makes a new one."""
+    try:
+        connections[router.db_for_write(Message)].close()
+    except Exception:
+        logger.debug("closing a broken database connection raised", exc_info=True)

@@ -39,6 +39,7 @@ from contextlib import closing
 from django.core.exceptions import ImproperlyConfigured
 from django.db import InterfaceError, OperationalError, connections, router, transaction
 
+from mailer import smtp
 from mailer.conf import mailer_settings
 from mailer.engine import SendResult, send_all
 from mailer.models import Message
@@ -315,6 +316,10 @@ class PostgresSender:
         return 0
 
     def stop(self, *args) -> None:
-        """Finish the pass in progress, then leave :meth:`run` (a signal handler)."""
+        """End the pass in progress, then leave :meth:`run` (a signal handler).
+
+        A delivery blocked on a relay is cut short (its message stays queued).
+        """
         self.stopping.set()
         self.wake.set()
+        smtp.interrupt_soon()

@@ -711,15 +711,17 @@ def test_smtp_failure_defers_and_a_new_connection_is_opened(smtp_settings):
     assert "rejected by test" in MessageLog.objects.get(result=RESULT_FAILURE).log_message
 
 
-def test_smtp_server_down_defers_everything(smtp_settings):
+def test_smtp_server_down_defers_the_first_message_and_leaves_the_rest_queued(smtp_settings):
+    """Connection refused: one attempt per pass; the other messages wait, untouched, for the next pass."""
     smtp_server = smtp_settings
     smtp_server.stop()
     for n in range(3):
         queue(f"m{n}", minutes=n)
     result = send_all()
-    assert (result.sent, result.deferred) == (0, 3)
-    assert Message.objects.deferred().count() == 3
-    assert MessageLog.objects.filter(result=RESULT_FAILURE).count() == 3
+    assert (result.sent, result.deferred) == (0, 1)
+    assert Message.objects.deferred().count() == 1
+    assert Message.objects.non_deferred().count() == 2
+    assert MessageLog.objects.filter(result=RESULT_FAILURE).count() == 1
 
 
 # --- send_loop ----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import threading
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
+from mailer import smtp
 from mailer.checks import run_command_checks
 from mailer.engine import send_loop
 from mailer.management.progress import RunTotals
@@ -23,11 +24,16 @@ class Command(BaseCommand):
             logging.getLogger("mailer").setLevel(logging.DEBUG)
         for warning in run_command_checks("runmailer"):  # errors raise SystemCheckError
             self.stderr.write(str(warning))
-        # SIGTERM (systemd, supervisors) and CONTROL-C stop the loop after the
-        # message in hand, with everything sent so far recorded.
+        # SIGTERM (systemd, supervisors) and CONTROL-C stop the loop, with everything sent so far
+        # recorded; a delivery blocked on a relay is cut short and its message left queued.
         stop = threading.Event()
+
+        def on_signal(signum, frame):
+            stop.set()
+            smtp.interrupt_soon()
+
         signals = (signal.SIGINT, signal.SIGTERM)
-        previous = {signum: signal.signal(signum, lambda *args: stop.set()) for signum in signals}
+        previous = {signum: signal.signal(signum, on_signal) for signum in signals}
         totals = RunTotals()
         try:
             self.stdout.write(f"{timezone.now():%B %d, %Y - %X}")

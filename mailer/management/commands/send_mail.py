@@ -1,8 +1,11 @@
 import logging
+import signal
+import threading
 import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from mailer import smtp
 from mailer.conf import mailer_settings
 from mailer.engine import QueueNotDecodable, SendResult, send_all
 from mailer.locking import lock_path
@@ -39,9 +42,21 @@ class Command(BaseCommand):
             nonlocal so_far
             so_far = result
 
+        # SIGTERM (a supervisor, a deploy, systemd's timer unit) ends the pass: what was sent is recorded,
+        # a delivery blocked on a relay is cut short and its message left queued, the lock is released.
+        stop = threading.Event()
+        terminated = False
+
+        def on_sigterm(signum, frame):
+            nonlocal terminated
+            terminated = True
+            stop.set()
+            smtp.interrupt_soon()
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
         try:
             bar = self.progress_bar()
-            result = send_all(progress=progress, on_commit=committed)
+            result = send_all(progress=progress, on_commit=committed, stop=stop)
         except BaseException as exc:
             if bar is not None:
                 bar.close()
@@ -50,8 +65,12 @@ class Command(BaseCommand):
             if isinstance(exc, QueueNotDecodable):
                 raise CommandError(str(exc)) from exc
             raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         if bar is not None:
             bar.close()
+        if terminated:
+            logger.info("stopped by SIGTERM; the mail not sent yet stays queued")
         if result is None:
             # send_all() logged why at the ERROR level; say what this run did, once, as a normal run does.
             logger.info(

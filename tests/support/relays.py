@@ -1,0 +1,212 @@
+"""SMTP relays on 127.0.0.1 that misbehave on purpose, for the tests of refused recipients and timeouts.
+
+* :class:`ScriptedRelay`: a real SMTP server (aiosmtpd) that refuses given recipients with given replies,
+  takes at most ``max_recipients`` per transaction (then "452 4.5.3 Too many recipients", as Postfix's
+  ``smtpd_recipient_limit`` does) and keeps every transaction it accepted.
+* :class:`SilentRelay`: accepts TCP connections and never says a word (no greeting), as a relay that hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+
+from aiosmtpd.controller import Controller
+
+TOO_MANY = "452 4.5.3 Too many recipients"
+
+
+@dataclass
+class Transaction:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+
+class ScriptedRelay:
+    """``refuse``: address -> reply (e.g. ``"550 5.1.1 No such user"``); ``max_recipients``: per transaction.
+
+    ``stall_after``: after that many accepted transactions, the relay never answers a DATA again.
+    ``tls_context``: a server ``ssl.SSLContext``, to offer STARTTLS (see :func:`self_signed`).
+    ``fail_data_after``: after that many accepted transactions, every DATA gets this reply (``(n, reply)``).
+    """
+
+    def __init__(
+        self,
+        refuse: dict[str, str] | None = None,
+        max_recipients: int | None = None,
+        stall_after: int | None = None,
+        fail_data_after: tuple[int, str] | None = None,
+        tls_context=None,
+    ):
+        self.host = "127.0.0.1"
+        self.port: int | None = None
+        self.refuse = {address.lower(): reply for address, reply in (refuse or {}).items()}
+        self.max_recipients = max_recipients
+        self.stall_after = stall_after
+        self.fail_data_after = fail_data_after
+        self.tls_context = tls_context  # an ssl.SSLContext: the relay offers STARTTLS
+        self.transactions: list[Transaction] = []
+        self._cond = threading.Condition()
+        self._controller: Controller | None = None
+
+    # aiosmtpd handler hooks, run in the server's thread.
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.refuse.get(address.lower())
+        if reply is not None:
+            return reply
+        if self.max_recipients is not None and len(envelope.rcpt_tos) >= self.max_recipients:
+            return TOO_MANY
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.stall_after is not None and len(self.transactions) >= self.stall_after:
+            await asyncio.sleep(3600)
+        if self.fail_data_after is not None and len(self.transactions) >= self.fail_data_after[0]:
+            return self.fail_data_after[1]
+        with self._cond:
+            self.transactions.append(Transaction(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+            self._cond.notify_all()
+        return "250 2.0.0 Message accepted for delivery"
+
+    def wait_for(self, n: int, timeout: float = 10) -> None:
+        """Wait until ``n`` transactions were accepted."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.transactions) < n:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"expected {n} transaction(s) within {timeout}s, got {len(self.transactions)}")
+                self._cond.wait(remaining)
+
+    def received(self) -> list[str]:
+        """Every recipient of every accepted transaction, in order (an address twice if it got the mail twice)."""
+        with self._cond:
+            return [address for transaction in self.transactions for address in transaction.rcpt_tos]
+
+    def start(self) -> ScriptedRelay:
+        for attempt in range(5):
+            with socket.socket() as s:
+                s.bind((self.host, 0))
+                self.port = s.getsockname()[1]
+            self._controller = Controller(self, hostname=self.host, port=self.port, tls_context=self.tls_context)
+            try:
+                self._controller.start()
+                return self
+            except OSError:  # the port was taken between bind() and start()
+                if attempt == 4:
+                    raise
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def __enter__(self) -> ScriptedRelay:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class SilentRelay:
+    """Accepts every TCP connection and holds it open without a greeting; counts the connections."""
+
+    def __init__(self):
+        self.host = "127.0.0.1"
+        self._listener = socket.socket()
+        self._listener.bind((self.host, 0))
+        self._listener.listen(50)
+        self.port = self._listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._accept, daemon=True, name="silent-relay")
+        self._running = True
+
+    def _accept(self) -> None:
+        while self._running:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._cond:
+                self.accepted.append(conn)
+                self._cond.notify_all()
+
+    @property
+    def connections(self) -> int:
+        with self._cond:
+            return len(self.accepted)
+
+    def wait_for_connections(self, n: int, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.accepted) < n:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"expected {n} connection(s) within {timeout}s, got {len(self.accepted)}")
+                self._cond.wait(remaining)
+
+    def start(self) -> SilentRelay:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._running = False
+        self._listener.close()
+        with self._cond:
+            for conn in self.accepted:
+                conn.close()
+
+    def __enter__(self) -> SilentRelay:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def send_through(settings, relay, **options) -> None:
+    """Make Django's SMTP backend, pointed at ``relay``, the queue's real sender (with ``MAILERS`` on 6.1+).
+
+    ``options`` are further backend options (``timeout=...``), as ``EMAIL_<NAME>`` settings or ``OPTIONS``.
+    """
+    from mailer.delivery import mailers_configured
+
+    if mailers_configured():
+        settings.MAILERS = {
+            **settings.MAILERS,
+            "relay": {
+                "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+                "OPTIONS": {"host": relay.host, "port": relay.port, "use_tls": False, **options},
+            },
+        }
+        settings.MAILER_DELIVER_USING = "relay"
+    else:
+        settings.MAILER_EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST = relay.host
+        settings.EMAIL_PORT = relay.port
+        settings.EMAIL_USE_TLS = False
+        for name, value in options.items():
+            setattr(settings, f"EMAIL_{name.upper()}", value)
+
+
+def self_signed(directory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a throw-away certificate for 127.0.0.1 (by ``openssl``); a client one trusting it."""
+    cert, key = os.path.join(directory, "relay.crt"), os.path.join(directory, "relay.key")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=cert)
+    return server, client

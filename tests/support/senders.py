@@ -1,0 +1,75 @@
+"""A sending command (``send_mail``, ``runmailer``, ``runmailer_pg``) of ``tests.project`` in a child process.
+
+Its log (stderr) goes to a file that the test reads to see what it did, and prints when something goes
+wrong; its standard output is a pipe (the banner of the long-running commands).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support.procs import REPO_ROOT, project_env
+
+
+class SenderProcess:
+    """One child running ``command``; ``settings`` (JSON-able) go through ``MAILER_TEST_SETTINGS``."""
+
+    def __init__(self, command: str, env: dict, log_path: Path, settings: dict | None = None, banner: bool = True):
+        env = dict(env)
+        if settings:
+            env["MAILER_TEST_SETTINGS"] = json.dumps(settings)
+        self.command = command
+        self.log_path = log_path
+        with open(log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "django", command],
+                env=project_env(env),
+                cwd=REPO_ROOT,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        self.started = time.monotonic()
+        if banner:
+            lines = self.proc.stdout.readline() + self.proc.stdout.readline()
+            assert "Starting django-mailer" in lines, f"{lines}\n{self.log()}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while self.log().count(text) < count:
+            if not self.alive():
+                status = self.proc.returncode
+                raise AssertionError(f"{self.command} exited ({status}) before logging {text!r}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.command} did not log {text!r} {count}x in {timeout}s:\n{self.log()}")
+            time.sleep(0.02)
+
+    def wait(self, timeout: float) -> int:
+        """The exit status; fails the test (and kills the child) if it does not end within ``timeout``."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.command} did not end within {timeout}s:\n{self.log()}") from None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        """Send ``sig``, wait for the exit status."""
+        self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()

@@ -1,0 +1,62 @@
+"""runmailer when its database goes away: it backs off and carries on (only ImproperlyConfigured stops it).
+
+A private PostgreSQL cluster (tests/support/pgcluster.py) is stopped for a few seconds under a running
+``runmailer`` child, started again, and a message queued: the same process must send it.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import closing
+
+import pytest
+from django.core.mail import EmailMessage
+
+from mailer import serialization
+from tests.support import dbconfig
+from tests.support.pgcluster import private_cluster
+from tests.support.procs import manage
+from tests.support.senders import SenderProcess
+
+INSERT = "INSERT INTO mailer_message (message_data, when_added, priority, retry_count) VALUES (%s, now(), 2, 0)"
+
+postgres_run = pytest.mark.skipif(
+    dbconfig.vendor() != "postgres", reason="needs a private PostgreSQL cluster: runs with MAILER_TEST_DB=postgres"
+)
+
+
+def queue(cluster, subject: str) -> None:
+    data = serialization.dumps(EmailMessage(subject, "body", "from@example.com", ["to@example.com"]))
+    with closing(cluster.connect()) as conn, closing(conn.cursor()) as cursor:
+        cursor.execute(INSERT, [data])
+
+
+@postgres_run
+def test_runmailer_survives_the_database_going_away(smtp_server, tmp_path):
+    with private_cluster() as cluster:
+        env = {
+            **cluster.env(),
+            "MAILER_TEST_SMTP_PORT": smtp_server.port,
+            "MAILER_TEST_USE_FILE_LOCK": "0",
+            "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2",
+        }
+        result = manage("migrate", "-v0", env=env)
+        assert result.returncode == 0, result.stderr
+        child = SenderProcess("runmailer", env, tmp_path / "runmailer.log")
+        try:
+            queue(cluster, "before")
+            smtp_server.wait_for(1, timeout=10)
+
+            cluster.stop("fast")
+            time.sleep(3)  # several queue checks fail meanwhile (one every 0.2 s)
+            assert child.alive(), f"runmailer exited ({child.proc.returncode}) with the database down:\n{child.log()}"
+            cluster.start()
+
+            queue(cluster, "after")
+            received = smtp_server.wait_for(2, timeout=20)
+            assert [m.message["Subject"] for m in received] == ["before", "after"]
+            assert child.alive(), child.log()
+            assert child.stop() == 0, child.log()
+        finally:
+            child.kill()
+            print(child.log())
