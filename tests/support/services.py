@@ -19,7 +19,11 @@ def services_required() -> bool:
     return os.environ.get("MAILER_TEST_REQUIRE_SERVICES") == "1"
 
 
-def _unavailable(reason: str):
+def unavailable(reason: str) -> None:
+    """Skip the calling test because ``reason``; fail it instead when ``MAILER_TEST_REQUIRE_SERVICES=1``.
+
+    The one home of that rule: servers, drivers, interpreters and package-index downloads all go through it.
+    """
     if services_required():
         pytest.fail(f"{reason} (MAILER_TEST_REQUIRE_SERVICES=1)", pytrace=False)
     pytest.skip(reason)
@@ -74,12 +78,12 @@ def mysql_problem() -> str | None:
 
 def requires_postgres():
     if problem := postgres_problem():
-        _unavailable(problem)
+        unavailable(problem)
 
 
 def requires_mysql():
     if problem := mysql_problem():
-        _unavailable(problem)
+        unavailable(problem)
 
 
 def _execute(conn, *statements):
