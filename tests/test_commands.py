@@ -23,20 +23,12 @@ from mailer.models import (
     DontSendEntry,
     Message,
     MessageLog,
-    make_message,
 )
 from tests import test_engine
 from tests.support.procs import manage, popen_manage
+from tests.support.queueing import queue
 
 pytestmark = pytest.mark.django_db
-
-
-def queue(subject, priority=PRIORITY_MEDIUM, to=("to@example.com",), **fields):
-    message = make_message(subject=subject, body="body", from_email="from@example.com", to=list(to), priority=priority)
-    for name, value in fields.items():
-        setattr(message, name, value)
-    message.save()
-    return message
 
 
 def messages_from(caplog, logger_prefix="mailer"):
@@ -47,9 +39,9 @@ def messages_from(caplog, logger_prefix="mailer"):
 
 
 def test_send_mail_sends_and_logs_a_summary(caplog):
-    queue("one", PRIORITY_HIGH)
+    queue("one", priority=PRIORITY_HIGH)
     queue("two")
-    queue("never", PRIORITY_DEFERRED)
+    queue("never", priority=PRIORITY_DEFERRED)
     with caplog.at_level(logging.INFO, logger="mailer"):
         call_command("send_mail")
     assert [email.subject for email in mail.outbox] == ["one", "two"]
@@ -63,7 +55,7 @@ def test_send_mail_summary_counts_deferred_and_skipped(settings, caplog):
     settings.MAILER_EMAIL_BACKEND = "tests.test_engine.FailingBackend"
     test_engine.FAILURES["refused"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"no")})
     try:
-        queue("refused", PRIORITY_HIGH)
+        queue("refused", priority=PRIORITY_HIGH)
         queue("fine")
         skipped = queue("skipped", to=["blocked@example.com"])
         # Put on the don't-send list after the message was queued: honoured at send time.
@@ -101,7 +93,7 @@ def test_send_mail_cron_option_is_accepted_with_a_deprecation_warning(args):
 
 @pytest.mark.parametrize("args", [["-c", "1"], ["--cron", "1"]])
 def test_retry_deferred_cron_option_is_accepted_with_a_deprecation_warning(args):
-    queue("d", PRIORITY_DEFERRED)
+    queue("d", priority=PRIORITY_DEFERRED)
     with pytest.warns(DeprecationWarning, match="cron"):
         call_command("retry_deferred", *args)
     assert Message.objects.get().priority == PRIORITY_MEDIUM
@@ -119,8 +111,8 @@ def test_no_deprecation_warning_without_cron(recwarn):
 
 def test_retry_deferred_moves_deferred_back_and_logs_the_count(caplog):
     for n in range(3):
-        queue(f"d{n}", PRIORITY_DEFERRED, retry_count=n)
-    queue("high", PRIORITY_HIGH)
+        queue(f"d{n}", priority=PRIORITY_DEFERRED, retry_count=n)
+    queue("high", priority=PRIORITY_HIGH)
     with caplog.at_level(logging.INFO, logger="mailer"):
         call_command("retry_deferred")
     assert Message.objects.deferred().count() == 0
@@ -133,7 +125,7 @@ def test_retry_deferred_moves_deferred_back_and_logs_the_count(caplog):
 def test_retry_deferred_respects_max_retries(settings, caplog):
     settings.MAILER_EMAIL_MAX_RETRIES = 2
     for n in range(4):
-        queue(f"d{n}", PRIORITY_DEFERRED, retry_count=n)
+        queue(f"d{n}", priority=PRIORITY_DEFERRED, retry_count=n)
     with caplog.at_level(logging.INFO, logger="mailer"):
         call_command("retry_deferred")
     assert sorted(Message.objects.deferred().values_list("retry_count", flat=True)) == [2, 3]
@@ -144,7 +136,7 @@ def test_retry_deferred_respects_max_retries(settings, caplog):
 
 def test_retry_deferred_max_retries_zero_never_retries(settings):
     settings.MAILER_EMAIL_MAX_RETRIES = 0
-    queue("d", PRIORITY_DEFERRED)
+    queue("d", priority=PRIORITY_DEFERRED)
     call_command("retry_deferred")
     assert Message.objects.get().priority == PRIORITY_DEFERRED
 

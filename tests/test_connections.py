@@ -12,7 +12,8 @@ import pytest
 from mailer.engine import send_all
 from mailer.models import PRIORITY_DEFERRED, RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
 from tests.conftest import slow_down
-from tests.test_engine import failures, queue, sent_subjects  # noqa: F401 (fixture)
+from tests.support.queueing import queue
+from tests.test_engine import failures, sent_subjects  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +25,7 @@ def relay(smtp_settings):
 
 def queue_numbered(count):
     for n in range(count):
-        queue(f"m{n:03}", minutes=n, headers={"X-Seq": str(n)})
+        queue(f"m{n:03}", minutes_ago=count - n, headers={"X-Seq": str(n)})
 
 
 def delivered(server):

@@ -35,6 +35,7 @@ from mailer.models import (
     email_to_db,
     get_message_id,
 )
+from tests.support.queueing import queue
 
 pytestmark = pytest.mark.django_db
 
@@ -43,13 +44,6 @@ def make_email(subject="Hello", to=("to@example.org",), **kwargs):
     return EmailMessage(
         subject, kwargs.pop("body", "Body"), kwargs.pop("from_email", "from@example.org"), list(to), **kwargs
     )
-
-
-def queued(email=None, **fields):
-    message = Message(**fields)
-    message.email = email if email is not None else make_email()
-    message.save()
-    return message
 
 
 def block(address):
@@ -92,7 +86,7 @@ def test_tables_and_fields():
 
 def test_message_defaults():
     before = now()
-    message = queued()
+    message = queue(email=make_email())
     message.refresh_from_db()
     assert message.priority == PRIORITY_MEDIUM
     assert message.retry_count == 0
@@ -133,7 +127,7 @@ def test_message_email_round_trip_through_the_database():
 
 
 def test_message_email_setter_replaces_data():
-    message = queued(make_email("First"))
+    message = queue(email=make_email("First"))
     first_data = message.message_data
     message.email = make_email("Second")
     assert message.message_data != first_data
@@ -143,7 +137,7 @@ def test_message_email_setter_replaces_data():
 
 
 def test_message_email_follows_message_data_changes():
-    message = queued(make_email("First"))
+    message = queue(email=make_email("First"))
     assert message.email.subject == "First"
     message.message_data = email_to_db(make_email("Changed"))
     assert message.email.subject == "Changed"
@@ -159,13 +153,13 @@ def test_message_email_does_not_store_the_connection():
     email = make_email()
     conn = Unpicklable()
     email.connection = conn
-    message = queued(email)
+    message = queue(email=email)
     assert email.connection is conn  # the caller's object is left as it was
     assert Message.objects.get(pk=message.pk).email.connection is None
 
 
 def test_message_to_addresses_and_subject():
-    message = queued(make_email("Greetings", to=["a@example.org", "Bee <b@example.org>"]))
+    message = queue(email=make_email("Greetings", to=["a@example.org", "Bee <b@example.org>"]))
     message = Message.objects.get(pk=message.pk)
     assert message.to_addresses == ["a@example.org", "Bee <b@example.org>"]
     assert message.subject == "Greetings"
@@ -182,12 +176,12 @@ def test_message_with_undecodable_data(data):
 
 
 def test_message_str():
-    message = queued(make_email("Hi there", to=["a@example.org", "b@example.org"]))
+    message = queue(email=make_email("Hi there", to=["a@example.org", "b@example.org"]))
     assert str(message) == f'On {message.when_added}, "Hi there" to a@example.org, b@example.org'
 
 
 def test_message_defer():
-    message = queued(priority=PRIORITY_HIGH)
+    message = queue(email=make_email(), priority=PRIORITY_HIGH)
     message.defer()
     assert message.priority == PRIORITY_DEFERRED
     message.refresh_from_db()
@@ -200,10 +194,10 @@ def test_message_defer():
 
 
 def test_message_manager_filters():
-    high = queued(priority=PRIORITY_HIGH)
-    medium = queued(priority=PRIORITY_MEDIUM)
-    low = queued(priority=PRIORITY_LOW)
-    deferred = queued(priority=PRIORITY_DEFERRED)
+    high = queue(email=make_email(), priority=PRIORITY_HIGH)
+    medium = queue(email=make_email(), priority=PRIORITY_MEDIUM)
+    low = queue(email=make_email(), priority=PRIORITY_LOW)
+    deferred = queue(email=make_email(), priority=PRIORITY_DEFERRED)
 
     assert list(Message.objects.high_priority()) == [high]
     assert list(Message.objects.medium_priority()) == [medium]
@@ -215,8 +209,8 @@ def test_message_manager_filters():
 
 
 def test_retry_deferred():
-    deferred = [queued(priority=PRIORITY_DEFERRED) for _ in range(3)]
-    other = queued(priority=PRIORITY_LOW)
+    deferred = [queue(email=make_email(), priority=PRIORITY_DEFERRED) for _ in range(3)]
+    other = queue(email=make_email(), priority=PRIORITY_LOW)
 
     assert Message.objects.retry_deferred() == 3
 
@@ -230,14 +224,14 @@ def test_retry_deferred():
 
 
 def test_retry_deferred_new_priority():
-    message = queued(priority=PRIORITY_DEFERRED)
+    message = queue(email=make_email(), priority=PRIORITY_DEFERRED)
     assert Message.objects.retry_deferred(new_priority=PRIORITY_HIGH) == 1
     message.refresh_from_db()
     assert message.priority == PRIORITY_HIGH
 
 
 def test_retry_deferred_increments_each_time():
-    message = queued(priority=PRIORITY_DEFERRED)
+    message = queue(email=make_email(), priority=PRIORITY_DEFERRED)
     for expected in (1, 2, 3):
         assert Message.objects.retry_deferred() == 1
         message.refresh_from_db()
@@ -247,7 +241,7 @@ def test_retry_deferred_increments_each_time():
 
 def test_retry_deferred_unlimited_by_default(settings):
     settings.MAILER_EMAIL_MAX_RETRIES = None
-    message = queued(priority=PRIORITY_DEFERRED, retry_count=1000)
+    message = queue(email=make_email(), priority=PRIORITY_DEFERRED, retry_count=1000)
     assert Message.objects.retry_deferred() == 1
     message.refresh_from_db()
     assert (message.priority, message.retry_count) == (PRIORITY_MEDIUM, 1001)
@@ -255,7 +249,7 @@ def test_retry_deferred_unlimited_by_default(settings):
 
 def test_retry_deferred_max_retries_zero_never_retries(settings):
     settings.MAILER_EMAIL_MAX_RETRIES = 0
-    message = queued(priority=PRIORITY_DEFERRED)
+    message = queue(email=make_email(), priority=PRIORITY_DEFERRED)
     assert Message.objects.retry_deferred() == 0
     message.refresh_from_db()
     assert (message.priority, message.retry_count) == (PRIORITY_DEFERRED, 0)
@@ -263,9 +257,9 @@ def test_retry_deferred_max_retries_zero_never_retries(settings):
 
 def test_retry_deferred_max_retries_n(settings):
     settings.MAILER_EMAIL_MAX_RETRIES = 2
-    fresh = queued(priority=PRIORITY_DEFERRED, retry_count=0)
-    once = queued(priority=PRIORITY_DEFERRED, retry_count=1)
-    twice = queued(priority=PRIORITY_DEFERRED, retry_count=2)
+    fresh = queue(email=make_email(), priority=PRIORITY_DEFERRED, retry_count=0)
+    once = queue(email=make_email(), priority=PRIORITY_DEFERRED, retry_count=1)
+    twice = queue(email=make_email(), priority=PRIORITY_DEFERRED, retry_count=2)
 
     assert Message.objects.retry_deferred() == 2
 
@@ -278,7 +272,7 @@ def test_retry_deferred_max_retries_n(settings):
     # One message, deferred again and again: two retries after the first attempt, then no more.
     settings.MAILER_EMAIL_MAX_RETRIES = 2
     Message.objects.all().delete()
-    message = queued(priority=PRIORITY_DEFERRED)
+    message = queue(email=make_email(), priority=PRIORITY_DEFERRED)
     results = []
     for _ in range(4):
         results.append(Message.objects.retry_deferred())
@@ -293,7 +287,7 @@ def test_retry_deferred_max_retries_n(settings):
 
 def test_message_log_log():
     email = make_email("Logged", headers={"Message-ID": "<log-1@example.org>"})
-    message = queued(email, priority=PRIORITY_LOW)
+    message = queue(email=email, priority=PRIORITY_LOW)
 
     log = MessageLog.objects.log(message, RESULT_FAILURE, log_message="connection refused")
 
@@ -309,7 +303,7 @@ def test_message_log_log():
 
 
 def test_message_log_log_default_log_message_and_no_message_id():
-    message = queued()
+    message = queue(email=make_email())
     log = MessageLog.objects.log(message, RESULT_SUCCESS)
     log.refresh_from_db()
     assert log.log_message == ""
@@ -319,7 +313,7 @@ def test_message_log_log_default_log_message_and_no_message_id():
 
 def test_message_log_without_message_data(settings):
     settings.MAILER_EMAIL_LOG_MESSAGE_DATA = False
-    message = queued(make_email("Secret", headers={"Message-ID": "<m@example.org>"}))
+    message = queue(email=make_email("Secret", headers={"Message-ID": "<m@example.org>"}))
     log = MessageLog.objects.log(message, RESULT_SUCCESS)
     log.refresh_from_db()
     assert log.message_data is None
@@ -331,7 +325,7 @@ def test_message_log_without_message_data(settings):
 
 
 def test_message_log_properties_and_str():
-    message = queued(make_email("Report", to=["a@example.org", "b@example.org"]))
+    message = queue(email=make_email("Report", to=["a@example.org", "b@example.org"]))
     log = MessageLog.objects.log(message, RESULT_SUCCESS)
     log = MessageLog.objects.get(pk=log.pk)
     assert log.email.subject == "Report"
@@ -551,7 +545,7 @@ def test_signature_is_djangos_signer_signature(settings, key):
 
 
 def test_tampered_message_is_undecodable():
-    message = queued(make_email("Original"))
+    message = queue(email=make_email("Original"))
     Message.objects.filter(pk=message.pk).update(message_data=message.message_data[:-3] + "xyz")
     message = Message.objects.get(pk=message.pk)
     assert message.email is None
@@ -863,7 +857,7 @@ def test_migrate_back_to_2x_schema_and_forward():
     finally:
         executor = MigrationExecutor(connection)
         executor.migrate(leaf)
-    message = queued(make_email("After migrations"))
+    message = queue(email=make_email("After migrations"))
     assert Message.objects.get(pk=message.pk).subject == "After migrations"
 
 

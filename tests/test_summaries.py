@@ -32,25 +32,17 @@ from mailer.models import (
     DontSendEntry,
     Message,
     MessageLog,
-    make_message,
 )
 from tests import test_engine
 from tests.support import dbconfig
 from tests.support.procs import REPO_ROOT, manage, popen_manage, project_env
+from tests.support.queueing import queue
 from tests.support.services import fresh_database
 
 pytestmark = pytest.mark.django_db
 
 SECONDS = r"\d+\.\d\ds"
 SEND_SUMMARY = re.compile(rf"^Sent: sent (\d+), deferred (\d+), skipped (\d+), failed (\d+) in {SECONDS}$")
-
-
-def queue(subject, priority=PRIORITY_MEDIUM, to=("to@example.com",), **fields):
-    message = make_message(subject=subject, body="body", from_email="from@example.com", to=list(to), priority=priority)
-    for name, value in fields.items():
-        setattr(message, name, value)
-    message.save()
-    return message
 
 
 def mailer_lines(caplog, prefix="mailer"):
@@ -77,7 +69,7 @@ def failures(settings):
 
 
 def test_send_mail_logs_its_summary_once(caplog):
-    queue("one", PRIORITY_HIGH)
+    queue("one", priority=PRIORITY_HIGH)
     queue("two")
     with caplog.at_level(logging.INFO, logger="mailer"):
         call_command("send_mail")
@@ -87,7 +79,7 @@ def test_send_mail_logs_its_summary_once(caplog):
 
 def test_send_mail_summary_with_every_count(failures, caplog):
     failures["refused"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"no")})
-    queue("refused", PRIORITY_HIGH)
+    queue("refused", priority=PRIORITY_HIGH)
     queue("fine")
     queue("blocked", to=["blocked@example.com"])
     DontSendEntry.objects.create(to_address="blocked@example.com", when_added=timezone.now())
@@ -119,7 +111,7 @@ def test_send_mail_says_so_when_another_run_holds_the_lock(lock_path, caplog):
 
 def test_send_mail_summary_when_a_poison_message_stops_the_run(failures, caplog):
     failures["poison"] = ValueError("poisoned\nover two lines")
-    queue("good", PRIORITY_HIGH)
+    queue("good", priority=PRIORITY_HIGH)
     queue("poison")
     queue("later", priority=3)
     with caplog.at_level(logging.INFO, logger="mailer"), pytest.raises(ValueError):
@@ -153,7 +145,7 @@ def test_send_mail_prints_nothing_on_stdout_nor_a_bar_when_stderr_is_not_a_termi
 
 def test_send_all_calls_progress_after_each_message_with_a_copy(failures):
     failures["refused"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"no")})
-    queue("a", PRIORITY_HIGH)
+    queue("a", priority=PRIORITY_HIGH)
     queue("refused")
     queue("blocked", to=["blocked@example.com"])
     DontSendEntry.objects.create(to_address="blocked@example.com", when_added=timezone.now())
@@ -294,7 +286,7 @@ def test_send_mail_shows_a_bar_when_stderr_is_a_terminal(settings):
     settings.MAILER_COMMIT_BATCH_SIZE = 2
     for n in range(5):
         queue(f"m{n}")
-    queue("deferred", PRIORITY_DEFERRED)  # not counted in the total
+    queue("deferred", priority=PRIORITY_DEFERRED)  # not counted in the total
     master, slave = os.openpty()
     chunks = []
     reader = threading.Thread(target=read_all, args=(master, chunks))
@@ -316,7 +308,7 @@ def test_send_mail_shows_a_bar_when_stderr_is_a_terminal(settings):
 
 def test_retry_deferred_summary(caplog):
     for n in range(3):
-        queue(f"d{n}", PRIORITY_DEFERRED, retry_count=n)
+        queue(f"d{n}", priority=PRIORITY_DEFERRED, retry_count=n)
     with caplog.at_level(logging.INFO, logger="mailer"):
         call_command("retry_deferred")
     [line] = mailer_lines(caplog)
@@ -326,8 +318,8 @@ def test_retry_deferred_summary(caplog):
 def test_retry_deferred_summary_counts_what_max_retries_keeps(settings, caplog):
     settings.MAILER_EMAIL_MAX_RETRIES = 2
     for n in range(5):
-        queue(f"d{n}", PRIORITY_DEFERRED, retry_count=n)
-    queue("waiting", PRIORITY_MEDIUM, retry_count=7)  # not deferred: not counted
+        queue(f"d{n}", priority=PRIORITY_DEFERRED, retry_count=n)
+    queue("waiting", priority=PRIORITY_MEDIUM, retry_count=7)  # not deferred: not counted
     with caplog.at_level(logging.INFO, logger="mailer"):
         call_command("retry_deferred")
     [line] = mailer_lines(caplog)
