@@ -14,6 +14,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from mailer.delivery import mailers_configured
+from tests.support import backends
+from tests.support.procs import manage
 
 # Database round trips make run times uneven; a deadline would only make the suite flaky.
 hypothesis.settings.register_profile("mailer", deadline=None, database=None)
@@ -187,3 +189,35 @@ def lock_path(settings, tmp_path):
     path = str(tmp_path / "send_mail")
     settings.MAILER_LOCK_PATH = path
     return path
+
+
+@pytest.fixture
+def failures(settings):
+    """Make ``FailingBackend`` the real sender; the test fills the returned dict (subject -> exception).
+
+    Also empties ``backends.HANDLED``, what the recording error handlers saw.
+    """
+    settings.MAILER_EMAIL_BACKEND = f"{backends.HERE}.FailingBackend"
+    backends.FAILURES.clear()
+    backends.HANDLED.clear()
+    yield backends.FAILURES
+    backends.FAILURES.clear()
+    backends.HANDLED.clear()
+
+
+@pytest.fixture
+def sqlite_project(tmp_path, smtp_server):
+    """A migrated SQLite file database for ``tests.project``, sending to ``smtp_server``.
+
+    The value is the env for ``manage`` plus ``"db"``, the file (see ``tests/support/sqlite_project.py``).
+    """
+    db = tmp_path / "project.sqlite3"
+    env = {
+        "MAILER_TEST_DB": "sqlite",
+        "MAILER_TEST_DB_NAME": str(db),
+        "MAILER_TEST_SMTP_PORT": smtp_server.port,
+        "MAILER_TEST_LOCK_PATH": str(tmp_path / "send_mail"),
+    }
+    done = manage("migrate", "--no-input", env=env)
+    assert done.returncode == 0, done.stderr
+    return {**env, "db": str(db)}

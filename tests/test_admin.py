@@ -25,7 +25,7 @@ from mailer.models import (
     Message,
     MessageLog,
 )
-from tests import test_engine
+from tests.support import backends
 from tests.support.queueing import queue
 
 pytestmark = pytest.mark.django_db
@@ -96,12 +96,12 @@ def test_undecodable_message_still_renders(admin_client):
 @pytest.fixture
 def logs(queued, settings):
     """Send two, fail one: two success rows and one failure row."""
-    settings.MAILER_EMAIL_BACKEND = "tests.test_engine.FailingBackend"
-    test_engine.FAILURES["third subject"] = smtplib.SMTPRecipientsRefused({"cat@example.com": (550, b"no")})
+    settings.MAILER_EMAIL_BACKEND = f"{backends.HERE}.FailingBackend"
+    backends.FAILURES["third subject"] = smtplib.SMTPRecipientsRefused({"cat@example.com": (550, b"no")})
     try:
         send_all()
     finally:
-        test_engine.FAILURES.clear()
+        backends.FAILURES.clear()
     assert MessageLog.objects.filter(result=RESULT_SUCCESS).count() == 2
     return MessageLog.objects.order_by("pk")
 

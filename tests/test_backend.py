@@ -1,7 +1,6 @@
 """mailer.backend.DbBackend: Django's own mail functions queue; send_all() then really sends (locmem or SMTP)."""
 
 import email.utils
-import re
 
 import pytest
 from django.core import mail
@@ -23,6 +22,7 @@ from mailer.models import (
     Message,
     MessageLog,
 )
+from tests.support.queries import inserts_into
 
 pytestmark = pytest.mark.django_db
 
@@ -33,12 +33,6 @@ def block(address):
 
 def queued_emails():
     return [m.email for m in Message.objects.order_by("id")]
-
-
-def inserts_into(table, queries):
-    """The statements among ``queries`` that wrote rows into ``table`` (INSERT, or COPY on PostgreSQL)."""
-    statements = [re.sub(r"^\d+ times: ", "", q["sql"].lstrip()) for q in queries]
-    return [sql for sql in statements if sql.upper().startswith(("INSERT", "COPY")) and table in sql]
 
 
 # Django's mail functions queue instead of sending

@@ -12,8 +12,8 @@ import pytest
 from mailer.engine import send_all
 from mailer.models import PRIORITY_DEFERRED, RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
 from tests.conftest import slow_down
+from tests.support.backends import sent_subjects
 from tests.support.queueing import queue
-from tests.test_engine import failures, sent_subjects  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -70,7 +70,7 @@ def test_max_batch_is_not_overshot_by_deliveries_in_flight(settings, relay):
     assert Message.objects.count() == 15
 
 
-def test_a_deferrable_failure_defers_that_message_only(settings, failures):  # noqa: F811
+def test_a_deferrable_failure_defers_that_message_only(settings, failures):
     settings.MAILER_SENDER_CONNECTIONS = 3
     for n in range(9):
         queue(f"m{n}", minutes=n)
@@ -84,7 +84,7 @@ def test_a_deferrable_failure_defers_that_message_only(settings, failures):  # n
     assert MessageLog.objects.get(result=RESULT_FAILURE).subject == "m4"
 
 
-def test_a_poison_message_keeps_what_was_in_flight_and_the_next_run_sends_the_rest(settings, failures):  # noqa: F811
+def test_a_poison_message_keeps_what_was_in_flight_and_the_next_run_sends_the_rest(settings, failures):
     settings.MAILER_SENDER_CONNECTIONS = 3
     for n in range(12):
         queue(f"m{n:02}", minutes=n)

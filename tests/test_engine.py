@@ -1,7 +1,7 @@
 """``mailer.engine``: what one ``send_all()`` pass does, the error handling, the lock and ``send_loop()``.
 
 The real sender is Django's locmem backend (``tests/settings.py``): ``mail.outbox`` holds what was sent.
-Backends and error handlers that misbehave on purpose are defined here and named by dotted path.
+Backends and error handlers that misbehave on purpose are in ``tests/support/backends.py``.
 """
 
 import datetime
@@ -10,12 +10,9 @@ import os
 import pickle
 import re
 import smtplib
-import subprocess
-import sys
 import time
 import types
 from base64 import b64encode
-from contextlib import contextmanager
 
 import lockfile
 import pytest
@@ -41,60 +38,11 @@ from mailer.models import (
     get_message_id,
     make_message,
 )
+from tests.support.backends import HANDLED, HERE, FailingBackend, sent_subjects
+from tests.support.locks import lock_held_elsewhere
 from tests.support.queueing import queue
 
 pytestmark = pytest.mark.django_db
-
-THIS = __name__  # "tests.test_engine": dotted paths of the backends and handlers below
-
-# --- Backends and error handlers named by dotted path -------------------------------------------------
-
-# subject -> exception the backend raises for it (set by the ``failures`` fixture).
-FAILURES: dict[str, BaseException] = {}
-# (connection, message, exc) of every call to the recording handlers.
-HANDLED: list[tuple] = []
-
-
-class FailingBackend(LocmemBackend):
-    """Locmem, but raises ``FAILURES[subject]`` for the subjects listed there."""
-
-    def send_messages(self, messages):
-        for message in messages:
-            exc = FAILURES.get(message.subject)
-            if exc is not None:
-                raise exc
-        return super().send_messages(messages)
-
-
-class HeaderAddingBackend(LocmemBackend):
-    """Locmem that stamps every message, as some real backends (ESP APIs) do."""
-
-    def send_messages(self, messages):
-        for message in messages:
-            message.extra_headers["X-Backend-Stamp"] = "stamped"
-        return super().send_messages(messages)
-
-
-def handler_says_sent(connection, message, exc):
-    HANDLED.append((connection, message, exc))
-    return connection, "sent"
-
-
-def handler_says_deferred(connection, message, exc):
-    HANDLED.append((connection, message, exc))
-    return None, "deferred"
-
-
-@pytest.fixture
-def failures(settings):
-    """Make ``FailingBackend`` the real sender; the test fills the returned dict (subject -> exception)."""
-    settings.MAILER_EMAIL_BACKEND = f"{THIS}.FailingBackend"
-    FAILURES.clear()
-    HANDLED.clear()
-    yield FAILURES
-    FAILURES.clear()
-    HANDLED.clear()
-
 
 # --- Helpers ----------------------------------------------------------------------------------------
 
@@ -104,10 +52,6 @@ BASE_TIME = timezone.now() - datetime.timedelta(hours=1)
 def at(minutes):
     """``minutes`` after BASE_TIME: the ``when_added`` of a message in the tests' timeline."""
     return BASE_TIME + datetime.timedelta(minutes=minutes)
-
-
-def sent_subjects():
-    return [email.subject for email in mail.outbox]
 
 
 def records(caplog, level, text):
@@ -218,7 +162,7 @@ def test_each_message_gets_its_own_message_id():
 
 
 def test_log_keeps_headers_the_backend_added(settings):
-    settings.MAILER_EMAIL_BACKEND = f"{THIS}.HeaderAddingBackend"
+    settings.MAILER_EMAIL_BACKEND = f"{HERE}.HeaderAddingBackend"
     queue("stamp me", added=BASE_TIME)
     send_all()
     assert mail.outbox[0].extra_headers["X-Backend-Stamp"] == "stamped"
@@ -360,7 +304,7 @@ def test_send_all_defers_on_deferrable_errors_and_goes_on(failures, exc):
 
 
 def test_custom_error_handler_gets_connection_message_exc_and_sent_is_honoured(settings, failures):
-    settings.MAILER_ERROR_HANDLER = f"{THIS}.handler_says_sent"
+    settings.MAILER_ERROR_HANDLER = f"{HERE}.handler_says_sent"
     exc = smtplib.SMTPDataError(554, b"rejected")
     failures["handled"] = exc
     handled = queue("handled", priority=PRIORITY_HIGH, added=BASE_TIME)
@@ -380,7 +324,7 @@ def test_custom_error_handler_gets_connection_message_exc_and_sent_is_honoured(s
 
 
 def test_custom_error_handler_deferred_is_honoured(settings, failures):
-    settings.MAILER_ERROR_HANDLER = f"{THIS}.handler_says_deferred"
+    settings.MAILER_ERROR_HANDLER = f"{HERE}.handler_says_deferred"
     failures["handled"] = OSError("down")
     handled = queue("handled", priority=PRIORITY_HIGH, added=BASE_TIME)
     queue("after", added=BASE_TIME)
@@ -419,13 +363,8 @@ def test_poison_message_at_head_is_put_aside_and_the_rest_goes_next_run(failures
     assert MessageLog.objects.filter(result=RESULT_SUCCESS).count() == 50
 
 
-class MisconfiguredBackend(LocmemBackend):
-    def open(self):
-        raise ImproperlyConfigured("the relay's API key is missing")
-
-
 def test_a_backend_that_cannot_be_set_up_stops_the_run_and_blames_no_message(settings):
-    settings.MAILER_EMAIL_BACKEND = f"{THIS}.MisconfiguredBackend"
+    settings.MAILER_EMAIL_BACKEND = f"{HERE}.MisconfiguredBackend"
     queued = [queue("first", added=BASE_TIME), queue("second", added=at(1))]
     with pytest.raises(ImproperlyConfigured, match="API key"):
         send_all()
@@ -532,41 +471,6 @@ def test_backend_loop_is_refused(settings):
 
 
 # --- The file lock ----------------------------------------------------------------------------------
-
-HOLDER = """
-import sys, time, lockfile
-lock = lockfile.FileLock(sys.argv[1])
-lock.acquire()
-print("locked", flush=True)
-hold = float(sys.argv[2])
-if hold >= 0:
-    time.sleep(hold)
-else:
-    sys.stdin.read()
-lock.release()
-print("released", flush=True)
-"""
-
-
-@contextmanager
-def lock_held_elsewhere(path, hold=-1.0):
-    """Another process holds the ``lockfile`` lock on ``path`` (for ``hold`` seconds, or until the block ends)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, path, str(hold)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout.readline().strip() == "locked"
-        yield proc
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
 
 
 def test_acquire_and_release_lock(lock_path):

@@ -35,6 +35,7 @@ from mailer.models import (
     email_to_db,
     get_message_id,
 )
+from tests.support.pickles import CraftingPickler, Global, dotted_name_exploit, legacy_2x, legacy_raw
 from tests.support.queueing import queue
 
 pytestmark = pytest.mark.django_db
@@ -563,16 +564,6 @@ def test_signed_data_survives_key_rotation(settings):
     assert db_to_email(data).subject == "Rotated"
 
 
-def legacy_2x(obj, protocol=None):
-    """What django-mailer 2.x stored: ``base64.encodebytes(pickle.dumps(email)).decode("ascii")``."""
-    return base64.encodebytes(pickle.dumps(obj, protocol)).decode("ascii")
-
-
-def legacy_raw(obj, protocol=0):
-    """What very old versions stored: the raw pickle as text."""
-    return pickle.dumps(obj, protocol=protocol).decode("latin-1")
-
-
 def rich_email():
     email = EmailMultiAlternatives(
         "Legacy sübject",
@@ -712,68 +703,6 @@ def test_legacy_pickle_exploit_inside_an_email(tmp_path):
     assert not marker.exists()
 
 
-class _Global:
-    """Stands for ``module.name`` in a hand-made pickle (STACK_GLOBAL, so the name may be dotted)."""
-
-    def __init__(self, module, name):
-        self.module, self.name = module, name
-
-
-class _Call:
-    def __init__(self, func, args):
-        self.func, self.args = func, args
-
-
-class _CraftingPickler(pickle._Pickler):
-    def save(self, obj, save_persistent_id=True):
-        if isinstance(obj, _Global):
-            self.save(obj.module)
-            self.save(obj.name)
-            self.write(pickle.STACK_GLOBAL)
-        elif isinstance(obj, _Call):
-            self.save(obj.func)
-            self.save(obj.args)
-            self.write(pickle.REDUCE)
-        else:
-            super().save(obj, save_persistent_id)
-
-
-def _code_args(code):
-    return (
-        code.co_argcount,
-        code.co_posonlyargcount,
-        code.co_kwonlyargcount,
-        code.co_nlocals,
-        code.co_stacksize,
-        code.co_flags,
-        code.co_code,
-        code.co_consts,
-        code.co_names,
-        code.co_varnames,
-        code.co_filename,
-        code.co_name,
-        code.co_qualname,
-        code.co_firstlineno,
-        code.co_linetable,
-        code.co_exceptiontable,
-        code.co_freevars,
-        code.co_cellvars,
-    )
-
-
-def dotted_name_exploit(marker):
-    """A pickle that only names an allowed class, ``django.core.mail.message.EmailMessage``, but walks from it
-    (``EmailMessage.__init__.__class__``, ``...__code__.__class__``) to the function and code types, builds a
-    function from plain data and calls it."""
-    code = eval(compile(f"lambda: open({str(marker)!r}, 'w').close()", "exploit", "eval")).__code__
-    module = "django.core.mail.message"
-    code_obj = _Call(_Global(module, "EmailMessage.__init__.__code__.__class__"), _code_args(code))
-    function = _Call(_Global(module, "EmailMessage.__init__.__class__"), (code_obj, {}))
-    out = io.BytesIO()
-    _CraftingPickler(out, protocol=4).dump(_Call(function, ()))
-    return out.getvalue()
-
-
 def test_legacy_pickle_cannot_walk_from_an_allowed_class_to_code(tmp_path):
     marker = tmp_path / "pwned"
     payload = dotted_name_exploit(marker)
@@ -803,7 +732,7 @@ def test_legacy_pickle_cannot_walk_from_an_allowed_class_to_code(tmp_path):
 )
 def test_legacy_pickle_refuses_non_email_globals(module, name):
     payload = io.BytesIO()
-    _CraftingPickler(payload, protocol=4).dump(_Global(module, name))
+    CraftingPickler(payload, protocol=4).dump(Global(module, name))
     assert db_to_email(base64.encodebytes(payload.getvalue()).decode("ascii")) is None
     assert db_to_email(payload.getvalue()) is None
 

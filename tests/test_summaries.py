@@ -33,8 +33,8 @@ from mailer.models import (
     Message,
     MessageLog,
 )
-from tests import test_engine
 from tests.support import dbconfig
+from tests.support.locks import lock_held_elsewhere
 from tests.support.procs import REPO_ROOT, manage, popen_manage, project_env
 from tests.support.queueing import queue
 from tests.support.services import fresh_database
@@ -56,13 +56,6 @@ def summaries(caplog, prefix):
         for r in caplog.records
         if r.name.startswith("mailer") and r.levelno == logging.INFO and r.getMessage().startswith(prefix)
     ]
-
-
-@pytest.fixture
-def failures(settings):
-    settings.MAILER_EMAIL_BACKEND = "tests.test_engine.FailingBackend"
-    yield test_engine.FAILURES
-    test_engine.FAILURES.clear()
 
 
 # --- send_mail ----------------------------------------------------------------------------------------
@@ -100,7 +93,7 @@ def test_send_mail_with_an_empty_queue_still_logs_a_summary(caplog):
 
 def test_send_mail_says_so_when_another_run_holds_the_lock(lock_path, caplog):
     queue("waits")
-    with test_engine.lock_held_elsewhere(lock_path), caplog.at_level(logging.INFO, logger="mailer"):
+    with lock_held_elsewhere(lock_path), caplog.at_level(logging.INFO, logger="mailer"):
         call_command("send_mail")
     assert mail.outbox == []
     [line] = summaries(caplog, "Sent:")
@@ -539,7 +532,7 @@ def test_send_mail_bar_on_a_quiet_terminal(project):
 
 def test_send_mail_lock_held_summary_in_a_child_process(project):
     in_project(project, QUEUE.format(n=1))
-    with test_engine.lock_held_elsewhere(project["MAILER_TEST_LOCK_PATH"]):
+    with lock_held_elsewhere(project["MAILER_TEST_LOCK_PATH"]):
         done = manage("send_mail", env=project)
     assert done.returncode == 0, done.stderr
     [line] = [m for m in logged(done.stderr, "mailer.management.commands.send_mail") if m.startswith("Sent:")]
