@@ -13,13 +13,13 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from mailer.models import PRIORITY_DEFERRED, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MEDIUM
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example"
@@ -86,16 +86,16 @@ def free_port():
 
 
 def wait_for_server(url, server, log):
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if server.poll() is not None:
             pytest.fail(f"runserver exited:\n{log.read_text()}", pytrace=False)
         try:
             with urllib.request.urlopen(url, timeout=5):
-                return
+                return True
         except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"runserver did not answer {url} within {TIMEOUT}s", pytrace=False)
+            return False
+
+    wait_until(answers, TIMEOUT, interval=0.2, message=f"runserver did not answer {url}")
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import smtplib
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from django.core import mail
@@ -38,6 +37,7 @@ from tests.support.locks import lock_held_elsewhere
 from tests.support.procs import REPO_ROOT, manage, popen_manage, project_env
 from tests.support.queueing import queue
 from tests.support.services import fresh_database
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -366,9 +366,10 @@ def signal_when(condition, signum=signal.SIGTERM, timeout=20):
     """Send ``signum`` to this process (handled in the main thread) once ``condition()`` holds."""
 
     def watch():
-        deadline = time.monotonic() + timeout
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        try:
+            wait_until(condition, timeout, interval=0.02)
+        except AssertionError:
+            pass  # stop the command anyway: the test's own assertions then say what is missing
         os.kill(os.getpid(), signum)
 
     thread = threading.Thread(target=watch, daemon=True)
@@ -572,10 +573,12 @@ def test_runmailer_totals_on_stderr_when_it_stops(project):
     proc = popen_manage("runmailer", env={**project, "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2"})
     try:
         assert "Starting" in proc.stdout.readline() + proc.stdout.readline()
-        deadline = time.monotonic() + 60
-        while "0" not in in_project(project, "from mailer.models import Message; print(Message.objects.count())"):
-            assert time.monotonic() < deadline, "runmailer sent nothing"
-            time.sleep(0.2)
+        wait_until(
+            lambda: "0" in in_project(project, "from mailer.models import Message; print(Message.objects.count())"),
+            60,
+            interval=0.2,
+            message="runmailer sent nothing",
+        )
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -603,10 +606,13 @@ def test_runmailer_pg_totals_on_stderr_when_it_stops(project, tmp_path):
     try:
 
         def wait_for(text, count=1):
-            deadline = time.monotonic() + 60
-            while log_path.read_text().count(text) < count:
-                assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.05)
+            def logged():
+                if log_path.read_text().count(text) >= count:
+                    return True
+                assert proc.poll() is None, log_path.read_text()
+                return False
+
+            wait_until(logged, 60, message=log_path.read_text)
 
         wait_for("listening for new mail")
         wait_for("Sent: sent 0")  # the catch-up pass once listening
