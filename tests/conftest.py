@@ -86,6 +86,15 @@ class SMTPSink:
             self._controller.stop()
             self._controller = None
 
+    def received(self) -> list[ReceivedMessage]:
+        """A copy of what arrived so far.
+
+        Once every sender has exited, this is final: a client goes on only after the sink accepted (250) the
+        message, and the sink keeps it before it answers. Count on it then instead of waiting for stragglers.
+        """
+        with self._cond:
+            return list(self.messages)
+
     def wait_for(self, n, timeout=10):
         """Wait until at least ``n`` messages arrived; return a copy of them, or fail the test on timeout."""
         deadline = time.monotonic() + timeout
