@@ -9,7 +9,6 @@ from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.core.mail.message import BadHeaderError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.utils.timezone import now
 
 from mailer import engine
 from mailer.backend import DbBackend
@@ -18,17 +17,13 @@ from mailer.models import (
     PRIORITY_MEDIUM,
     RESULT_DONT_SEND,
     RESULT_SUCCESS,
-    DontSendEntry,
     Message,
     MessageLog,
 )
 from tests.support.queries import inserts_into
+from tests.support.queueing import block
 
 pytestmark = pytest.mark.django_db
-
-
-def block(address):
-    return DontSendEntry.objects.create(to_address=address, when_added=now())
 
 
 def queued_emails():

@@ -5,7 +5,7 @@ import datetime
 from django.core.mail import EmailMessage
 from django.utils import timezone
 
-from mailer.models import PRIORITY_MEDIUM, Message, make_message
+from mailer.models import PRIORITY_MEDIUM, DontSendEntry, Message, make_message
 
 
 def queue(
@@ -54,3 +54,8 @@ def queue(
         setattr(message, name, value)
     message.save()
     return message
+
+
+def block(address: str) -> DontSendEntry:
+    """Put ``address`` on the don't-send list."""
+    return DontSendEntry.objects.create(to_address=address, when_added=timezone.now())
