@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from mailer.models import PRIORITY_DEFERRED, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MEDIUM
+from tests.support.services import unavailable
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,9 +66,7 @@ def browser_or_skip():
         reason = (
             f"browser test needs {', '.join(missing)} (apt-get install chromium chromium-driver; pip install selenium)"
         )
-        if os.environ.get("MAILER_TEST_BROWSER") == "1":
-            pytest.fail(f"{reason} (MAILER_TEST_BROWSER=1)", pytrace=False)
-        pytest.skip(reason)
+        unavailable(reason, required_by="MAILER_TEST_BROWSER")
     return chromium, driver
 
 
