@@ -11,9 +11,9 @@ import pytest
 
 from mailer.engine import send_all
 from mailer.models import PRIORITY_DEFERRED, RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
-from tests.conftest import slow_down
 from tests.support.backends import sent_subjects
 from tests.support.queueing import queue
+from tests.support.smtp_sink import slow_down
 
 pytestmark = pytest.mark.django_db
 
