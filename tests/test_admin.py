@@ -24,23 +24,11 @@ from mailer.models import (
     DontSendEntry,
     Message,
     MessageLog,
-    make_message,
 )
-from tests import test_engine
+from tests.support import backends
+from tests.support.queueing import queue
 
 pytestmark = pytest.mark.django_db
-
-
-def queue(subject, to="to@example.com", priority=PRIORITY_MEDIUM, headers=None):
-    message = make_message(
-        subject=subject, body=f"plain body of {subject}", from_email="from@example.com", to=[to], priority=priority
-    )
-    if headers:
-        email = message.email
-        email.extra_headers.update(headers)
-        message.email = email
-    message.save()
-    return message
 
 
 def url(name, *args):
@@ -50,9 +38,9 @@ def url(name, *args):
 @pytest.fixture
 def queued():
     return [
-        queue("first subject", "ann@example.com", PRIORITY_HIGH),
-        queue("second subject", "bob@example.com"),
-        queue("third subject", "cat@example.com"),
+        queue("first subject", to=["ann@example.com"], priority=PRIORITY_HIGH),
+        queue("second subject", to=["bob@example.com"], body="plain body of second subject"),
+        queue("third subject", to=["cat@example.com"]),
     ]
 
 
@@ -108,12 +96,12 @@ def test_undecodable_message_still_renders(admin_client):
 @pytest.fixture
 def logs(queued, settings):
     """Send two, fail one: two success rows and one failure row."""
-    settings.MAILER_EMAIL_BACKEND = "tests.test_engine.FailingBackend"
-    test_engine.FAILURES["third subject"] = smtplib.SMTPRecipientsRefused({"cat@example.com": (550, b"no")})
+    settings.MAILER_EMAIL_BACKEND = f"{backends.HERE}.FailingBackend"
+    backends.FAILURES["third subject"] = smtplib.SMTPRecipientsRefused({"cat@example.com": (550, b"no")})
     try:
         send_all()
     finally:
-        test_engine.FAILURES.clear()
+        backends.FAILURES.clear()
     assert MessageLog.objects.filter(result=RESULT_SUCCESS).count() == 2
     return MessageLog.objects.order_by("pk")
 
@@ -345,7 +333,7 @@ def test_add_to_dont_send_action_lists_every_recipient_once(admin_client):
     email.bcc = ["Cat <cat@example.com>"]
     message.email = email
     message.save()
-    other = queue("other", "ann@example.com")
+    other = queue("other", to=["ann@example.com"])
     broken = Message.objects.create(message_data="garbage!!")
     before = timezone.now()
 
@@ -451,7 +439,7 @@ def state():
 @pytest.fixture
 def everything(logs):
     """A queue with a deferred and a queued message, failure and success log rows."""
-    queue("queued subject", "dan@example.com")
+    queue("queued subject", to=["dan@example.com"])
     return {
         "message_changelist": list(Message.objects.values_list("pk", flat=True)),
         "messagelog_changelist": list(MessageLog.objects.values_list("pk", flat=True)),

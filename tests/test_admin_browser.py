@@ -13,13 +13,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from mailer.models import PRIORITY_DEFERRED, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MEDIUM
+from tests.support.services import unavailable
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example"
@@ -65,9 +66,7 @@ def browser_or_skip():
         reason = (
             f"browser test needs {', '.join(missing)} (apt-get install chromium chromium-driver; pip install selenium)"
         )
-        if os.environ.get("MAILER_TEST_BROWSER") == "1":
-            pytest.fail(f"{reason} (MAILER_TEST_BROWSER=1)", pytrace=False)
-        pytest.skip(reason)
+        unavailable(reason, required_by="MAILER_TEST_BROWSER")
     return chromium, driver
 
 
@@ -86,16 +85,16 @@ def free_port():
 
 
 def wait_for_server(url, server, log):
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if server.poll() is not None:
             pytest.fail(f"runserver exited:\n{log.read_text()}", pytrace=False)
         try:
             with urllib.request.urlopen(url, timeout=5):
-                return
+                return True
         except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"runserver did not answer {url} within {TIMEOUT}s", pytrace=False)
+            return False
+
+    wait_until(answers, TIMEOUT, interval=0.2, message=f"runserver did not answer {url}")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from mailer.models import (
     Message,
     MessageLog,
 )
-from tests.test_backend import inserts_into
+from tests.support.queries import inserts_into
 
 pytestmark = pytest.mark.django_db
 

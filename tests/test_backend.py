@@ -1,7 +1,6 @@
 """mailer.backend.DbBackend: Django's own mail functions queue; send_all() then really sends (locmem or SMTP)."""
 
 import email.utils
-import re
 
 import pytest
 from django.core import mail
@@ -10,7 +9,6 @@ from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.core.mail.message import BadHeaderError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.utils.timezone import now
 
 from mailer import engine
 from mailer.backend import DbBackend
@@ -19,26 +17,17 @@ from mailer.models import (
     PRIORITY_MEDIUM,
     RESULT_DONT_SEND,
     RESULT_SUCCESS,
-    DontSendEntry,
     Message,
     MessageLog,
 )
+from tests.support.queries import inserts_into
+from tests.support.queueing import block
 
 pytestmark = pytest.mark.django_db
 
 
-def block(address):
-    return DontSendEntry.objects.create(to_address=address, when_added=now())
-
-
 def queued_emails():
     return [m.email for m in Message.objects.order_by("id")]
-
-
-def inserts_into(table, queries):
-    """The statements among ``queries`` that wrote rows into ``table`` (INSERT, or COPY on PostgreSQL)."""
-    statements = [re.sub(r"^\d+ times: ", "", q["sql"].lstrip()) for q in queries]
-    return [sql for sql in statements if sql.upper().startswith(("INSERT", "COPY")) and table in sql]
 
 
 # Django's mail functions queue instead of sending

@@ -12,7 +12,7 @@ import mailer
 from mailer import claims
 from mailer.engine import send_all
 from mailer.models import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MEDIUM, RESULT_FAILURE, Message, MessageLog
-from tests.test_backend import inserts_into
+from tests.support.queries import inserts_into
 
 pytestmark = pytest.mark.django_db
 

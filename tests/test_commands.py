@@ -5,8 +5,6 @@ import json
 import logging
 import signal
 import smtplib
-import sqlite3
-import time
 
 import pytest
 from django.core import mail
@@ -23,20 +21,14 @@ from mailer.models import (
     DontSendEntry,
     Message,
     MessageLog,
-    make_message,
 )
-from tests import test_engine
+from tests.support import backends
 from tests.support.procs import manage, popen_manage
+from tests.support.queueing import queue
+from tests.support.sqlite_project import child_env, query, queue_in
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
-
-
-def queue(subject, priority=PRIORITY_MEDIUM, to=("to@example.com",), **fields):
-    message = make_message(subject=subject, body="body", from_email="from@example.com", to=list(to), priority=priority)
-    for name, value in fields.items():
-        setattr(message, name, value)
-    message.save()
-    return message
 
 
 def messages_from(caplog, logger_prefix="mailer"):
@@ -47,9 +39,9 @@ def messages_from(caplog, logger_prefix="mailer"):
 
 
 def test_send_mail_sends_and_logs_a_summary(caplog):
-    queue("one", PRIORITY_HIGH)
+    queue("one", priority=PRIORITY_HIGH)
     queue("two")
-    queue("never", PRIORITY_DEFERRED)
+    queue("never", priority=PRIORITY_DEFERRED)
     with caplog.at_level(logging.INFO, logger="mailer"):
         call_command("send_mail")
     assert [email.subject for email in mail.outbox] == ["one", "two"]
@@ -60,10 +52,10 @@ def test_send_mail_sends_and_logs_a_summary(caplog):
 
 
 def test_send_mail_summary_counts_deferred_and_skipped(settings, caplog):
-    settings.MAILER_EMAIL_BACKEND = "tests.test_engine.FailingBackend"
-    test_engine.FAILURES["refused"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"no")})
+    settings.MAILER_EMAIL_BACKEND = f"{backends.HERE}.FailingBackend"
+    backends.FAILURES["refused"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"no")})
     try:
-        queue("refused", PRIORITY_HIGH)
+        queue("refused", priority=PRIORITY_HIGH)
         queue("fine")
         skipped = queue("skipped", to=["blocked@example.com"])
         # Put on the don't-send list after the message was queued: honoured at send time.
@@ -71,7 +63,7 @@ def test_send_mail_summary_counts_deferred_and_skipped(settings, caplog):
         with caplog.at_level(logging.INFO, logger="mailer"):
             call_command("send_mail")
     finally:
-        test_engine.FAILURES.clear()
+        backends.FAILURES.clear()
     assert [email.subject for email in mail.outbox] == ["fine"]
     summary = [m for m in messages_from(caplog, "mailer.engine") if m.startswith("Sent: ")]
     assert len(summary) == 1
@@ -101,7 +93,7 @@ def test_send_mail_cron_option_is_accepted_with_a_deprecation_warning(args):
 
 @pytest.mark.parametrize("args", [["-c", "1"], ["--cron", "1"]])
 def test_retry_deferred_cron_option_is_accepted_with_a_deprecation_warning(args):
-    queue("d", PRIORITY_DEFERRED)
+    queue("d", priority=PRIORITY_DEFERRED)
     with pytest.warns(DeprecationWarning, match="cron"):
         call_command("retry_deferred", *args)
     assert Message.objects.get().priority == PRIORITY_MEDIUM
@@ -119,8 +111,8 @@ def test_no_deprecation_warning_without_cron(recwarn):
 
 def test_retry_deferred_moves_deferred_back_and_logs_the_count(caplog):
     for n in range(3):
-        queue(f"d{n}", PRIORITY_DEFERRED, retry_count=n)
-    queue("high", PRIORITY_HIGH)
+        queue(f"d{n}", priority=PRIORITY_DEFERRED, retry_count=n)
+    queue("high", priority=PRIORITY_HIGH)
     with caplog.at_level(logging.INFO, logger="mailer"):
         call_command("retry_deferred")
     assert Message.objects.deferred().count() == 0
@@ -133,7 +125,7 @@ def test_retry_deferred_moves_deferred_back_and_logs_the_count(caplog):
 def test_retry_deferred_respects_max_retries(settings, caplog):
     settings.MAILER_EMAIL_MAX_RETRIES = 2
     for n in range(4):
-        queue(f"d{n}", PRIORITY_DEFERRED, retry_count=n)
+        queue(f"d{n}", priority=PRIORITY_DEFERRED, retry_count=n)
     with caplog.at_level(logging.INFO, logger="mailer"):
         call_command("retry_deferred")
     assert sorted(Message.objects.deferred().values_list("retry_count", flat=True)) == [2, 3]
@@ -144,7 +136,7 @@ def test_retry_deferred_respects_max_retries(settings, caplog):
 
 def test_retry_deferred_max_retries_zero_never_retries(settings):
     settings.MAILER_EMAIL_MAX_RETRIES = 0
-    queue("d", PRIORITY_DEFERRED)
+    queue("d", priority=PRIORITY_DEFERRED)
     call_command("retry_deferred")
     assert Message.objects.get().priority == PRIORITY_DEFERRED
 
@@ -220,63 +212,24 @@ def test_send_mail_bad_cron_argument_is_an_error():
 # --- In child processes -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def project(tmp_path, smtp_server):
-    """A migrated SQLite file database for ``tests.project``, sending to ``smtp_server``: the env for ``manage``."""
-    db = tmp_path / "project.sqlite3"
-    env = {
-        "MAILER_TEST_DB": "sqlite",
-        "MAILER_TEST_DB_NAME": str(db),
-        "MAILER_TEST_SMTP_PORT": smtp_server.port,
-        "MAILER_TEST_LOCK_PATH": str(tmp_path / "send_mail"),
-    }
-    done = manage("migrate", "--no-input", env=env)
-    assert done.returncode == 0, done.stderr
-    env_db = dict(env)
-    env_db["db"] = str(db)
-    return env_db
+def test_send_mail_in_a_child_process_delivers_over_smtp(sqlite_project, smtp_server):
+    queue_in(sqlite_project, "from cron")
+    queue_in(sqlite_project, "second")
+    assert query(sqlite_project, "SELECT count(*) FROM mailer_message") == [(2,)]
 
-
-def child_env(project):
-    return {key: value for key, value in project.items() if key != "db"}
-
-
-QUEUE_ONE = "import mailer; mailer.send_mail('{subject}', 'body of {subject}', 'from@example.com', ['to@example.com'])"
-
-
-def queue_in(project, subject):
-    done = manage("shell", "-c", QUEUE_ONE.format(subject=subject), env=child_env(project))
-    assert done.returncode == 0, done.stderr
-
-
-def query(project, sql):
-    with sqlite3.connect(project["db"]) as conn:
-        return conn.execute(sql).fetchall()
-
-
-def wait_until(condition, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
-def test_send_mail_in_a_child_process_delivers_over_smtp(project, smtp_server):
-    queue_in(project, "from cron")
-    queue_in(project, "second")
-    assert query(project, "SELECT count(*) FROM mailer_message") == [(2,)]
-
-    done = manage("send_mail", env=child_env(project))
+    done = manage("send_mail", env=child_env(sqlite_project))
     assert done.returncode == 0, done.stderr
     received = smtp_server.wait_for(2)
     assert sorted(r.message["Subject"] for r in received) == ["from cron", "second"]
     assert received[0].rcpt_tos == ["to@example.com"]
-    assert query(project, "SELECT count(*) FROM mailer_message") == [(0,)]
-    assert query(project, "SELECT result, count(*) FROM mailer_messagelog GROUP BY result") == [(RESULT_SUCCESS, 2)]
+    assert query(sqlite_project, "SELECT count(*) FROM mailer_message") == [(0,)]
+    assert query(sqlite_project, "SELECT result, count(*) FROM mailer_messagelog GROUP BY result") == [
+        (RESULT_SUCCESS, 2)
+    ]
     # The project's LOGGING decides where the summary goes: tests/project/settings.py sends it to stderr.
     assert "mailer.engine: Sent: sent 2, deferred 0, skipped 0, failed 0" in done.stderr
 
-    again = manage("send_mail", env=child_env(project))
+    again = manage("send_mail", env=child_env(sqlite_project))
     assert again.returncode == 0, again.stderr
     assert len(smtp_server.messages) == 2
 
@@ -285,28 +238,28 @@ def test_send_mail_in_a_child_process_delivers_over_smtp(project, smtp_server):
     "args",
     [["purge_mail_log", "-1"], ["purge_mail_log", "abc"], ["purge_mail_log", "7", "-r", "bogus"]],
 )
-def test_bad_arguments_exit_non_zero_in_a_child_process(project, args):
-    queue_in(project, "stays")
-    done = manage(*args, env=child_env(project))
+def test_bad_arguments_exit_non_zero_in_a_child_process(sqlite_project, args):
+    queue_in(sqlite_project, "stays")
+    done = manage(*args, env=child_env(sqlite_project))
     assert done.returncode != 0
     assert "error" in done.stderr.lower()
-    assert query(project, "SELECT count(*) FROM mailer_message") == [(1,)]
+    assert query(sqlite_project, "SELECT count(*) FROM mailer_message") == [(1,)]
 
 
-def test_runmailer_delivers_mail_queued_while_it_runs_and_stops_on_sigint(project, smtp_server):
-    env = {**child_env(project), "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2"}
+def test_runmailer_delivers_mail_queued_while_it_runs_and_stops_on_sigint(sqlite_project, smtp_server):
+    env = {**child_env(sqlite_project), "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2"}
     proc = popen_manage("runmailer", env=env)
     try:
         first_line = proc.stdout.readline()  # the date; then the banner
         assert first_line, proc.stderr.read()
         assert "Starting django-mailer send loop" in proc.stdout.readline()
-        queue_in(project, "while running")
+        queue_in(sqlite_project, "while running")
         received = smtp_server.wait_for(1, timeout=30)
         assert received[0].message["Subject"] == "while running"
-        queue_in(project, "and another")
+        queue_in(sqlite_project, "and another")
         smtp_server.wait_for(2, timeout=30)
         # Delivered, but maybe not yet recorded: a stop now could leave it queued (see the engine's docstring).
-        wait_until(lambda: query(project, "SELECT count(*) FROM mailer_messagelog") == [(2,)])
+        wait_until(lambda: query(sqlite_project, "SELECT count(*) FROM mailer_messagelog") == [(2,)])
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -316,13 +269,13 @@ def test_runmailer_delivers_mail_queued_while_it_runs_and_stops_on_sigint(projec
     assert proc.returncode == 0, err
     assert "Stopped." in out
     assert "Traceback" not in err
-    assert query(project, "SELECT count(*) FROM mailer_message") == [(0,)]
-    assert query(project, "SELECT count(*) FROM mailer_messagelog WHERE result = '1'") == [(2,)]
+    assert query(sqlite_project, "SELECT count(*) FROM mailer_message") == [(0,)]
+    assert query(sqlite_project, "SELECT count(*) FROM mailer_messagelog WHERE result = '1'") == [(2,)]
     assert [r.message["Subject"] for r in smtp_server.messages] == ["while running", "and another"]
 
 
-def test_runmailer_stops_on_sigint_while_idle(project):
-    env = {**child_env(project), "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2"}
+def test_runmailer_stops_on_sigint_while_idle(sqlite_project):
+    env = {**child_env(sqlite_project), "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2"}
     proc = popen_manage("runmailer", env=env)
     try:
         proc.stdout.readline()
@@ -339,11 +292,11 @@ def test_runmailer_stops_on_sigint_while_idle(project):
     assert "mailer.W005" in err
 
 
-def test_runmailer_stops_on_sigterm_after_the_message_in_hand(project, smtp_server):
+def test_runmailer_stops_on_sigterm_after_the_message_in_hand(sqlite_project, smtp_server):
     """SIGTERM (what systemd sends) ends the loop cleanly: what was sent is recorded, the rest stays queued."""
     for n in range(3):
-        queue_in(project, f"message {n}")
-    env = {**child_env(project), "MAILER_TEST_SETTINGS": json.dumps({"MAILER_EMAIL_THROTTLE": 60})}
+        queue_in(sqlite_project, f"message {n}")
+    env = {**child_env(sqlite_project), "MAILER_TEST_SETTINGS": json.dumps({"MAILER_EMAIL_THROTTLE": 60})}
     proc = popen_manage("runmailer", env=env)
     try:
         smtp_server.wait_for(1, timeout=30)
@@ -356,5 +309,5 @@ def test_runmailer_stops_on_sigterm_after_the_message_in_hand(project, smtp_serv
     assert proc.returncode == 0, err
     assert "Stopped." in out
     assert len(smtp_server.messages) == 1
-    assert query(project, "SELECT count(*) FROM mailer_messagelog WHERE result = '1'") == [(1,)]
-    assert query(project, "SELECT count(*) FROM mailer_message") == [(2,)]
+    assert query(sqlite_project, "SELECT count(*) FROM mailer_messagelog WHERE result = '1'") == [(1,)]
+    assert query(sqlite_project, "SELECT count(*) FROM mailer_message") == [(2,)]

@@ -7,7 +7,6 @@ after ``SIGKILL``, no more messages delivered twice than ``docs/guarantees.rst``
 
 import re
 import signal
-import time
 import warnings
 from collections import Counter
 from contextlib import closing, contextmanager
@@ -16,6 +15,7 @@ import pytest
 
 from tests.support import services
 from tests.support.procs import manage, popen_manage
+from tests.support.waiting import wait_until
 
 QUEUE = """
 from django.core.mail import EmailMessage
@@ -147,10 +147,14 @@ def test_a_sender_killed_mid_run_loses_nothing_and_resends_within_the_bound(
         # The killed sender leaves its lock (and lockfile's temporary file) behind: not in the repository.
         sender_env = {**env, "MAILER_TEST_SMTP_PORT": smtp_server.port, "MAILER_TEST_LOCK_PATH": tmp_path / "lock"}
         first = popen_manage("send_mail", env=sender_env)
-        deadline = time.monotonic() + 60
-        while len(smtp_server.messages) < count // 3:
-            assert time.monotonic() < deadline and first.poll() is None, "the first sender did not get going"
-            time.sleep(0.01)
+
+        def got_going():
+            if len(smtp_server.messages) >= count // 3:
+                return True
+            assert first.poll() is None, "the first sender did not get going"
+            return False
+
+        wait_until(got_going, 60, interval=0.01, message="the first sender did not get going")
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=10)
         killed_at = len(smtp_server.messages)

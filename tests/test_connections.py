@@ -11,8 +11,9 @@ import pytest
 
 from mailer.engine import send_all
 from mailer.models import PRIORITY_DEFERRED, RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
-from tests.conftest import slow_down
-from tests.test_engine import failures, queue, sent_subjects  # noqa: F401 (fixture)
+from tests.support.backends import sent_subjects
+from tests.support.queueing import queue
+from tests.support.smtp_sink import slow_down
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +25,7 @@ def relay(smtp_settings):
 
 def queue_numbered(count):
     for n in range(count):
-        queue(f"m{n:03}", minutes=n, headers={"X-Seq": str(n)})
+        queue(f"m{n:03}", minutes_ago=count - n, headers={"X-Seq": str(n)})
 
 
 def delivered(server):
@@ -69,7 +70,7 @@ def test_max_batch_is_not_overshot_by_deliveries_in_flight(settings, relay):
     assert Message.objects.count() == 15
 
 
-def test_a_deferrable_failure_defers_that_message_only(settings, failures):  # noqa: F811
+def test_a_deferrable_failure_defers_that_message_only(settings, failures):
     settings.MAILER_SENDER_CONNECTIONS = 3
     for n in range(9):
         queue(f"m{n}", minutes=n)
@@ -83,7 +84,7 @@ def test_a_deferrable_failure_defers_that_message_only(settings, failures):  # n
     assert MessageLog.objects.get(result=RESULT_FAILURE).subject == "m4"
 
 
-def test_a_poison_message_keeps_what_was_in_flight_and_the_next_run_sends_the_rest(settings, failures):  # noqa: F811
+def test_a_poison_message_keeps_what_was_in_flight_and_the_next_run_sends_the_rest(settings, failures):
     settings.MAILER_SENDER_CONNECTIONS = 3
     for n in range(12):
         queue(f"m{n:02}", minutes=n)

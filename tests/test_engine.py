@@ -1,7 +1,7 @@
 """``mailer.engine``: what one ``send_all()`` pass does, the error handling, the lock and ``send_loop()``.
 
 The real sender is Django's locmem backend (``tests/settings.py``): ``mail.outbox`` holds what was sent.
-Backends and error handlers that misbehave on purpose are defined here and named by dotted path.
+Backends and error handlers that misbehave on purpose are in ``tests/support/backends.py``.
 """
 
 import datetime
@@ -10,12 +10,9 @@ import os
 import pickle
 import re
 import smtplib
-import subprocess
-import sys
 import time
 import types
 from base64 import b64encode
-from contextlib import contextmanager
 
 import lockfile
 import pytest
@@ -41,82 +38,20 @@ from mailer.models import (
     get_message_id,
     make_message,
 )
+from tests.support.backends import HANDLED, HERE, FailingBackend, sent_subjects
+from tests.support.locks import lock_held_elsewhere
+from tests.support.queueing import queue
 
 pytestmark = pytest.mark.django_db
-
-THIS = __name__  # "tests.test_engine": dotted paths of the backends and handlers below
-
-# --- Backends and error handlers named by dotted path -------------------------------------------------
-
-# subject -> exception the backend raises for it (set by the ``failures`` fixture).
-FAILURES: dict[str, BaseException] = {}
-# (connection, message, exc) of every call to the recording handlers.
-HANDLED: list[tuple] = []
-
-
-class FailingBackend(LocmemBackend):
-    """Locmem, but raises ``FAILURES[subject]`` for the subjects listed there."""
-
-    def send_messages(self, messages):
-        for message in messages:
-            exc = FAILURES.get(message.subject)
-            if exc is not None:
-                raise exc
-        return super().send_messages(messages)
-
-
-class HeaderAddingBackend(LocmemBackend):
-    """Locmem that stamps every message, as some real backends (ESP APIs) do."""
-
-    def send_messages(self, messages):
-        for message in messages:
-            message.extra_headers["X-Backend-Stamp"] = "stamped"
-        return super().send_messages(messages)
-
-
-def handler_says_sent(connection, message, exc):
-    HANDLED.append((connection, message, exc))
-    return connection, "sent"
-
-
-def handler_says_deferred(connection, message, exc):
-    HANDLED.append((connection, message, exc))
-    return None, "deferred"
-
-
-@pytest.fixture
-def failures(settings):
-    """Make ``FailingBackend`` the real sender; the test fills the returned dict (subject -> exception)."""
-    settings.MAILER_EMAIL_BACKEND = f"{THIS}.FailingBackend"
-    FAILURES.clear()
-    HANDLED.clear()
-    yield FAILURES
-    FAILURES.clear()
-    HANDLED.clear()
-
 
 # --- Helpers ----------------------------------------------------------------------------------------
 
 BASE_TIME = timezone.now() - datetime.timedelta(hours=1)
 
 
-def queue(subject, priority=PRIORITY_MEDIUM, minutes=0, headers=None, to=("to@example.com",)):
-    """Queue one message; ``minutes`` after BASE_TIME is its ``when_added``."""
-    message = make_message(
-        subject=subject,
-        body=f"body of {subject}",
-        from_email="from@example.com",
-        to=list(to),
-        headers=headers,
-        priority=priority,
-    )
-    message.when_added = BASE_TIME + datetime.timedelta(minutes=minutes)
-    message.save()
-    return message
-
-
-def sent_subjects():
-    return [email.subject for email in mail.outbox]
+def at(minutes):
+    """``minutes`` after BASE_TIME: the ``when_added`` of a message in the tests' timeline."""
+    return BASE_TIME + datetime.timedelta(minutes=minutes)
 
 
 def records(caplog, level, text):
@@ -128,13 +63,13 @@ def records(caplog, level, text):
 
 def queue_mixed():
     """Priorities and ages interleaved, so that neither insertion order nor id order is the send order."""
-    queue("low-old", PRIORITY_LOW, minutes=0)
-    queue("medium-new", PRIORITY_MEDIUM, minutes=50)
-    queue("high-new", PRIORITY_HIGH, minutes=40)
-    queue("deferred-oldest", PRIORITY_DEFERRED, minutes=-10)
-    queue("medium-old", PRIORITY_MEDIUM, minutes=10)
-    queue("high-old", PRIORITY_HIGH, minutes=20)
-    queue("low-new", PRIORITY_LOW, minutes=30)
+    queue("low-old", priority=PRIORITY_LOW, added=at(0))
+    queue("medium-new", priority=PRIORITY_MEDIUM, added=at(50))
+    queue("high-new", priority=PRIORITY_HIGH, added=at(40))
+    queue("deferred-oldest", priority=PRIORITY_DEFERRED, added=at(-10))
+    queue("medium-old", priority=PRIORITY_MEDIUM, added=at(10))
+    queue("high-old", priority=PRIORITY_HIGH, added=at(20))
+    queue("low-new", priority=PRIORITY_LOW, added=at(30))
 
 
 EXPECTED_ORDER = ["high-old", "high-new", "medium-old", "medium-new", "low-old", "low-new"]
@@ -183,7 +118,7 @@ def test_prioritize():
 
 
 def test_sent_message_gets_message_id_is_deleted_and_logged():
-    queued = queue("hello")
+    queued = queue("hello", added=BASE_TIME)
     assert get_message_id(queued.email) is None
     send_all()
 
@@ -206,7 +141,7 @@ def test_sent_message_gets_message_id_is_deleted_and_logged():
 
 
 def test_existing_message_id_is_kept():
-    queue("has id", headers={"message-id": "<custom.1@example.com>"})
+    queue("has id", headers={"message-id": "<custom.1@example.com>"}, added=BASE_TIME)
     send_all()
     sent = mail.outbox[0]
     assert get_message_id(sent) == "<custom.1@example.com>"
@@ -219,7 +154,7 @@ def test_existing_message_id_is_kept():
 
 def test_each_message_gets_its_own_message_id():
     for n in range(3):
-        queue(f"m{n}", minutes=n)
+        queue(f"m{n}", added=at(n))
     send_all()
     ids = [get_message_id(email) for email in mail.outbox]
     assert len(set(ids)) == 3 and None not in ids
@@ -227,8 +162,8 @@ def test_each_message_gets_its_own_message_id():
 
 
 def test_log_keeps_headers_the_backend_added(settings):
-    settings.MAILER_EMAIL_BACKEND = f"{THIS}.HeaderAddingBackend"
-    queue("stamp me")
+    settings.MAILER_EMAIL_BACKEND = f"{HERE}.HeaderAddingBackend"
+    queue("stamp me", added=BASE_TIME)
     send_all()
     assert mail.outbox[0].extra_headers["X-Backend-Stamp"] == "stamped"
     log = MessageLog.objects.get()
@@ -238,7 +173,7 @@ def test_log_keeps_headers_the_backend_added(settings):
 
 def test_log_message_data_false_keeps_metadata_only(settings):
     settings.MAILER_EMAIL_LOG_MESSAGE_DATA = False
-    queue("secret")
+    queue("secret", added=BASE_TIME)
     send_all()
     log = MessageLog.objects.get()
     assert log.result == RESULT_SUCCESS
@@ -254,7 +189,7 @@ def test_log_message_data_false_keeps_metadata_only(settings):
 def test_max_batch_stops_after_n_sends_and_next_run_sends_the_rest(settings):
     settings.MAILER_EMAIL_MAX_BATCH = 2
     for n in range(5):
-        queue(f"m{n}", minutes=n)
+        queue(f"m{n}", added=at(n))
     assert send_all().sent == 2
     assert sent_subjects() == ["m0", "m1"]
     assert Message.objects.count() == 3
@@ -269,9 +204,9 @@ def test_max_batch_stops_after_n_sends_and_next_run_sends_the_rest(settings):
 def test_max_batch_counts_successful_sends_only(settings, failures):
     settings.MAILER_EMAIL_MAX_BATCH = 2
     failures["refused"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"no such user")})
-    queue("refused", PRIORITY_HIGH)
+    queue("refused", priority=PRIORITY_HIGH, added=BASE_TIME)
     for n in range(4):
-        queue(f"m{n}", minutes=n)
+        queue(f"m{n}", added=at(n))
     result = send_all()
     assert (result.sent, result.deferred) == (2, 1)
     assert sent_subjects() == ["m0", "m1"]
@@ -281,8 +216,8 @@ def test_max_deferred_stops_the_run_with_a_warning(settings, failures, caplog):
     settings.MAILER_EMAIL_MAX_DEFERRED = 2
     for n in range(3):
         failures[f"bad{n}"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"no")})
-        queue(f"bad{n}", minutes=n)
-    queue("good", minutes=10)
+        queue(f"bad{n}", added=at(n))
+    queue("good", added=at(10))
     with caplog.at_level(logging.INFO, logger="mailer"):
         result = send_all()
     assert result.deferred == 2
@@ -296,7 +231,7 @@ def test_max_deferred_stops_the_run_with_a_warning(settings, failures, caplog):
 def test_throttle_sleeps_between_messages(settings):
     settings.MAILER_EMAIL_THROTTLE = 0.05
     for n in range(4):
-        queue(f"m{n}", minutes=n)
+        queue(f"m{n}", added=at(n))
     started = time.monotonic()
     send_all()
     elapsed = time.monotonic() - started
@@ -306,7 +241,7 @@ def test_throttle_sleeps_between_messages(settings):
 
 def test_settings_are_read_at_call_time():
     for n in range(3):
-        queue(f"m{n}", minutes=n)
+        queue(f"m{n}", added=at(n))
     with override_settings(MAILER_EMAIL_MAX_BATCH=1):
         send_all()
     assert sent_subjects() == ["m0"]
@@ -332,7 +267,7 @@ DEFERRABLE = [
 
 @pytest.mark.parametrize("exc", DEFERRABLE)
 def test_handle_delivery_exception_defers_and_logs(exc):
-    message = queue("to defer")
+    message = queue("to defer", added=BASE_TIME)
     connection = LocmemBackend()
     assert handle_delivery_exception(connection, message, exc) == (None, "deferred")
     message.refresh_from_db()
@@ -345,7 +280,7 @@ def test_handle_delivery_exception_defers_and_logs(exc):
 
 @pytest.mark.parametrize("exc", [ValueError("bad value"), KeyError("x"), RuntimeError("other")])
 def test_handle_delivery_exception_reraises_anything_else(exc):
-    message = queue("stays")
+    message = queue("stays", added=BASE_TIME)
     with pytest.raises(type(exc)) as raised:
         handle_delivery_exception(LocmemBackend(), message, exc)
     assert raised.value is exc
@@ -357,8 +292,8 @@ def test_handle_delivery_exception_reraises_anything_else(exc):
 @pytest.mark.parametrize("exc", DEFERRABLE)
 def test_send_all_defers_on_deferrable_errors_and_goes_on(failures, exc):
     failures["fails"] = exc
-    queue("fails", PRIORITY_HIGH)
-    queue("fine")
+    queue("fails", priority=PRIORITY_HIGH, added=BASE_TIME)
+    queue("fine", added=BASE_TIME)
     result = send_all()
     assert (result.sent, result.deferred, result.failed) == (1, 1, 0)
     assert sent_subjects() == ["fine"]
@@ -369,11 +304,11 @@ def test_send_all_defers_on_deferrable_errors_and_goes_on(failures, exc):
 
 
 def test_custom_error_handler_gets_connection_message_exc_and_sent_is_honoured(settings, failures):
-    settings.MAILER_ERROR_HANDLER = f"{THIS}.handler_says_sent"
+    settings.MAILER_ERROR_HANDLER = f"{HERE}.handler_says_sent"
     exc = smtplib.SMTPDataError(554, b"rejected")
     failures["handled"] = exc
-    handled = queue("handled", PRIORITY_HIGH)
-    queue("after")
+    handled = queue("handled", priority=PRIORITY_HIGH, added=BASE_TIME)
+    queue("after", added=BASE_TIME)
     result = send_all()
 
     assert len(HANDLED) == 1
@@ -389,10 +324,10 @@ def test_custom_error_handler_gets_connection_message_exc_and_sent_is_honoured(s
 
 
 def test_custom_error_handler_deferred_is_honoured(settings, failures):
-    settings.MAILER_ERROR_HANDLER = f"{THIS}.handler_says_deferred"
+    settings.MAILER_ERROR_HANDLER = f"{HERE}.handler_says_deferred"
     failures["handled"] = OSError("down")
-    handled = queue("handled", PRIORITY_HIGH)
-    queue("after")
+    handled = queue("handled", priority=PRIORITY_HIGH, added=BASE_TIME)
+    queue("after", added=BASE_TIME)
     result = send_all()
     assert (result.sent, result.deferred) == (1, 1)
     assert sent_subjects() == ["after"]
@@ -406,9 +341,9 @@ def test_custom_error_handler_deferred_is_honoured(settings, failures):
 
 def test_poison_message_at_head_is_put_aside_and_the_rest_goes_next_run(failures):
     failures["poison"] = ValueError("cannot encode this one")
-    poison = queue("poison", PRIORITY_HIGH)
+    poison = queue("poison", priority=PRIORITY_HIGH, added=BASE_TIME)
     for n in range(50):
-        queue(f"good{n}", minutes=n)
+        queue(f"good{n}", added=at(n))
 
     with pytest.raises(ValueError, match="cannot encode this one"):
         send_all()
@@ -428,14 +363,9 @@ def test_poison_message_at_head_is_put_aside_and_the_rest_goes_next_run(failures
     assert MessageLog.objects.filter(result=RESULT_SUCCESS).count() == 50
 
 
-class MisconfiguredBackend(LocmemBackend):
-    def open(self):
-        raise ImproperlyConfigured("the relay's API key is missing")
-
-
 def test_a_backend_that_cannot_be_set_up_stops_the_run_and_blames_no_message(settings):
-    settings.MAILER_EMAIL_BACKEND = f"{THIS}.MisconfiguredBackend"
-    queued = [queue("first"), queue("second", minutes=1)]
+    settings.MAILER_EMAIL_BACKEND = f"{HERE}.MisconfiguredBackend"
+    queued = [queue("first", added=BASE_TIME), queue("second", added=at(1))]
     with pytest.raises(ImproperlyConfigured, match="API key"):
         send_all()
     assert [(m.pk, m.priority) for m in Message.objects.order_by("pk")] == [(m.pk, PRIORITY_MEDIUM) for m in queued]
@@ -445,10 +375,10 @@ def test_a_backend_that_cannot_be_set_up_stops_the_run_and_blames_no_message(set
 def test_messages_sent_before_a_poison_message_are_not_resent(failures):
     failures["poison"] = ValueError("boom")
     for n in range(5):
-        queue(f"first{n}", PRIORITY_HIGH, minutes=n)
-    queue("poison", PRIORITY_MEDIUM)
+        queue(f"first{n}", priority=PRIORITY_HIGH, added=at(n))
+    queue("poison", priority=PRIORITY_MEDIUM, added=BASE_TIME)
     for n in range(5):
-        queue(f"then{n}", PRIORITY_MEDIUM, minutes=n + 1)
+        queue(f"then{n}", priority=PRIORITY_MEDIUM, added=at(n + 1))
 
     with pytest.raises(ValueError):
         send_all()
@@ -469,7 +399,7 @@ DISCARDED = "message discarded due to failure in converting from DB"
 
 def test_empty_message_data_is_dropped_with_a_warning(caplog):
     empty = Message.objects.create(message_data="", priority=PRIORITY_HIGH)
-    queue("good")
+    queue("good", added=BASE_TIME)
     with caplog.at_level(logging.WARNING, logger="mailer"):
         send_all()
     assert len(records(caplog, logging.WARNING, DISCARDED)) == 1
@@ -500,9 +430,9 @@ def test_corrupt_message_data_is_logged_removed_and_the_run_goes_on(kind, caplog
         data = "garbage!!"
     else:
         data = b64encode(pickle.dumps(_Evil())).decode()  # a 2.x-style unsigned row that would run code
-    queue("before", PRIORITY_HIGH)
+    queue("before", priority=PRIORITY_HIGH, added=BASE_TIME)
     corrupt = Message.objects.create(message_data=data, when_added=BASE_TIME)
-    queue("after", minutes=5)
+    queue("after", added=at(5))
 
     with caplog.at_level(logging.WARNING, logger="mailer"):
         result = send_all()
@@ -545,7 +475,7 @@ def test_tampered_signed_data_is_held_back_and_the_run_goes_on(caplog):
 
 def test_backend_loop_is_refused(settings):
     settings.MAILER_EMAIL_BACKEND = "mailer.backend.DbBackend"
-    queued = queue("stays queued")
+    queued = queue("stays queued", added=BASE_TIME)
     with pytest.raises(ImproperlyConfigured) as raised:
         send_all()
     text = str(raised.value)
@@ -560,41 +490,6 @@ def test_backend_loop_is_refused(settings):
 
 
 # --- The file lock ----------------------------------------------------------------------------------
-
-HOLDER = """
-import sys, time, lockfile
-lock = lockfile.FileLock(sys.argv[1])
-lock.acquire()
-print("locked", flush=True)
-hold = float(sys.argv[2])
-if hold >= 0:
-    time.sleep(hold)
-else:
-    sys.stdin.read()
-lock.release()
-print("released", flush=True)
-"""
-
-
-@contextmanager
-def lock_held_elsewhere(path, hold=-1.0):
-    """Another process holds the ``lockfile`` lock on ``path`` (for ``hold`` seconds, or until the block ends)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, path, str(hold)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout.readline().strip() == "locked"
-        yield proc
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
 
 
 def test_acquire_and_release_lock(lock_path):
@@ -612,7 +507,7 @@ def test_acquire_and_release_lock(lock_path):
 
 
 def test_send_all_releases_the_lock(lock_path):
-    queue("m")
+    queue("m", added=BASE_TIME)
     send_all()
     assert not lockfile.FileLock(lock_path).is_locked()
     acquired, lock = acquire_lock()
@@ -621,7 +516,7 @@ def test_send_all_releases_the_lock(lock_path):
 
 
 def test_lock_held_elsewhere_sends_nothing(lock_path, caplog):
-    queue("waits")
+    queue("waits", added=BASE_TIME)
     with lock_held_elsewhere(lock_path):
         acquired, lock = acquire_lock()
         assert acquired is False
@@ -637,7 +532,7 @@ def test_lock_held_elsewhere_sends_nothing(lock_path, caplog):
 
 def test_lock_wait_timeout_waits_then_gives_up(settings, lock_path, caplog):
     settings.MAILER_LOCK_WAIT_TIMEOUT = 0.6
-    queue("waits")
+    queue("waits", added=BASE_TIME)
     with lock_held_elsewhere(lock_path):
         started = time.monotonic()
         with caplog.at_level(logging.INFO, logger="mailer"):
@@ -651,7 +546,7 @@ def test_lock_wait_timeout_waits_then_gives_up(settings, lock_path, caplog):
 
 def test_lock_wait_timeout_gets_the_lock_when_it_is_released_in_time(settings, lock_path):
     settings.MAILER_LOCK_WAIT_TIMEOUT = 10
-    queue("waits")
+    queue("waits", added=BASE_TIME)
     with lock_held_elsewhere(lock_path, hold=0.5):
         started = time.monotonic()
         result = send_all()
@@ -663,7 +558,7 @@ def test_lock_wait_timeout_gets_the_lock_when_it_is_released_in_time(settings, l
 
 def test_no_file_lock_needs_no_lock(settings, lock_path):
     settings.MAILER_USE_FILE_LOCK = False
-    queue("goes")
+    queue("goes", added=BASE_TIME)
     with lock_held_elsewhere(lock_path):
         result = send_all()
         assert lockfile.FileLock(lock_path).is_locked()
@@ -677,7 +572,7 @@ def test_no_file_lock_needs_no_lock(settings, lock_path):
 def test_one_smtp_connection_is_reused_for_many_messages(smtp_settings):
     smtp_server = smtp_settings
     for n in range(20):
-        queue(f"m{n}", minutes=n)
+        queue(f"m{n}", added=at(n))
     assert send_all().sent == 20
     received = smtp_server.wait_for(20)
     assert [r.message["Subject"] for r in received] == [f"m{n}" for n in range(20)]
@@ -698,9 +593,9 @@ def test_smtp_failure_defers_and_a_new_connection_is_opened(smtp_settings):
 
     smtp_server.handle_DATA = reject_some  # aiosmtpd looks the hooks up on each new connection
 
-    queue("first", PRIORITY_HIGH)
-    rejected = queue("reject me", PRIORITY_MEDIUM)
-    queue("last", PRIORITY_LOW)
+    queue("first", priority=PRIORITY_HIGH, added=BASE_TIME)
+    rejected = queue("reject me", priority=PRIORITY_MEDIUM, added=BASE_TIME)
+    queue("last", priority=PRIORITY_LOW, added=BASE_TIME)
     result = send_all()
 
     assert (result.sent, result.deferred) == (2, 1)
@@ -716,7 +611,7 @@ def test_smtp_server_down_defers_the_first_message_and_leaves_the_rest_queued(sm
     smtp_server = smtp_settings
     smtp_server.stop()
     for n in range(3):
-        queue(f"m{n}", minutes=n)
+        queue(f"m{n}", added=at(n))
     result = send_all()
     assert (result.sent, result.deferred) == (0, 1)
     assert Message.objects.deferred().count() == 1
@@ -763,8 +658,8 @@ def loop_clock(monkeypatch, settings):
 @LOOP_DB
 def test_send_loop_sends_then_sleeps_on_an_empty_queue(loop_clock):
     for n in range(3):
-        queue(f"m{n}", minutes=n)
-    loop_clock.on_sleep = [lambda: queue("arrived later", minutes=100)]
+        queue(f"m{n}", added=at(n))
+    loop_clock.on_sleep = [lambda: queue("arrived later", added=at(100))]
     with pytest.raises(StopLoop):
         send_loop()
     assert sent_subjects() == ["m0", "m1", "m2", "arrived later"]
@@ -774,8 +669,8 @@ def test_send_loop_sends_then_sleeps_on_an_empty_queue(loop_clock):
 
 @LOOP_DB
 def test_send_loop_waits_while_only_deferred_mail_is_queued(loop_clock):
-    queue("deferred", PRIORITY_DEFERRED)
-    loop_clock.on_sleep = [lambda: None, lambda: queue("new")]
+    queue("deferred", priority=PRIORITY_DEFERRED, added=BASE_TIME)
+    loop_clock.on_sleep = [lambda: None, lambda: queue("new", added=BASE_TIME)]
     with pytest.raises(StopLoop):
         send_loop()
     assert sent_subjects() == ["new"]
@@ -786,9 +681,9 @@ def test_send_loop_waits_while_only_deferred_mail_is_queued(loop_clock):
 @LOOP_DB
 def test_send_loop_carries_on_after_a_poison_message(loop_clock, failures, caplog):
     failures["poison"] = ValueError("poisoned")
-    queue("poison", PRIORITY_HIGH)
+    queue("poison", priority=PRIORITY_HIGH, added=BASE_TIME)
     for n in range(3):
-        queue(f"good{n}", minutes=n)
+        queue(f"good{n}", added=at(n))
     with caplog.at_level(logging.ERROR, logger="mailer"), pytest.raises(StopLoop):
         send_loop()
     assert sent_subjects() == ["good0", "good1", "good2"]
@@ -799,7 +694,7 @@ def test_send_loop_carries_on_after_a_poison_message(loop_clock, failures, caplo
 @LOOP_DB
 def test_send_loop_stops_on_a_backend_loop(settings, loop_clock):
     settings.MAILER_EMAIL_BACKEND = "mailer.backend.DbBackend"
-    queue("m")
+    queue("m", added=BASE_TIME)
     with pytest.raises(ImproperlyConfigured):
         send_loop()
 

@@ -12,7 +12,7 @@ from django.core import mail
 from mailer import serialization
 from mailer.engine import send_all
 from mailer.models import RESULT_FAILURE, Message, MessageLog, make_message
-from tests.test_models import legacy_2x
+from tests.support.pickles import legacy_2x
 
 pytestmark = pytest.mark.django_db
 

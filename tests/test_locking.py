@@ -14,20 +14,21 @@ import pytest
 from mailer import locking
 from mailer.engine import acquire_lock, release_lock
 from tests.support.procs import popen_manage
-from tests.test_commands import child_env, project, query, queue_in, wait_until  # noqa: F401 (fixture)
+from tests.support.sqlite_project import child_env, query, queue_in
+from tests.support.waiting import wait_until
 
 
-def test_a_sender_killed_with_sigkill_does_not_stop_the_next_one(project, smtp_server, caplog):  # noqa: F811
+def test_a_sender_killed_with_sigkill_does_not_stop_the_next_one(sqlite_project, smtp_server, caplog):
     """A real send_mail holding the lock is SIGKILLed; the next run breaks the lock and sends."""
     for n in range(3):
-        queue_in(project, f"message {n}")
+        queue_in(sqlite_project, f"message {n}")
     # One message per pass of the throttle: the sender holds the lock while it sleeps.
-    env = {**child_env(project), "MAILER_TEST_SETTINGS": json.dumps({"MAILER_EMAIL_THROTTLE": 60})}
+    env = {**child_env(sqlite_project), "MAILER_TEST_SETTINGS": json.dumps({"MAILER_EMAIL_THROTTLE": 60})}
     first = popen_manage("send_mail", env=env)
     # Wait for the commit, not only the delivery: this test is about the lock, not about the
     # (documented) resend of a message whose sender dies between delivery and commit.
-    wait_until(lambda: query(project, "SELECT COUNT(*) FROM mailer_message") == [(2,)])
-    lock_file = project["MAILER_TEST_LOCK_PATH"] + ".lock"
+    wait_until(lambda: query(sqlite_project, "SELECT COUNT(*) FROM mailer_message") == [(2,)])
+    lock_file = sqlite_project["MAILER_TEST_LOCK_PATH"] + ".lock"
     assert os.path.exists(lock_file)
     lock_dir = os.path.dirname(lock_file)
     owner_files = [name for name in os.listdir(lock_dir) if f".{first.pid}" in name]
@@ -35,14 +36,14 @@ def test_a_sender_killed_with_sigkill_does_not_stop_the_next_one(project, smtp_s
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=10)
 
-    second = popen_manage("send_mail", env=child_env(project))
+    second = popen_manage("send_mail", env=child_env(sqlite_project))
     out, err = second.communicate(timeout=60)
     assert second.returncode == 0, err
     assert "breaking stale lock" in err
     assert f"process {first.pid}" in err
     smtp_server.wait_for(3)
     assert sorted(m.message["Subject"] for m in smtp_server.messages) == [f"message {n}" for n in range(3)]
-    assert query(project, "SELECT COUNT(*) FROM mailer_message") == [(0,)]
+    assert query(sqlite_project, "SELECT COUNT(*) FROM mailer_message") == [(0,)]
     assert not os.path.exists(lock_file)
     assert not os.path.exists(os.path.join(lock_dir, owner_files[0]))  # nothing of the dead owner left
 

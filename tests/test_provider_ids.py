@@ -9,15 +9,12 @@ from django.core import mail
 from django.urls import reverse
 
 from mailer.engine import send_all
-from mailer.models import RESULT_SUCCESS, MessageLog, make_message
+from mailer.models import RESULT_SUCCESS, MessageLog
+from tests.support.queueing import queue
 
 pytestmark = pytest.mark.django_db
 
 ANYMAIL_TEST_BACKEND = "anymail.backends.test.EmailBackend"
-
-
-def queue(subject, headers=None):
-    make_message(subject=subject, from_email="f@example.org", to=["a@example.org"], headers=headers).save()
 
 
 def test_the_log_keeps_the_providers_id_next_to_the_message_id(settings):

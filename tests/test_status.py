@@ -18,11 +18,11 @@ from mailer.models import (
     RESULT_DONT_SEND,
     RESULT_FAILURE,
     RESULT_SUCCESS,
-    Message,
     MessageLog,
 )
 from mailer.status import QueueStatus, ResultCounts, queue_status
 from tests.support.procs import manage
+from tests.support.queueing import queue
 from tests.support.services import fresh_database
 
 pytestmark = pytest.mark.django_db
@@ -31,13 +31,12 @@ NOW = timezone.now().replace(microsecond=0)
 TOP_KEYS = ["checked_at", "queue", "oldest_queued", "oldest_queued_age_seconds", "log", "last_success"]
 TOP_KEYS.append("last_success_age_seconds")
 
+# What the queued rows hold: the status counts rows and never decodes them.
+UNDECODED = "not decoded by the status"
+
 
 def ago(**delta):
     return NOW - datetime.timedelta(**delta)
-
-
-def queue(priority=PRIORITY_MEDIUM, added=None, data="not decoded by the status"):
-    return Message.objects.create(message_data=data, priority=priority, when_added=added or NOW)
 
 
 def log(result, attempted, data="not decoded either"):
@@ -76,12 +75,12 @@ def test_empty_queue_and_log():
 
 
 def test_queue_by_priority_and_the_oldest_waiting_message():
-    queue(PRIORITY_HIGH, ago(minutes=5))
-    queue(PRIORITY_MEDIUM, ago(minutes=50))
-    queue(PRIORITY_MEDIUM, ago(minutes=1))
-    queue(PRIORITY_LOW, ago(minutes=20))
-    queue(PRIORITY_DEFERRED, ago(days=2))  # older, but deferred: not waiting to be sent
-    queue(PRIORITY_DEFERRED, ago(days=1))
+    queue(priority=PRIORITY_HIGH, added=ago(minutes=5), data=UNDECODED)
+    queue(priority=PRIORITY_MEDIUM, added=ago(minutes=50), data=UNDECODED)
+    queue(priority=PRIORITY_MEDIUM, added=ago(minutes=1), data=UNDECODED)
+    queue(priority=PRIORITY_LOW, added=ago(minutes=20), data=UNDECODED)
+    queue(priority=PRIORITY_DEFERRED, added=ago(days=2), data=UNDECODED)  # older, but deferred: not waiting to be sent
+    queue(priority=PRIORITY_DEFERRED, added=ago(days=1), data=UNDECODED)
     status = queue_status(now=NOW)
     assert (status.high, status.medium, status.low, status.deferred) == (1, 2, 1, 2)
     assert status.queued == 4
@@ -91,14 +90,14 @@ def test_queue_by_priority_and_the_oldest_waiting_message():
 
 
 def test_only_deferred_mail_has_no_oldest():
-    queue(PRIORITY_DEFERRED, ago(days=2))
+    queue(priority=PRIORITY_DEFERRED, added=ago(days=2), data=UNDECODED)
     status = queue_status(now=NOW)
     assert status.deferred == status.total == 1
     assert status.oldest_queued is None
 
 
 def test_a_message_queued_by_a_clock_ahead_is_zero_seconds_old():
-    queue(added=NOW + datetime.timedelta(minutes=3))
+    queue(added=NOW + datetime.timedelta(minutes=3), data=UNDECODED)
     assert queue_status(now=NOW).oldest_queued_age == 0.0
 
 
@@ -132,8 +131,8 @@ def test_a_log_with_only_recent_entries():
 
 def test_few_queries_and_no_message_is_decoded(monkeypatch, django_assert_num_queries):
     typical_log()
-    queue(PRIORITY_HIGH, ago(minutes=5), data="garbage that does not decode")
-    queue(PRIORITY_DEFERRED, ago(days=1), data="")
+    queue(priority=PRIORITY_HIGH, added=ago(minutes=5), data="garbage that does not decode")
+    queue(priority=PRIORITY_DEFERRED, added=ago(days=1), data="")
 
     def refuse(*args, **kwargs):
         raise AssertionError("the status decoded message data")
@@ -150,8 +149,8 @@ def test_few_queries_and_no_message_is_decoded(monkeypatch, django_assert_num_qu
 
 
 def test_as_dict_has_every_documented_field():
-    queue(PRIORITY_LOW, ago(seconds=90))
-    queue(PRIORITY_DEFERRED)
+    queue(priority=PRIORITY_LOW, added=ago(seconds=90), data=UNDECODED)
+    queue(priority=PRIORITY_DEFERRED, added=NOW, data=UNDECODED)
     log(RESULT_SUCCESS, ago(minutes=3))
     data = queue_status(now=NOW).as_dict()
     assert list(data) == TOP_KEYS
@@ -196,8 +195,8 @@ def run(*args):
 
 
 def test_table():
-    queue(PRIORITY_HIGH, timezone.now() - datetime.timedelta(minutes=12, seconds=5))
-    queue(PRIORITY_DEFERRED)
+    queue(priority=PRIORITY_HIGH, added=timezone.now() - datetime.timedelta(minutes=12, seconds=5), data=UNDECODED)
+    queue(priority=PRIORITY_DEFERRED, added=NOW, data=UNDECODED)
     typical_log()
     code, out, err = run()
     assert (code, err) == (0, "")
@@ -222,7 +221,7 @@ def test_table_of_an_empty_queue():
 
 
 def test_json_is_one_object_on_one_line():
-    queue(PRIORITY_MEDIUM, timezone.now() - datetime.timedelta(hours=2))
+    queue(priority=PRIORITY_MEDIUM, added=timezone.now() - datetime.timedelta(hours=2), data=UNDECODED)
     log(RESULT_SUCCESS, timezone.now() - datetime.timedelta(minutes=1))
     code, out, err = run("--json")
     assert (code, err) == (0, "")
@@ -235,7 +234,7 @@ def test_json_is_one_object_on_one_line():
 
 
 def test_max_age_fails_with_an_old_message():
-    queue(PRIORITY_LOW, timezone.now() - datetime.timedelta(hours=1))
+    queue(priority=PRIORITY_LOW, added=timezone.now() - datetime.timedelta(hours=1), data=UNDECODED)
     code, out, err = run("--json", "--max-age", "600")
     assert code == 1
     assert json.loads(out)["queue"]["low"] == 1  # the report is printed all the same
@@ -245,15 +244,16 @@ def test_max_age_fails_with_an_old_message():
 
 def test_max_age_passes_with_young_mail_or_none():
     assert run("--max-age", "600")[0] == 0
-    queue(PRIORITY_DEFERRED, timezone.now() - datetime.timedelta(days=3))  # deferred mail is not waiting
-    queue(PRIORITY_HIGH, timezone.now() - datetime.timedelta(seconds=30))
+    # deferred mail is not waiting
+    queue(priority=PRIORITY_DEFERRED, added=timezone.now() - datetime.timedelta(days=3), data=UNDECODED)
+    queue(priority=PRIORITY_HIGH, added=timezone.now() - datetime.timedelta(seconds=30), data=UNDECODED)
     code, _, err = run("--max-age", "600")
     assert (code, err) == (0, "")
 
 
 def test_max_deferred():
     for _ in range(3):
-        queue(PRIORITY_DEFERRED)
+        queue(priority=PRIORITY_DEFERRED, added=NOW, data=UNDECODED)
     assert run("--max-deferred", "3")[0] == 0
     code, _, err = run("--max-deferred", "2")
     assert code == 1
@@ -261,8 +261,8 @@ def test_max_deferred():
 
 
 def test_both_checks_fail_with_a_line_each():
-    queue(PRIORITY_HIGH, timezone.now() - datetime.timedelta(hours=3))
-    queue(PRIORITY_DEFERRED)
+    queue(priority=PRIORITY_HIGH, added=timezone.now() - datetime.timedelta(hours=3), data=UNDECODED)
+    queue(priority=PRIORITY_DEFERRED, added=NOW, data=UNDECODED)
     code, _, err = run("--max-age", "60", "--max-deferred", "0")
     assert code == 1
     assert len(err.splitlines()) == 2

@@ -5,39 +5,37 @@ in the database is sent like any other, so the status must count it, take it int
 message and into the health check.
 """
 
-import datetime
 import io
 import json
 
 import pytest
 from django.core import mail
 from django.core.management import call_command
-from django.utils import timezone
 
 from mailer.engine import send_all
-from mailer.models import PRIORITY_DEFERRED, PRIORITY_MEDIUM, Message, make_message
+from mailer.models import PRIORITY_DEFERRED, PRIORITY_MEDIUM, Message
 from mailer.status import queue_status
+from tests.support.queueing import queue
 
 pytestmark = pytest.mark.django_db
 
 HAND_SET = [0, 5, 99]
 
 
-def queue(priority, minutes_ago):
-    message = make_message(subject=f"priority {priority}", body="b", from_email="f@example.org", to=["t@example.org"])
-    message.save()
-    added = timezone.now() - datetime.timedelta(minutes=minutes_ago)
-    Message.objects.filter(pk=message.pk).update(priority=priority, when_added=added)  # as an UPDATE by hand
-    return added
+def hand_set(priority, minutes_ago):
+    """A message whose priority is then set by an UPDATE by hand (the model's choices do not hold it)."""
+    message = queue(f"priority {priority}", minutes_ago=minutes_ago)
+    Message.objects.filter(pk=message.pk).update(priority=priority)
+    return message.when_added
 
 
 @pytest.fixture
 def hand_set_queue():
-    oldest = queue(99, minutes_ago=120)
-    queue(0, minutes_ago=30)
-    queue(5, minutes_ago=20)
-    queue(PRIORITY_MEDIUM, minutes_ago=1)
-    queue(PRIORITY_DEFERRED, minutes_ago=500)
+    oldest = hand_set(99, minutes_ago=120)
+    hand_set(0, minutes_ago=30)
+    hand_set(5, minutes_ago=20)
+    hand_set(PRIORITY_MEDIUM, minutes_ago=1)
+    hand_set(PRIORITY_DEFERRED, minutes_ago=500)
     return oldest
 
 

@@ -13,7 +13,6 @@ import smtplib
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from django.core import mail
@@ -32,25 +31,18 @@ from mailer.models import (
     DontSendEntry,
     Message,
     MessageLog,
-    make_message,
 )
-from tests import test_engine
 from tests.support import dbconfig
+from tests.support.locks import lock_held_elsewhere
 from tests.support.procs import REPO_ROOT, manage, popen_manage, project_env
+from tests.support.queueing import queue
 from tests.support.services import fresh_database
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
 
 SECONDS = r"\d+\.\d\ds"
 SEND_SUMMARY = re.compile(rf"^Sent: sent (\d+), deferred (\d+), skipped (\d+), failed (\d+) in {SECONDS}$")
-
-
-def queue(subject, priority=PRIORITY_MEDIUM, to=("to@example.com",), **fields):
-    message = make_message(subject=subject, body="body", from_email="from@example.com", to=list(to), priority=priority)
-    for name, value in fields.items():
-        setattr(message, name, value)
-    message.save()
-    return message
 
 
 def mailer_lines(caplog, prefix="mailer"):
@@ -66,18 +58,11 @@ def summaries(caplog, prefix):
     ]
 
 
-@pytest.fixture
-def failures(settings):
-    settings.MAILER_EMAIL_BACKEND = "tests.test_engine.FailingBackend"
-    yield test_engine.FAILURES
-    test_engine.FAILURES.clear()
-
-
 # --- send_mail ----------------------------------------------------------------------------------------
 
 
 def test_send_mail_logs_its_summary_once(caplog):
-    queue("one", PRIORITY_HIGH)
+    queue("one", priority=PRIORITY_HIGH)
     queue("two")
     with caplog.at_level(logging.INFO, logger="mailer"):
         call_command("send_mail")
@@ -87,7 +72,7 @@ def test_send_mail_logs_its_summary_once(caplog):
 
 def test_send_mail_summary_with_every_count(failures, caplog):
     failures["refused"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"no")})
-    queue("refused", PRIORITY_HIGH)
+    queue("refused", priority=PRIORITY_HIGH)
     queue("fine")
     queue("blocked", to=["blocked@example.com"])
     DontSendEntry.objects.create(to_address="blocked@example.com", when_added=timezone.now())
@@ -108,7 +93,7 @@ def test_send_mail_with_an_empty_queue_still_logs_a_summary(caplog):
 
 def test_send_mail_says_so_when_another_run_holds_the_lock(lock_path, caplog):
     queue("waits")
-    with test_engine.lock_held_elsewhere(lock_path), caplog.at_level(logging.INFO, logger="mailer"):
+    with lock_held_elsewhere(lock_path), caplog.at_level(logging.INFO, logger="mailer"):
         call_command("send_mail")
     assert mail.outbox == []
     [line] = summaries(caplog, "Sent:")
@@ -119,7 +104,7 @@ def test_send_mail_says_so_when_another_run_holds_the_lock(lock_path, caplog):
 
 def test_send_mail_summary_when_a_poison_message_stops_the_run(failures, caplog):
     failures["poison"] = ValueError("poisoned\nover two lines")
-    queue("good", PRIORITY_HIGH)
+    queue("good", priority=PRIORITY_HIGH)
     queue("poison")
     queue("later", priority=3)
     with caplog.at_level(logging.INFO, logger="mailer"), pytest.raises(ValueError):
@@ -153,7 +138,7 @@ def test_send_mail_prints_nothing_on_stdout_nor_a_bar_when_stderr_is_not_a_termi
 
 def test_send_all_calls_progress_after_each_message_with_a_copy(failures):
     failures["refused"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"no")})
-    queue("a", PRIORITY_HIGH)
+    queue("a", priority=PRIORITY_HIGH)
     queue("refused")
     queue("blocked", to=["blocked@example.com"])
     DontSendEntry.objects.create(to_address="blocked@example.com", when_added=timezone.now())
@@ -294,7 +279,7 @@ def test_send_mail_shows_a_bar_when_stderr_is_a_terminal(settings):
     settings.MAILER_COMMIT_BATCH_SIZE = 2
     for n in range(5):
         queue(f"m{n}")
-    queue("deferred", PRIORITY_DEFERRED)  # not counted in the total
+    queue("deferred", priority=PRIORITY_DEFERRED)  # not counted in the total
     master, slave = os.openpty()
     chunks = []
     reader = threading.Thread(target=read_all, args=(master, chunks))
@@ -316,7 +301,7 @@ def test_send_mail_shows_a_bar_when_stderr_is_a_terminal(settings):
 
 def test_retry_deferred_summary(caplog):
     for n in range(3):
-        queue(f"d{n}", PRIORITY_DEFERRED, retry_count=n)
+        queue(f"d{n}", priority=PRIORITY_DEFERRED, retry_count=n)
     with caplog.at_level(logging.INFO, logger="mailer"):
         call_command("retry_deferred")
     [line] = mailer_lines(caplog)
@@ -326,8 +311,8 @@ def test_retry_deferred_summary(caplog):
 def test_retry_deferred_summary_counts_what_max_retries_keeps(settings, caplog):
     settings.MAILER_EMAIL_MAX_RETRIES = 2
     for n in range(5):
-        queue(f"d{n}", PRIORITY_DEFERRED, retry_count=n)
-    queue("waiting", PRIORITY_MEDIUM, retry_count=7)  # not deferred: not counted
+        queue(f"d{n}", priority=PRIORITY_DEFERRED, retry_count=n)
+    queue("waiting", priority=PRIORITY_MEDIUM, retry_count=7)  # not deferred: not counted
     with caplog.at_level(logging.INFO, logger="mailer"):
         call_command("retry_deferred")
     [line] = mailer_lines(caplog)
@@ -381,9 +366,10 @@ def signal_when(condition, signum=signal.SIGTERM, timeout=20):
     """Send ``signum`` to this process (handled in the main thread) once ``condition()`` holds."""
 
     def watch():
-        deadline = time.monotonic() + timeout
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        try:
+            wait_until(condition, timeout, interval=0.02)
+        except AssertionError:
+            pass  # stop the command anyway: the test's own assertions then say what is missing
         os.kill(os.getpid(), signum)
 
     thread = threading.Thread(target=watch, daemon=True)
@@ -547,7 +533,7 @@ def test_send_mail_bar_on_a_quiet_terminal(project):
 
 def test_send_mail_lock_held_summary_in_a_child_process(project):
     in_project(project, QUEUE.format(n=1))
-    with test_engine.lock_held_elsewhere(project["MAILER_TEST_LOCK_PATH"]):
+    with lock_held_elsewhere(project["MAILER_TEST_LOCK_PATH"]):
         done = manage("send_mail", env=project)
     assert done.returncode == 0, done.stderr
     [line] = [m for m in logged(done.stderr, "mailer.management.commands.send_mail") if m.startswith("Sent:")]
@@ -587,10 +573,12 @@ def test_runmailer_totals_on_stderr_when_it_stops(project):
     proc = popen_manage("runmailer", env={**project, "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2"})
     try:
         assert "Starting" in proc.stdout.readline() + proc.stdout.readline()
-        deadline = time.monotonic() + 60
-        while "0" not in in_project(project, "from mailer.models import Message; print(Message.objects.count())"):
-            assert time.monotonic() < deadline, "runmailer sent nothing"
-            time.sleep(0.2)
+        wait_until(
+            lambda: "0" in in_project(project, "from mailer.models import Message; print(Message.objects.count())"),
+            60,
+            interval=0.2,
+            message="runmailer sent nothing",
+        )
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -618,10 +606,13 @@ def test_runmailer_pg_totals_on_stderr_when_it_stops(project, tmp_path):
     try:
 
         def wait_for(text, count=1):
-            deadline = time.monotonic() + 60
-            while log_path.read_text().count(text) < count:
-                assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.05)
+            def logged():
+                if log_path.read_text().count(text) >= count:
+                    return True
+                assert proc.poll() is None, log_path.read_text()
+                return False
+
+            wait_until(logged, 60, message=log_path.read_text)
 
         wait_for("listening for new mail")
         wait_for("Sent: sent 0")  # the catch-up pass once listening

@@ -24,7 +24,7 @@ from django.utils import timezone
 from mailer import serialization
 from mailer.engine import send_all
 from mailer.models import PRIORITY_DEFERRED, RESULT_FAILURE, Message, MessageLog, make_message
-from tests.test_models import dotted_name_exploit
+from tests.support.pickles import dotted_name_exploit
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,8 @@ import django
 import pytest
 from django.core import mail
 
-from mailer.models import Message, make_message
+from mailer.models import Message
+from tests.support.queueing import queue
 
 pytestmark = pytest.mark.django_db
 
@@ -25,10 +26,6 @@ def tasks(settings):
     from mailer import tasks
 
     return tasks
-
-
-def queue(subject):
-    make_message(subject=subject, from_email="f@example.org", to=["a@example.org"]).save()
 
 
 def test_a_task_sends_the_queue_and_reports_what_it_did(tasks):

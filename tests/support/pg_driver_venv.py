@@ -1,7 +1,7 @@
 """Cached virtualenvs where Django talks to PostgreSQL through another driver than the suite's psycopg 3.
 
 ``driver_python("psycopg2")`` returns the interpreter of ``venv-django5.2-psycopg2-py3.X`` under the test
-cache directory (see :func:`tests.dropin.legacy_venv.cached_venv`: file lock, offline detection), built
+cache directory (see :func:`tests.support.venvs.cached_venv`: file lock, offline detection), built
 once with Django 5.2, our other dependencies from ``pyproject.toml`` and that driver only:
 
 - ``psycopg2``: ``psycopg2-binary``, and no psycopg 3, so Django's PostgreSQL backend uses psycopg2;
@@ -15,8 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from tests.dropin.legacy_venv import cache_dir, cached_venv
-from tests.upgrade.django_venv import _probe, _requirements
+from tests.support.venvs import cache_dir, cached_venv, django_requirements, probe_python
 
 DJANGO_SERIES = "5.2"
 
@@ -44,7 +43,7 @@ def driver_python(driver: str) -> Path:
     Skips the test when the package index cannot be reached (fails it with ``MAILER_TEST_REQUIRE_SERVICES=1``).
     """
     packages, driver_check = DRIVERS[driver]
-    requirements, dependencies = _requirements(DJANGO_SERIES)
+    requirements, dependencies = django_requirements(DJANGO_SERIES)
     check = (
         "import importlib.metadata, importlib.util, django\n"
         f"assert django.VERSION[:2] == {tuple(map(int, DJANGO_SERIES.split('.')))!r}, django.get_version()\n"
@@ -62,7 +61,7 @@ def _interpreter() -> tuple[str, tuple[int, int]]:
     """Python 3.11 when there is one (psycopg 3.1 has no wheels for 3.13), else this interpreter."""
     for name in ("python3.11", sys.executable):
         path = shutil.which(name)
-        found = _probe(path) if path else "not found"
+        found = probe_python(path) if path else "not found"
         if not isinstance(found, str):
             return found
     return sys.executable, sys.version_info[:2]

@@ -29,9 +29,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
-from tests.support.services import services_required
+from tests.support.services import unavailable
 
 SERVER_USER = "postgres"
 DATABASE = "mailer_private"
@@ -40,12 +38,6 @@ PG_CTL_TIMEOUT = 60
 
 class ClusterUnavailable(Exception):
     """PostgreSQL's server binaries, or a way to run them, are missing."""
-
-
-def _unavailable(reason: str):
-    if services_required():
-        pytest.fail(f"{reason} (MAILER_TEST_REQUIRE_SERVICES=1)", pytrace=False)
-    pytest.skip(reason)
 
 
 def _version_key(path: str) -> tuple[int, ...]:
@@ -229,7 +221,7 @@ def private_cluster(dbname: str = DATABASE, attempts: int = 3):
         bindir = find_bindir()
         runner, uid, gid = _as_server_user()
     except ClusterUnavailable as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
     base = _make_base(uid, gid)
     cluster = Cluster(bindir=bindir, base=base, runner=runner, dbname=dbname)
     started = False
@@ -237,7 +229,7 @@ def private_cluster(dbname: str = DATABASE, attempts: int = 3):
         try:
             cluster.initdb()
         except (RuntimeError, OSError) as exc:
-            _unavailable(f"cannot create a private PostgreSQL cluster: {exc}")
+            unavailable(f"cannot create a private PostgreSQL cluster: {exc}")
         for attempt in range(attempts):
             cluster.port = free_port()
             try:

@@ -19,9 +19,14 @@ def services_required() -> bool:
     return os.environ.get("MAILER_TEST_REQUIRE_SERVICES") == "1"
 
 
-def _unavailable(reason: str):
-    if services_required():
-        pytest.fail(f"{reason} (MAILER_TEST_REQUIRE_SERVICES=1)", pytrace=False)
+def unavailable(reason: str, *, required_by: str = "MAILER_TEST_REQUIRE_SERVICES") -> None:
+    """Skip the calling test because ``reason``; fail it instead when the variable ``required_by`` is ``1``.
+
+    The one home of that rule: servers, drivers, interpreters, package-index downloads and the browser all go
+    through it. CI sets ``MAILER_TEST_REQUIRE_SERVICES=1``; the browser test has its own ``MAILER_TEST_BROWSER``.
+    """
+    if os.environ.get(required_by) == "1":
+        pytest.fail(f"{reason} ({required_by}=1)", pytrace=False)
     pytest.skip(reason)
 
 
@@ -74,12 +79,12 @@ def mysql_problem() -> str | None:
 
 def requires_postgres():
     if problem := postgres_problem():
-        _unavailable(problem)
+        unavailable(problem)
 
 
 def requires_mysql():
     if problem := mysql_problem():
-        _unavailable(problem)
+        unavailable(problem)
 
 
 def _execute(conn, *statements):

@@ -1,41 +1,21 @@
 """Cached virtualenvs with a given Django series (and the database driver of the vendor under test).
 
 ``django_python("6.1", python)`` returns the interpreter of ``venv-django6.1-py3.13`` under the test cache
-directory, built once from ``python`` (see :func:`tests.dropin.legacy_venv.cached_venv`: file lock, offline
+directory, built once from ``python`` (see :func:`tests.support.venvs.cached_venv`: file lock, offline
 detection, drivers). The venvs hold third-party packages only: Django and our other dependencies from
 ``pyproject.toml``. Our package runs from the working tree (``PYTHONPATH=<repo root>``), so code changes
 never make a venv stale.
 """
 
-import re
 import shutil
-import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
-from tests.dropin.legacy_venv import cache_dir, cached_venv, unavailable
-from tests.support.procs import REPO_ROOT
+from tests.support.services import unavailable
+from tests.support.venvs import cache_dir, cached_venv, django_requirements, probe_python
 
 # Newest first: the first one that runs and is recent enough wins.
 CANDIDATES = ("python3.14", "python3.13", "python3.12")
-
-
-def _probe(python: str) -> tuple[str, tuple[int, int]] | str:
-    """``(real executable, (major, minor))`` of ``python``, or why it does not run.
-
-    ``shutil.which`` finds pyenv shims even for versions pyenv has not enabled; those fail when run.
-    """
-    code = "import sys; print(sys.executable); print(*sys.version_info[:2])"
-    try:
-        result = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{python}: {exc}"
-    if result.returncode:
-        return f"{python}: " + (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[0]
-    executable, version = result.stdout.splitlines()[-2:]
-    major, minor = map(int, version.split())
-    return executable, (major, minor)
 
 
 def find_python(minimum: tuple[int, int]) -> str:
@@ -46,7 +26,7 @@ def find_python(minimum: tuple[int, int]) -> str:
         if path is None:
             tried.append(f"{name}: not on PATH")
             continue
-        found = _probe(path)
+        found = probe_python(path)
         if isinstance(found, str):
             tried.append(found)
         elif found[1] < minimum:
@@ -60,22 +40,13 @@ def find_python(minimum: tuple[int, int]) -> str:
     )
 
 
-def _requirements(series: str) -> tuple[list[str], list[str]]:
-    """pip requirements for Django ``series`` plus our other dependencies, and those dependencies' names."""
-    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    names = {re.match(r"[A-Za-z0-9._-]+", req)[0]: req for req in pyproject["project"]["dependencies"]}
-    others = {name: req for name, req in names.items() if name.lower() != "django"}
-    major, minor = map(int, series.split("."))
-    return [f"Django>={series},<{major}.{minor + 1}", *others.values()], list(others)
-
-
 def django_python(series: str, python: str = sys.executable, vendor: str = "sqlite") -> Path:
     """The interpreter of a venv with Django ``series`` (e.g. "6.1") built from ``python``, and ``vendor``'s driver."""
-    found = _probe(python)
+    found = probe_python(python)
     if isinstance(found, str):
         unavailable(f"cannot run the interpreter for the Django {series} venv: {found}")
     executable, (major, minor) = found
-    requirements, dependencies = _requirements(series)
+    requirements, dependencies = django_requirements(series)
     check = (
         "import importlib.metadata, django\n"
         f"assert django.VERSION[:2] == {tuple(map(int, series.split('.')))!r}, django.get_version()\n"

@@ -1,0 +1,58 @@
+"""Email backends and error handlers that misbehave on purpose, for settings that name them by dotted path.
+
+``HERE`` + ``.FailingBackend`` (and so on) is the value for ``MAILER_EMAIL_BACKEND`` / ``MAILER_ERROR_HANDLER``.
+The ``failures`` fixture (``tests/conftest.py``) installs ``FailingBackend`` and empties the two registries.
+"""
+
+from django.core import mail
+from django.core.exceptions import ImproperlyConfigured
+from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
+
+HERE = __name__  # "tests.support.backends"
+
+# subject -> exception FailingBackend raises for it.
+FAILURES: dict[str, BaseException] = {}
+# (connection, message, exc) of every call to the recording handlers.
+HANDLED: list[tuple] = []
+
+
+class FailingBackend(LocmemBackend):
+    """Locmem, but raises ``FAILURES[subject]`` for the subjects listed there."""
+
+    def send_messages(self, messages):
+        for message in messages:
+            exc = FAILURES.get(message.subject)
+            if exc is not None:
+                raise exc
+        return super().send_messages(messages)
+
+
+class HeaderAddingBackend(LocmemBackend):
+    """Locmem that stamps every message, as some real backends (ESP APIs) do."""
+
+    def send_messages(self, messages):
+        for message in messages:
+            message.extra_headers["X-Backend-Stamp"] = "stamped"
+        return super().send_messages(messages)
+
+
+class MisconfiguredBackend(LocmemBackend):
+    """A backend that cannot be set up (``open()`` raises), as with a missing API key."""
+
+    def open(self):
+        raise ImproperlyConfigured("the relay's API key is missing")
+
+
+def handler_says_sent(connection, message, exc):
+    HANDLED.append((connection, message, exc))
+    return connection, "sent"
+
+
+def handler_says_deferred(connection, message, exc):
+    HANDLED.append((connection, message, exc))
+    return None, "deferred"
+
+
+def sent_subjects() -> list[str]:
+    """The subjects of what the locmem backends sent (``mail.outbox``), in order."""
+    return [email.subject for email in mail.outbox]

@@ -1,0 +1,86 @@
+"""Pickles as stored data: what django-mailer 2.x and older wrote, and hand-made hostile ones.
+
+The restricted unpickler (``mailer.serialization``) must read the first and refuse the second; the tests that
+check so (``test_serialization.py``, ``test_tampered_rows.py``, ``test_legacy_data.py``) build them here.
+"""
+
+import base64
+import io
+import pickle
+
+
+def legacy_2x(obj, protocol=None):
+    """What django-mailer 2.x stored: ``base64.encodebytes(pickle.dumps(email)).decode("ascii")``."""
+    return base64.encodebytes(pickle.dumps(obj, protocol)).decode("ascii")
+
+
+def legacy_raw(obj, protocol=0):
+    """What very old versions stored: the raw pickle as text."""
+    return pickle.dumps(obj, protocol=protocol).decode("latin-1")
+
+
+class Global:
+    """Stands for ``module.name`` in a hand-made pickle (STACK_GLOBAL, so the name may be dotted)."""
+
+    def __init__(self, module, name):
+        self.module, self.name = module, name
+
+
+class Call:
+    """Stands for ``func(*args)`` in a hand-made pickle (REDUCE)."""
+
+    def __init__(self, func, args):
+        self.func, self.args = func, args
+
+
+class CraftingPickler(pickle._Pickler):
+    """A pickler that writes :class:`Global` and :class:`Call` as the opcodes they stand for."""
+
+    def save(self, obj, save_persistent_id=True):
+        if isinstance(obj, Global):
+            self.save(obj.module)
+            self.save(obj.name)
+            self.write(pickle.STACK_GLOBAL)
+        elif isinstance(obj, Call):
+            self.save(obj.func)
+            self.save(obj.args)
+            self.write(pickle.REDUCE)
+        else:
+            super().save(obj, save_persistent_id)
+
+
+def code_args(code):
+    """The arguments of ``types.CodeType`` that rebuild ``code`` (Python 3.11+)."""
+    return (
+        code.co_argcount,
+        code.co_posonlyargcount,
+        code.co_kwonlyargcount,
+        code.co_nlocals,
+        code.co_stacksize,
+        code.co_flags,
+        code.co_code,
+        code.co_consts,
+        code.co_names,
+        code.co_varnames,
+        code.co_filename,
+        code.co_name,
+        code.co_qualname,
+        code.co_firstlineno,
+        code.co_linetable,
+        code.co_exceptiontable,
+        code.co_freevars,
+        code.co_cellvars,
+    )
+
+
+def dotted_name_exploit(marker):
+    """A pickle that only names an allowed class, ``django.core.mail.message.EmailMessage``, but walks from it
+    (``EmailMessage.__init__.__class__``, ``...__code__.__class__``) to the function and code types, builds a
+    function from plain data and calls it."""
+    code = eval(compile(f"lambda: open({str(marker)!r}, 'w').close()", "exploit", "eval")).__code__
+    module = "django.core.mail.message"
+    code_obj = Call(Global(module, "EmailMessage.__init__.__code__.__class__"), code_args(code))
+    function = Call(Global(module, "EmailMessage.__init__.__class__"), (code_obj, {}))
+    out = io.BytesIO()
+    CraftingPickler(out, protocol=4).dump(Call(function, ()))
+    return out.getvalue()

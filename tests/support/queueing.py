@@ -1,0 +1,61 @@
+"""``queue()``: put one message in the queue for a test, in one of the three shapes tests need."""
+
+import datetime
+
+from django.core.mail import EmailMessage
+from django.utils import timezone
+
+from mailer.models import PRIORITY_MEDIUM, DontSendEntry, Message, make_message
+
+
+def queue(
+    subject: str = "Hello",
+    *,
+    body: str | None = None,
+    from_email: str = "from@example.com",
+    to: list[str] | tuple[str, ...] = ("to@example.com",),
+    priority: int | str = PRIORITY_MEDIUM,
+    headers: dict | None = None,
+    added: datetime.datetime | None = None,
+    minutes_ago: float | None = None,
+    email: EmailMessage | None = None,
+    data: str | None = None,
+    **fields,
+) -> Message:
+    """Queue one message and return the saved :class:`~mailer.models.Message`.
+
+    By default it is built by ``make_message()`` from ``subject``, ``body`` (``"body of <subject>"``),
+    ``from_email``, ``to``, ``headers`` and ``priority``, as the API queues mail. With ``email=``, that
+    ``EmailMessage`` is stored as it is (no don't-send filtering). With ``data=``, the row's ``message_data``
+    is that text and nothing is encoded: for code that must not decode, or undecodable rows.
+
+    ``when_added`` is ``added``, else ``minutes_ago`` minutes before now, else the model's default (now).
+    Other keyword arguments (``retry_count=...``) are set on the message before it is saved.
+    """
+    if data is not None:
+        message = Message(message_data=data, priority=priority)
+    elif email is not None:
+        message = Message(priority=priority)
+        message.email = email
+    else:
+        message = make_message(
+            subject=subject,
+            body=f"body of {subject}" if body is None else body,
+            from_email=from_email,
+            to=list(to),
+            headers=headers,
+            priority=priority,
+        )
+    if added is None and minutes_ago is not None:
+        added = timezone.now() - datetime.timedelta(minutes=minutes_ago)
+    if added is not None:
+        message.when_added = added
+    for name, value in fields.items():
+        setattr(message, name, value)
+    message.save()
+    return message
+
+
+def block(address: str) -> DontSendEntry:
+    """Put ``address`` on the don't-send list."""
+    return DontSendEntry.objects.create(to_address=address, when_added=timezone.now())
