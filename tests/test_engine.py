@@ -453,9 +453,9 @@ def test_tampered_signed_data_is_held_back_and_the_run_goes_on(caplog):
     """A signed row whose signature no key of ours matches looks exactly like a row queued with another
     SECRET_KEY (issue 12 item 3): it is left queued, never unpickled, and reported, not discarded."""
     data = tampered(make_message(subject="tampered", to=["to@example.com"]))
-    queue("before", PRIORITY_HIGH)
+    queue("before", priority=PRIORITY_HIGH, added=at(0))
     held = Message.objects.create(message_data=data, when_added=BASE_TIME)
-    queue("after", minutes=5)
+    queue("after", added=at(5))
 
     with caplog.at_level(logging.WARNING, logger="mailer"):
         result = send_all()
