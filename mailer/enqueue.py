@@ -27,9 +27,12 @@ from mailer.recipients import address_key, blocked_addresses, remove_blocked
 
 # RFC 5322 field names: printable US-ASCII except the colon.
 _HEADER_NAME = re.compile(r"[!-9;-~]+")
-# What no header value may hold: C0 controls but the tab (newlines get their own message), DEL, and lone
-# surrogates, which no charset encodes. A NUL cannot even be stored in PostgreSQL's log.
-_BAD_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+# What no header value may hold: C0 controls but the tab (newlines get their own message), DEL, the other
+# characters str.splitlines() breaks at (NEL, U+2028, U+2029: the email package's modern policy, which
+# Django 6 uses, refuses them as line breaks), and lone surrogates, which no charset encodes. A NUL cannot
+# even be stored in PostgreSQL's log.
+_BAD_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029\ud800-\udfff]")
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
@@ -88,7 +91,7 @@ def header_value(name: str, value: Any) -> str:
     bad = _BAD_IN_HEADER.search(value)
     if bad is not None:
         char = bad.group()
-        if char in "\r\n":
+        if char in _LINE_BREAKS:
             raise BadHeaderError(f"Header values can't contain newlines (got {value!r} for header {name!r})")
         if char >= "\ud800":
             raise BadHeaderError(f"Header {name!r} has a lone surrogate {char!r}, which can't be encoded: {value!r}")

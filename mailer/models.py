@@ -158,7 +158,7 @@ class Message(models.Model):
     id = models.BigAutoField(auto_created=True, primary_key=True, verbose_name="ID")
     message_data = MessageDataField()
     when_added = models.DateTimeField(_("when added"), default=now)
-    priority = models.PositiveSmallIntegerField(_("priority"), choices=Priority, default=Priority.MEDIUM.value)
+    priority = models.PositiveSmallIntegerField(_("priority"), choices=Priority.choices, default=Priority.MEDIUM.value)
     retry_count = models.IntegerField(_("retry count"), default=0)
     # NULL, not "", for rows queued without an alias: processes still running
     # django-mailer 2.x during an upgrade insert rows without this column.
@@ -346,9 +346,9 @@ class MessageLog(models.Model):
         help_text=_("The id the sending provider gave the message (django-anymail's anymail_status)."),
     )
     when_added = models.DateTimeField(_("when added"), db_index=True)
-    priority = models.PositiveSmallIntegerField(_("priority"), choices=Priority, db_index=True)
+    priority = models.PositiveSmallIntegerField(_("priority"), choices=Priority.choices, db_index=True)
     when_attempted = models.DateTimeField(_("when attempted"), default=now)
-    result = models.CharField(_("result"), max_length=1, choices=Result)
+    result = models.CharField(_("result"), max_length=1, choices=Result.choices)
     log_message = models.TextField(_("log message"))
     mailer = _mailer_field(_("The MAILERS alias the message was queued through."))
 

@@ -54,8 +54,8 @@ def test_the_sending_line_escapes_the_subject_and_addresses(caplog):
         SUBJECT, "body", "from@example.org", [f'"{NAME}" <ann@example.org>', "bob@example.org"]
     )
     message.save()
-    with caplog.at_level(logging.INFO, logger="mailer"):
-        assert send_all().sent == 1
+    with caplog.at_level(logging.INFO, logger="mailer"), contextlib.suppress(ValueError):
+        send_all()  # Django 6's email policy refuses NEL and U+2028 in a header; the sending line comes first
     lines = email_derived_lines(caplog)
     [sending] = [line for line in lines if line.startswith("sending message")]
     assert ESCAPED_SUBJECT in sending

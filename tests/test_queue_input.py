@@ -276,3 +276,15 @@ def test_max_allowed_packet_is_read_once_per_connection(packet_limit):
         for _ in range(3):
             attached(100 * 1024).send()  # large enough to be checked
     assert [q["sql"] for q in queries if "max_allowed_packet" in q["sql"]] == ["SELECT @@max_allowed_packet"]
+
+
+@pytest.mark.parametrize("char", ["\x85", "\u2028", "\u2029"])
+def test_unicode_line_breaks_in_a_subject_are_refused_through_both_ways(char):
+    """NEL, U+2028 and U+2029 are line breaks to the email package's modern policy (Django 6 sends with it):
+    such a subject queued and then failed at every send. Refused at the door, nothing stored."""
+    subject = f"first{char}second"
+    with pytest.raises(ValueError, match="newlines"):
+        mailer.send_mail(subject, "body", "from@example.org", ["to@example.org"])
+    with pytest.raises(ValueError, match="newlines"):
+        mail.send_mail(subject, "body", "from@example.org", ["to@example.org"])
+    assert not Message.objects.exists()
