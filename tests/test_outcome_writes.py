@@ -10,6 +10,7 @@ reaches the relay exactly once, and nothing stays queued.
 import json
 from collections import Counter
 
+import django
 import pytest
 
 from tests.support import dbconfig
@@ -71,9 +72,17 @@ def test_bad_message_id_is_delivered_once_and_its_batch_mates_too(case, tmp_path
         assert "queued 5" in run_in_project(env, QUEUE_ROWS.format(bad=bad, legacy=legacy))
         runs = [manage("send_mail", env=env) for _ in range(3)]
         copies = Counter(int(r.message["X-Test-Seq"]) for r in smtp_server.messages)
+        counts = table_counts(env)
+        if bad == "emoji" and django.VERSION >= (6, 1):
+            # Django 6.1 cannot put a non-ASCII Message-ID on the wire (UnicodeEncodeError): the message is
+            # put aside (deferred, with the traceback) by the first run, which says so with its exit status;
+            # its batch-mates and the messages behind it go out once, and nothing is sent again.
+            assert copies == {0: 1, 1: 1, 3: 1, 4: 1}, copies
+            assert [run.returncode != 0 for run in runs] == [True, False, False], runs[0].stderr
+            assert counts["queued"] == 1 and counts["logs"]["1"] == 4 and counts["logs"]["3"] == 1, counts
+            return
         assert copies == {0: 1, 1: 1, 2: 1, 3: 1, 4: 1}, copies
         assert [run.returncode for run in runs] == [0, 0, 0], runs[0].stderr
-        counts = table_counts(env)
         assert counts["queued"] == 0, counts
         assert counts["logs"]["1"] == 5, counts
         if case.startswith("2x"):

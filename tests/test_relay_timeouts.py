@@ -18,7 +18,7 @@ from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.db import connections
 
 from mailer import smtp
-from mailer.delivery import route
+from mailer.delivery import mailers_configured, route
 from tests.support import dbconfig
 from tests.support.procs import manage
 from tests.support.relays import ScriptedRelay, SilentRelay, send_through
@@ -200,14 +200,23 @@ def test_other_relays_keep_sending_while_one_does_not_answer(settings, monkeypat
     from mailer.models import Message, make_message
 
     RELAY_PORTS.update(silent=silent_relay.port, good=smtp_server.port)
-    monkeypatch.setattr(
-        engine,
-        "routes",
-        lambda: {
-            None: Route(path=f"{__name__}.GoodBackend"),
-            "silent": Route(path=f"{__name__}.SilentBackend"),
-        },
-    )
+    if mailers_configured():  # Django 6.1: two real MAILERS aliases
+        smtp_backend = "django.core.mail.backends.smtp.EmailBackend"
+        settings.MAILERS = {
+            **settings.MAILERS,
+            "good": {"BACKEND": smtp_backend, "OPTIONS": {"host": "127.0.0.1", "port": smtp_server.port}},
+            "silent": {"BACKEND": smtp_backend, "OPTIONS": {"host": "127.0.0.1", "port": silent_relay.port}},
+        }
+        settings.MAILER_DELIVER_USING = "good"
+    else:
+        monkeypatch.setattr(
+            engine,
+            "routes",
+            lambda: {
+                None: Route(path=f"{__name__}.GoodBackend"),
+                "silent": Route(path=f"{__name__}.SilentBackend"),
+            },
+        )
     settings.MAILER_EMAIL_TIMEOUT = 1
     for n in range(6):
         message = make_message(f"m{n}", "body", "from@example.com", [f"to{n}@example.com"])
@@ -284,8 +293,9 @@ def test_no_timeout_at_all_is_a_warning(settings):
     settings.MAILER_EMAIL_TIMEOUT = None
     settings.EMAIL_TIMEOUT = None
     assert timeout_check_ids() == ["mailer.W006"]
-    settings.EMAIL_TIMEOUT = 10  # the project's own timeout applies
-    assert timeout_check_ids() == []
+    if not mailers_configured():  # with MAILERS, Django reads no EMAIL_* setting: an alias's OPTIONS say it
+        settings.EMAIL_TIMEOUT = 10  # the project's own timeout applies
+        assert timeout_check_ids() == []
 
 
 def test_no_timeout_with_a_backend_that_is_not_smtp_is_fine(settings):
@@ -324,7 +334,9 @@ def test_interrupt_reaches_a_connection_after_starttls(tmp_path):
         ssl_context = client_context
 
     with ScriptedRelay(stall_after=0, tls_context=server_context) as relay:
-        connection = smtp.prepare(TLSBackend(host=relay.host, port=relay.port, use_tls=True, timeout=60))
+        # Every option given: with MAILERS (Django 6.1) a backend made by hand may read no EMAIL_* setting.
+        options = {"username": "", "password": "", "use_ssl": False, "ssl_keyfile": "", "ssl_certfile": ""}
+        connection = smtp.prepare(TLSBackend(host=relay.host, port=relay.port, use_tls=True, timeout=60, **options))
         errors = []
 
         def deliver():
