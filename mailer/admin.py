@@ -18,9 +18,9 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext, ngettext_lazy
 
 from mailer.choices import Priority, Result
+from mailer.dontsend import address_key, blocked_addresses
 from mailer.engine import send_all
 from mailer.models import DontSendEntry, Message, MessageLog
-from mailer.recipients import address_key, blocked_addresses
 
 UNAVAILABLE = _("<Message data unavailable>")
 

@@ -1,7 +1,7 @@
 """System checks (``manage.py check``) for configurations that cannot send the queue.
 
 The delivery check runs the same resolution as the sender
-(:mod:`mailer.delivery`), so a project learns at deploy time, not at the
+(:mod:`mailer.routing`), so a project learns at deploy time, not at the
 first cron run, that its queued mail has nowhere to go. The sender checks
 look at the file lock and the database; the checks of one command
 (``runmailer``, ``runmailer_pg``) run when that command starts.
@@ -20,7 +20,7 @@ from django.core.management.base import SystemCheckError
 from django.db import connections, router
 from django.utils.module_loading import import_string
 
-from mailer import delivery, smtp
+from mailer import routing, smtp
 from mailer.conf import mailer_settings
 
 # Django's backends that read the EMAIL_* settings when built without a MAILERS alias.
@@ -37,9 +37,9 @@ def check_delivery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     """Every way mail enters the queue must lead to a mailer that sends (no loop, no missing alias)."""
     errors: list[checks.CheckMessage] = []
     paths = set()
-    for alias in delivery.aliases():
+    for alias in routing.aliases():
         try:
-            route = delivery.route(alias)
+            route = routing.route(alias)
         except ImproperlyConfigured as exc:
             error = checks.Error(str(exc), hint=MAILERS_DOCS, id="mailer.E001")
             if error not in errors:
@@ -49,7 +49,7 @@ def check_delivery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 paths.add(route.path)
     for path in sorted(paths):
         errors.extend(_check_backend_path(path))
-    if delivery.mailers_configured():
+    if routing.mailers_configured():
         errors.extend(_check_queue_options())
         if mailer_settings.DELIVER_USING and hasattr(settings, "MAILER_EMAIL_BACKEND"):
             errors.append(
@@ -99,21 +99,21 @@ def check_timeouts(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     ]
 
 
-def _routes_quietly() -> list[delivery.Route]:
+def _routes_quietly() -> list[routing.Route]:
     """The routes that resolve (check_delivery reports the others)."""
     found = []
-    for alias in delivery.aliases():
+    for alias in routing.aliases():
         try:
-            found.append(delivery.route(alias))
+            found.append(routing.route(alias))
         except ImproperlyConfigured:
             pass
     return found
 
 
-def _smtp_without_timeout(route: delivery.Route) -> bool:
+def _smtp_without_timeout(route: routing.Route) -> bool:
     if route.alias is not None:
         config = settings.MAILERS.get(route.alias, {})
-        path = config.get("BACKEND", delivery.DEFAULT_MAILERS_BACKEND)
+        path = config.get("BACKEND", routing.DEFAULT_MAILERS_BACKEND)
         timeout = config.get("OPTIONS", {}).get("timeout")
     else:
         path = route.path
@@ -130,7 +130,7 @@ def _check_backend_path(path: str) -> list[checks.CheckMessage]:
         backend_class = import_string(path)
     except ImportError as exc:
         return [checks.Error(f"MAILER_EMAIL_BACKEND {path!r} cannot be imported: {exc}", id="mailer.E002")]
-    if delivery.mailers_configured() and any(_is_subclass(backend_class, name) for name in _SETTINGS_READING_BACKENDS):
+    if routing.mailers_configured() and any(_is_subclass(backend_class, name) for name in _SETTINGS_READING_BACKENDS):
         return [
             checks.Error(
                 f"MAILER_EMAIL_BACKEND is {path!r}, which reads the EMAIL_* settings that MAILERS does not allow.",
@@ -147,7 +147,7 @@ def _check_queue_options() -> list[checks.CheckMessage]:
 
     errors: list[checks.CheckMessage] = []
     for alias, config in settings.MAILERS.items():
-        if not delivery.queues(config):
+        if not routing.queues(config):
             continue
         priority = config.get("OPTIONS", {}).get("priority")
         try:

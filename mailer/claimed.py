@@ -21,8 +21,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage
 
 from mailer import claims, serialization
+from mailer.dontsend import remove_blocked
 from mailer.models import RESULT_DONT_SEND, RESULT_FAILURE, Message, log_fields
-from mailer.recipients import remove_blocked
 
 if TYPE_CHECKING:
     from mailer.engine import _Batch

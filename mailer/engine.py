@@ -38,7 +38,6 @@ from django.utils.module_loading import import_string
 from mailer import claims, outcomes, serialization, smtp
 from mailer.claimed import ClaimedMessages, QueueNotDecodable, Readable, release
 from mailer.conf import mailer_settings
-from mailer.delivery import Outcome, Route, deliver, routes
 from mailer.locking import acquire_lock, release_lock
 from mailer.logtext import loggable
 from mailer.models import (
@@ -50,6 +49,7 @@ from mailer.models import (
     get_message_id,
     log_fields,
 )
+from mailer.routing import Outcome, Route, deliver, routes
 
 __all__ = [
     "QueueNotDecodable",

@@ -22,8 +22,8 @@ from django.utils.timezone import now
 from mailer import claims, row_size, serialization
 from mailer.choices import get_priority  # also importable from here, as before
 from mailer.conf import mailer_settings
+from mailer.dontsend import address_key, blocked_addresses, remove_blocked
 from mailer.models import RESULT_DONT_SEND, Message, MessageLog, log_fields
-from mailer.recipients import address_key, blocked_addresses, remove_blocked
 
 # RFC 5322 field names: printable US-ASCII except the colon.
 _HEADER_NAME = re.compile(r"[!-9;-~]+")

@@ -2,7 +2,7 @@
 
 Django's ``django.core.mail.backends.smtp.EmailBackend`` (and its subclasses)
 gets three things here, through :func:`prepare`, called by
-:meth:`mailer.delivery.Route.open` before the connection is opened:
+:meth:`mailer.routing.Route.open` before the connection is opened:
 
 * ``MAILER_EMAIL_TIMEOUT`` as its ``timeout`` when the project set none, so a
   relay that never answers cannot hang a sender for ever;

@@ -3,7 +3,7 @@
 import hypothesis
 import pytest
 
-from mailer.delivery import mailers_configured
+from mailer.routing import mailers_configured
 from tests.support import backends
 from tests.support.procs import manage
 from tests.support.smtp_sink import running_sink, slow_down

@@ -12,7 +12,6 @@ from django.test.utils import CaptureQueriesContext
 
 from mailer import engine
 from mailer.backend import DbBackend
-from mailer.delivery import mailers_configured
 from mailer.models import (
     PRIORITY_MEDIUM,
     RESULT_DONT_SEND,
@@ -20,6 +19,7 @@ from mailer.models import (
     Message,
     MessageLog,
 )
+from mailer.routing import mailers_configured
 from tests.support.queries import inserts_into
 from tests.support.queueing import block
 

@@ -8,7 +8,7 @@ from django.core.management.base import SystemCheckError
 from django.db import connection
 
 from mailer.checks import check_delivery, check_senders, run_command_checks
-from mailer.delivery import mailers_configured
+from mailer.routing import mailers_configured
 
 
 def ids():

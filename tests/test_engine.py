@@ -24,7 +24,6 @@ from django.utils import timezone
 
 import mailer
 from mailer import engine
-from mailer.delivery import mailers_configured
 from mailer.engine import acquire_lock, handle_delivery_exception, prioritize, release_lock, send_all, send_loop
 from mailer.models import (
     PRIORITY_DEFERRED,
@@ -38,6 +37,7 @@ from mailer.models import (
     get_message_id,
     make_message,
 )
+from mailer.routing import mailers_configured
 from tests.support.backends import HANDLED, HERE, FailingBackend, sent_subjects
 from tests.support.locks import lock_held_elsewhere
 from tests.support.queueing import queue

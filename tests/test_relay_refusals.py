@@ -10,9 +10,9 @@ import pytest
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 
 import mailer
-from mailer.delivery import mailers_configured
 from mailer.engine import send_all
 from mailer.models import RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
+from mailer.routing import mailers_configured
 from tests.support.relays import ScriptedRelay, send_through
 
 pytestmark = pytest.mark.django_db

@@ -18,7 +18,7 @@ from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.db import connections
 
 from mailer import smtp
-from mailer.delivery import mailers_configured, route
+from mailer.routing import mailers_configured, route
 from tests.support import dbconfig
 from tests.support.procs import manage
 from tests.support.relays import ScriptedRelay, SilentRelay, send_through
@@ -196,8 +196,8 @@ class GoodBackend(SMTPBackend):
 def test_other_relays_keep_sending_while_one_does_not_answer(settings, monkeypatch, silent_relay, smtp_server):
     """Two real mailers (as two MAILERS aliases would be): 3 messages each, interleaved; one relay is silent."""
     from mailer import engine
-    from mailer.delivery import Route
     from mailer.models import Message, make_message
+    from mailer.routing import Route
 
     RELAY_PORTS.update(silent=silent_relay.port, good=smtp_server.port)
     if mailers_configured():  # Django 6.1: two real MAILERS aliases

@@ -15,8 +15,8 @@ from django.core.mail import EmailMessage, EmailMultiAlternatives
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from mailer.delivery import routes
 from mailer.engine import send_all
+from mailer.routing import routes
 
 pytestmark = pytest.mark.django_db
 

@@ -178,7 +178,7 @@ def send_through(settings, relay, **options) -> None:
 
     ``options`` are further backend options (``timeout=...``), as ``EMAIL_<NAME>`` settings or ``OPTIONS``.
     """
-    from mailer.delivery import mailers_configured
+    from mailer.routing import mailers_configured
 
     if mailers_configured():
         settings.MAILERS = {

@@ -14,7 +14,7 @@ from mailer.addresses import address_key
 from mailer.logtext import loggable
 from mailer.models import DontSendEntry, dont_send_list_changed
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("mailer.recipients")  # its documented name, from before the module was renamed
 
 # Keep each IN (...) well below every database's limit on query parameters.
 _CHUNK = 500
