@@ -1,4 +1,4 @@
-"""The database-specific SQL of the queue: claiming messages for a sender, writing rows in bulk.
+"""The database-specific SQL of claiming: which queued messages a sender takes, locked, in send order.
 
 Call a :class:`Claimer` inside ``transaction.atomic(using=...)``. The rows it
 returns stay claimed until that transaction ends, so no other sender gets
@@ -13,15 +13,12 @@ them meanwhile:
 * Other databases lock the rows with a plain ``SELECT ... FOR UPDATE``: safe,
   but concurrent senders take turns.
 
-:func:`remove` deletes the rows a sender is done with, in the same transaction.
-
-:func:`insert` writes many queue or log rows at once, the fastest way each
-database has (``COPY`` on PostgreSQL with psycopg 3).
+What a sender does with the rows it claimed is written by :mod:`mailer.writes`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models, router
@@ -231,30 +228,6 @@ def _with_queue_index(sql: str, connection) -> str:
     return sql.replace(f"FROM {table}", f"FROM {table} FORCE INDEX ({index})", 1)
 
 
-_DELETE_CHUNK = 500  # ids per DELETE: well below every database's limit on query parameters
-
-
-def remove(ids: Collection[int], using: str) -> None:
-    """Delete the claimed messages ``ids`` from the queue."""
-    if not ids:
-        return
-    connection = connections[using]
-    table = connection.ops.quote_name(Message._meta.db_table)
-    with connection.cursor() as cursor:
-        if connection.vendor == "mysql":
-            # One primary-key lookup per row. InnoDB runs ``id IN (...)`` over
-            # neighbouring ids as a range and locks the row after its end, which
-            # another sender may hold: two senders then deadlock.
-            cursor.executemany(f"DELETE FROM {table} WHERE id = %s", [(pk,) for pk in ids])
-            return
-        # Plain SQL: the ORM's delete() would first look for signal receivers and related rows, of which
-        # the queue has none.
-        ids = list(ids)
-        for start in range(0, len(ids), _DELETE_CHUNK):
-            chunk = ids[start : start + _DELETE_CHUNK]
-            cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(chunk))})", chunk)
-
-
 # PostgreSQL: the sending transaction's commit returns before its WAL record is
 # flushed to disk (``SET LOCAL synchronous_commit TO OFF``, set by the claim
 # query itself so that it costs no round trip of its own).
@@ -274,85 +247,3 @@ def _take_sqlite_write_lock(connection) -> None:
     table = connection.ops.quote_name(Message._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(f"UPDATE {table} SET priority = priority WHERE 1 = 0")
-
-
-# Fields whose Python values the drivers take as they are: no per-row preparation needed.
-_PLAIN_FIELDS = (models.TextField, models.CharField, models.IntegerField)
-
-
-def insert(model: type[models.Model], rows: Sequence[dict], using: str, batch_size: int | None = None) -> None:
-    """Insert ``rows`` (dicts of field values by attribute name) into ``model``'s table, in few statements.
-
-    Like ``bulk_create`` without building a model instance and a piece of SQL
-    for each row and field, which is most of the time of queueing a batch:
-    PostgreSQL with psycopg 3 takes the rows with ``COPY``; SQLite and
-    MySQL/MariaDB with one ``executemany()`` (the sqlite3 module loops in C,
-    mysqlclient sends multi-row ``INSERT``); other databases and drivers
-    (psycopg2) get ``bulk_create``. A single row is one plain ``INSERT``. A
-    field missing from a row takes its default, read once per call. Only
-    text, integer and date-time fields are supported; a date-time is prepared
-    for the database once per distinct value. ``batch_size`` rows at most go
-    into one statement. No signal is sent, as with ``bulk_create``.
-    """
-    if not rows:
-        return
-    connection = connections[using]
-    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
-    defaults = {field.attname: field.get_default() for field in fields if field.attname not in rows[0]}
-    with connection.cursor() as cursor:
-        copy = getattr(cursor.cursor, "copy", None) if connection.vendor == "postgresql" else None
-        if copy is None and connection.vendor not in ("sqlite", "mysql"):
-            objs = [model(**{**defaults, **row}) for row in rows]
-            model._default_manager.using(using).bulk_create(objs, batch_size=batch_size)
-            return
-        values = _values(rows, fields, defaults, connection)
-        table = connection.ops.quote_name(model._meta.db_table)
-        columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-        insert_sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
-        size = batch_size or len(values)
-        for start in range(0, len(values), size):
-            chunk = values[start : start + size]
-            if len(chunk) == 1:
-                cursor.execute(insert_sql, chunk[0])  # one round trip, where COPY takes two
-            elif copy is not None:
-                _copy(cursor, copy, f"COPY {table} ({columns}) FROM STDIN", chunk)
-            else:
-                cursor.executemany(insert_sql, chunk)
-
-
-def _values(rows: Sequence[dict], fields: list[models.Field], defaults: dict, connection) -> list[tuple]:
-    """The rows as tuples of database values, in the order of ``fields``."""
-    for field in fields:
-        if not isinstance(field, (*_PLAIN_FIELDS, models.DateTimeField)):
-            raise TypeError(f"insert() cannot write {field.__class__.__name__} {field.name!r}")
-    names = [field.attname for field in fields]
-    dates = [(i, field) for i, field in enumerate(fields) if isinstance(field, models.DateTimeField)]
-    prepared: dict = {}  # (field, value) -> database value: rows of a batch share their timestamps
-    values = []
-    for row in rows:
-        row = {**defaults, **row} if defaults else row
-        value = [row[name] for name in names]
-        for i, field in dates:
-            key = (field, value[i])
-            if key not in prepared:
-                prepared[key] = field.get_db_prep_save(value[i], connection)
-            value[i] = prepared[key]
-        values.append(tuple(value))
-    return values
-
-
-def _copy(cursor, copy, sql: str, rows: list[tuple]) -> None:
-    """Run ``COPY ... FROM STDIN`` with ``rows``, logged like a query where Django logs queries."""
-    debug_sql = getattr(cursor, "debug_sql", None)  # Django's CursorDebugWrapper (DEBUG, tests)
-    with cursor.db.wrap_database_errors:
-        if debug_sql is None:
-            _write_rows(copy, sql, rows)
-        else:
-            with debug_sql(sql, rows, many=True):
-                _write_rows(copy, sql, rows)
-
-
-def _write_rows(copy, sql: str, rows: list[tuple]) -> None:
-    with copy(sql) as stream:
-        for row in rows:
-            stream.write_row(row)

@@ -35,7 +35,7 @@ from django.db import DatabaseError, close_old_connections, connections, router,
 from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
-from mailer import claims, outcomes, serialization, smtp
+from mailer import claims, serialization, smtp, writes
 from mailer.claimed import ClaimedMessages, QueueNotDecodable, Readable, release
 from mailer.conf import mailer_settings
 from mailer.locking import acquire_lock, release_lock
@@ -405,7 +405,7 @@ class _Sender(ClaimedMessages):
             self.position = key
 
     def write(self, batch: _Batch) -> None:
-        outcomes.write(batch.logs, batch.log_pks, batch.done, self.using)
+        writes.record(batch.logs, batch.log_pks, batch.done, self.using)
 
     def adapt_claim_size(self, batch: _Batch) -> None:
         # Claim about as many rows as one commit interval takes, so a slow

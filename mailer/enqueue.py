@@ -19,7 +19,7 @@ from django.db import router, transaction
 from django.utils.functional import Promise
 from django.utils.timezone import now
 
-from mailer import claims, row_size, serialization
+from mailer import row_size, serialization, writes
 from mailer.choices import get_priority  # also importable from here, as before
 from mailer.conf import mailer_settings
 from mailer.dontsend import address_key, blocked_addresses, remove_blocked
@@ -196,12 +196,12 @@ def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | No
     using = router.db_for_write(Message)
     row_size.check([row["message_data"] for row in messages + logs if row["message_data"]], using)
     if len(messages) == 1 and not logs:
-        claims.insert(Message, messages, using)  # one INSERT: no transaction to open and commit
+        writes.insert(Message, messages, using)  # one INSERT: no transaction to open and commit
     else:
         # Also when insert() makes one call of it: executemany() outside a transaction commits each row.
         with transaction.atomic(using=using):
-            claims.insert(Message, messages, using, batch_size=mailer_settings.MESSAGES_BATCH_SIZE)
-            claims.insert(MessageLog, logs, using)
+            writes.insert(Message, messages, using, batch_size=mailer_settings.MESSAGES_BATCH_SIZE)
+            writes.insert(MessageLog, logs, using)
     return len(messages)
 
 

@@ -1,4 +1,4 @@
-"""mailer.claims: bulk writes store exactly what bulk_create would; claims reuse their SQL; PostgreSQL commits."""
+"""mailer.claims and mailer.writes: bulk writes store what bulk_create would; claims reuse their SQL; commits."""
 
 import datetime
 
@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext, isolate_apps
 from django.utils.timezone import now
 
 import mailer
-from mailer import claims
+from mailer import claims, writes
 from mailer.engine import send_all
 from mailer.models import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MEDIUM, RESULT_FAILURE, Message, MessageLog
 from tests.support.queries import inserts_into
@@ -32,7 +32,7 @@ def both_ways(rows, model, columns):
     model.objects.bulk_create([model(**row) for row in rows])
     expected = stored(model, columns)
     model.objects.all().delete()
-    claims.insert(model, rows, "default")
+    writes.insert(model, rows, "default")
     return expected, stored(model, columns)
 
 
@@ -73,7 +73,7 @@ def test_insert_writes_log_rows_with_nulls_and_distinct_timestamps():
 
 def test_insert_keeps_empty_text_apart_from_null():
     row = {"message_data": "", "message_id": None, "when_added": now(), "priority": 1, "result": "1"}
-    claims.insert(MessageLog, [row], "default")
+    writes.insert(MessageLog, [row], "default")
     row = MessageLog.objects.get()
     if connection.features.interprets_empty_strings_as_nulls:
         pytest.skip("this database stores '' as NULL")
@@ -83,14 +83,14 @@ def test_insert_keeps_empty_text_apart_from_null():
 def test_insert_honours_batch_size():
     rows = [{"message_data": f"m{n}"} for n in range(5)]
     with CaptureQueriesContext(connection) as captured:
-        claims.insert(Message, rows, "default", batch_size=2)
+        writes.insert(Message, rows, "default", batch_size=2)
     assert len(inserts_into("mailer_message", captured.captured_queries)) == 3
     assert sorted(Message.objects.values_list("message_data", flat=True)) == [f"m{n}" for n in range(5)]
 
 
 def test_insert_of_nothing_runs_no_query():
     with CaptureQueriesContext(connection) as captured:
-        claims.insert(Message, [], "default")
+        writes.insert(Message, [], "default")
     assert captured.captured_queries == []
 
 
@@ -106,12 +106,12 @@ def test_insert_refuses_a_field_it_cannot_write_as_is():
     if connection.vendor not in ("sqlite", "mysql", "postgresql"):
         pytest.skip("bulk_create writes any field there")
     with pytest.raises(TypeError, match="DecimalField 'value'"):
-        claims.insert(Other, [{"value": 1}], "default")
+        writes.insert(Other, [{"value": 1}], "default")
 
 
 def test_fields_missing_from_the_rows_take_their_defaults():
     before = now()
-    claims.insert(Message, [{"message_data": "a"}, {"message_data": "b"}], "default")
+    writes.insert(Message, [{"message_data": "a"}, {"message_data": "b"}], "default")
     after = now()
     for message in Message.objects.all():
         assert (message.priority, message.retry_count, message.mailer) == (PRIORITY_MEDIUM, 0, None)
@@ -120,14 +120,14 @@ def test_fields_missing_from_the_rows_take_their_defaults():
 
 def test_a_claimer_builds_its_sql_once_and_claims_in_send_order():
     rows = [{"message_data": f"m{n}", "priority": PRIORITY_LOW if n % 2 else PRIORITY_HIGH} for n in range(6)]
-    claims.insert(Message, rows, "default")
+    writes.insert(Message, rows, "default")
     claim = claims.Claimer(None, "default")
     taken = []
     for _ in range(3):
         with transaction.atomic():
             batch = claim(2)
             taken.append([m.message_data for m in batch])
-            claims.remove([m.pk for m in batch], "default")
+            writes.remove([m.pk for m in batch], "default")
     assert taken == [["m0", "m2"], ["m4", "m1"], ["m3", "m5"]]
     assert len(claim.statements) == 1
     with transaction.atomic():
@@ -136,7 +136,7 @@ def test_a_claimer_builds_its_sql_once_and_claims_in_send_order():
 
 def test_a_claim_gives_the_messages_the_queryset_describes_deferred_fields_and_annotations_included():
     rows = [{"message_data": "m0", "retry_count": 2}, {"message_data": "m1", "retry_count": 0}]
-    claims.insert(Message, rows, "default")
+    writes.insert(Message, rows, "default")
     queryset = Message.objects.defer("message_data").annotate(tries=models.F("retry_count") + 1)
     claim = claims.Claimer(queryset, "default")
     with transaction.atomic():
