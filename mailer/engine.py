@@ -17,41 +17,32 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import smtplib
 import threading
 import time
-import traceback
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage
-from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import make_msgid
 from django.core.mail.utils import DNS_NAME
 from django.db import DatabaseError, close_old_connections, connections, router, transaction
 from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
-from mailer import claims, serialization, smtp, writes
-from mailer.claimed import ClaimedMessages, QueueNotDecodable, Readable, release
+from mailer import claims, outcomes, serialization, writes
 from mailer.conf import mailer_settings
+from mailer.dispatch import Dispatcher
 from mailer.locking import acquire_lock, release_lock
 from mailer.logtext import loggable
-from mailer.models import (
-    PRIORITY_DEFERRED,
-    RESULT_FAILURE,
-    RESULT_SUCCESS,
-    Message,
-    MessageLog,
-    get_message_id,
-    log_fields,
-)
-from mailer.routing import Outcome, Route, deliver, routes
+from mailer.models import PRIORITY_DEFERRED, Message, get_message_id
+from mailer.outcomes import DEFERRABLE_EXCEPTIONS, Outcome, handle_delivery_exception
+from mailer.reading import QueueNotDecodable, Readable, Reader, release
+from mailer.routing import Route, routes
 
 __all__ = [
+    "DEFERRABLE_EXCEPTIONS",
     "QueueNotDecodable",
     "SendResult",
     "acquire_lock",
@@ -64,35 +55,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFERRABLE_EXCEPTIONS = (
-    smtplib.SMTPAuthenticationError,
-    smtplib.SMTPDataError,
-    smtplib.SMTPRecipientsRefused,
-    smtplib.SMTPSenderRefused,
-    OSError,  # socket.error
-)
-
 
 def prioritize(queryset: QuerySet | None = None) -> QuerySet:
     """The queue (or ``queryset``) in the order it is sent: high, medium, low; oldest first; never deferred."""
     return claims.in_send_order(queryset)
-
-
-def handle_delivery_exception(
-    connection: BaseEmailBackend | None, message: Message, exc: Exception
-) -> tuple[BaseEmailBackend | None, str]:
-    """The default ``MAILER_ERROR_HANDLER``.
-
-    Defers the message and logs the failure for SMTP authentication, data,
-    recipient and sender errors and network errors, asking for a new
-    connection; re-raises anything else.
-    """
-    if isinstance(exc, DEFERRABLE_EXCEPTIONS):
-        message.defer()
-        logger.info("message deferred due to failure: %s", exc)
-        MessageLog.objects.log(message, RESULT_FAILURE, log_message=str(exc))
-        return None, "deferred"
-    raise exc
 
 
 @dataclass
@@ -116,23 +82,21 @@ class SendResult:
 
 @dataclass
 class _Batch:
-    """Results of one claimed batch, written in bulk before its transaction commits."""
+    """What one claimed batch did, written in one go (:func:`mailer.writes.record`) before its transaction commits."""
 
+    claimed: int = 0
     done: list[int] = field(default_factory=list)  # rows to delete from the queue
     logs: list[dict] = field(default_factory=list)  # MessageLog rows (log_fields())
     log_pks: list[int] = field(default_factory=list)  # the queued message each of logs is about
     error: BaseException | None = None  # re-raised once the batch is committed
     stopped_early: bool = False  # the commit interval ended before the claimed messages did
     quick: bool = False  # all sent within half the commit interval: claim more next time
-    held: int = 0  # messages held back (see ClaimedMessages.hold)
+    held: int = 0  # messages held back (outcomes.held())
     log_bytes: int = 0  # message data the log rows hold
 
-    def log(self, message: Message, fields: dict) -> None:
-        self.logs.append(fields)
-        self.log_pks.append(message.pk)
-        data = fields.get("message_data")
-        if data:
-            self.log_bytes += len(data)
+    def stop(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
 
 
 # A batch is committed early once its log rows hold this much message data: a run of big messages
@@ -140,33 +104,13 @@ class _Batch:
 LOG_BYTES_PER_COMMIT = 8 * 1024 * 1024
 
 
-Slot = dict  # one connection per real mailer (Route -> backend), used by one delivery at a time
+class _Pass:
+    """One pass over the queue: claim a batch, read it, dispatch it, apply the outcomes, record, commit; again.
 
-
-class _Delivered:
-    """What :meth:`_Sender.start` returns for a delivery made in the calling thread.
-
-    Has the part of a :class:`~concurrent.futures.Future`'s interface that
-    :meth:`_Sender.send` uses, without the lock a Future creates.
-    """
-
-    __slots__ = ("outcome",)
-
-    def __init__(self, outcome: Outcome) -> None:
-        self.outcome = outcome
-
-    def result(self) -> Outcome:
-        return self.outcome
-
-
-class _Sender(ClaimedMessages):
-    """One pass over the queue. Holds the backend connections and the counts.
-
-    Everything that touches the database happens in the calling thread. With
-    ``MAILER_SENDER_CONNECTIONS`` = N > 1, N worker threads hand messages of
-    the claimed batch to the backend at once, each through connections of its
-    own (a *slot*); results are logged, and the error handler called, back in
-    the calling thread, in the order deliveries finish.
+    Everything that touches the database happens in the calling thread; the
+    deliveries themselves may run in the dispatcher's threads
+    (``MAILER_SENDER_CONNECTIONS``), their outcomes applied here in the order
+    they finish.
     """
 
     def __init__(
@@ -183,13 +127,11 @@ class _Sender(ClaimedMessages):
         self.on_commit = on_commit
         self.using = router.db_for_write(Message)
         self.claim = claims.Claimer(queryset, self.using)
+        self.reader = Reader(self.claim)
         self.error_handler = import_string(mailer_settings.ERROR_HANDLER)
         self.throttle = mailer_settings.EMAIL_THROTTLE
         # A throttle means one message at a time, whatever the number of connections.
-        size = 1 if self.throttle else max(1, int(mailer_settings.SENDER_CONNECTIONS))
-        self.slots: list[Slot] = [{} for _ in range(size)]  # idle slots; connections are reused all pass
-        self.all_slots = list(self.slots)
-        self.executor = ThreadPoolExecutor(size, thread_name_prefix="mailer-send") if size > 1 else None
+        self.dispatcher = Dispatcher(1 if self.throttle else max(1, int(mailer_settings.SENDER_CONNECTIONS)))
         self.result = SendResult()
         # The last message (in send order) left queued and not to be claimed again in this pass.
         self.position: claims.Position | None = None
@@ -213,12 +155,13 @@ class _Sender(ClaimedMessages):
                     messages = self.claim(1 if self.throttle else self.claim_size, self.position)
                     if not messages:
                         break
+                    batch.claimed = len(messages)
                     try:
-                        self.process(messages, batch)
+                        self.send(messages, batch)
                     except (KeyboardInterrupt, SystemExit) as stop:
                         # Keep what was sent before the interruption, then stop.
                         batch.error = stop
-                    self.write(batch)
+                    writes.record(batch.logs, batch.log_pks, batch.done, self.using)
                 # Committed: only now do this batch's outcomes count for those who were told about commits.
                 if self.on_commit is not None:
                     self.on_commit(dataclasses.replace(self.result, seconds=0.0))
@@ -229,166 +172,107 @@ class _Sender(ClaimedMessages):
                     logger.debug("Throttling email delivery. Sleeping %s seconds", self.throttle)
                     _nap(self.throttle, self.stop)
         finally:
-            if self.executor is not None:
-                self.executor.shutdown(wait=True)
-            for slot in self.all_slots:
-                for route in list(slot):
-                    self.discard_connection(slot, route)
+            self.dispatcher.close()
             self.result.seconds = time.monotonic() - started
         return self.result
 
-    def process(self, messages: list[Message], batch: _Batch) -> None:
-        self.send(self.read_claim(messages, batch), batch)
-        self.stop_if_nothing_decodes(messages, batch)
-
-    def send(self, sendable: list[tuple[Message, Readable]], batch: _Batch) -> None:
-        """Hand messages to the backend, up to one per idle slot at a time, until the batch is done.
+    def send(self, messages: list[Message], batch: _Batch) -> None:
+        """Read the claimed ``messages`` and hand them to the mailers, up to one per idle slot at a time.
 
         Stops taking new ones at a poison message, a limit, a stop request or
         the end of the commit interval; deliveries in flight are always
         waited for and recorded.
         """
+        to_send, decided = self.reader.read(messages)
+        for message, outcome in decided:
+            self.apply(message, outcome, batch)
         started = time.monotonic()
         deadline = started + self.commit_interval
-        todo = iter(sendable)
-        in_flight: dict[Future | _Delivered, tuple[Message, EmailMessage, Route, Slot]] = {}
+        todo = iter(to_send)
+        dispatcher = self.dispatcher
         taking = True
         while True:
-            while taking and self.slots and self.room_for(len(in_flight)):
+            while taking and dispatcher.has_idle_slot() and self.room_for(dispatcher.busy()):
                 item = next(todo, None)
                 if item is None:
                     taking = False
                     break
-                message, email = item
-                if email is None:  # a big message, not read with the claim
-                    email = self.prepare_big(message, batch)
-                    if email is None:
-                        continue
-                elif isinstance(email, serialization.NotDecodableHere):
-                    self.hold(message, email, batch)  # passed over now that its turn has come
-                    continue
-                route = self.routes.get(message.mailer, self.routes[None])
-                if route in self.down:
-                    self.pass_over(message)
+                message, readable = item
+                email_or_outcome = self.ready(message, readable)
+                if isinstance(email_or_outcome, Outcome):
+                    self.apply(message, email_or_outcome, batch)
                     release(message)
                     continue
-                slot = self.slots.pop()
-                in_flight[self.start(slot, route, email)] = (message, email, route, slot)
-            if not in_flight:
+                email = email_or_outcome
+                if self.add_message_id and get_message_id(email) is None:
+                    # Set here, not left to the backend, so that the log records the Message-ID that went out.
+                    email.extra_headers["Message-ID"] = make_msgid(domain=DNS_NAME)
+                if logger.isEnabledFor(logging.INFO):
+                    to = loggable(", ".join(map(str, email.to)))
+                    logger.info("sending message '%s' to %s", loggable(email.subject), to)
+                dispatcher.start(message, self.routes.get(message.mailer, self.routes[None]), email)
+            finished = dispatcher.finished()
+            if not finished:
                 batch.quick = time.monotonic() - started < self.commit_interval / 2
-                return
-            if self.executor is None:
-                done = list(in_flight)  # delivered already, in this thread
-            else:
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            for future in done:
-                message, email, route, slot = in_flight.pop(future)
-                outcome = future.result()
-                if outcome.exception is not None and self.stopping():
-                    # Most likely cut short by a stop request (mailer.smtp.interrupt()): not the message's fault.
-                    self.discard_connection(slot, route)
-                    self.pass_over(message)
-                    release(message)
-                    self.slots.append(slot)
-                    taking = False
-                    continue
-                if outcome.relay_down:
-                    self.relay_is_down(route, outcome.exception)
-                ok = self.record(message, email, route, slot, outcome.exception, batch, outcome.refusals)
+                break
+            for delivery in finished:
+                if delivery.relay_down:
+                    self.relay_is_down(delivery.route, delivery.exception)
+                message = delivery.item
+                outcome = outcomes.judge(delivery, message, self.error_handler, self.using, stopping=self.stopping())
+                dispatcher.release(delivery, outcome.keep)
+                self.apply(message, outcome, batch)
                 release(message)
-                self.report()
-                self.slots.append(slot)
-                if not ok or self.limits_reached() or self.stopping():
+                if not outcome.may_go_on or self.limits_reached() or self.stopping():
                     taking = False
                 elif batch.log_bytes >= LOG_BYTES_PER_COMMIT:
                     taking = False  # commit what the batch holds before reading more big messages
             if taking and time.monotonic() >= deadline:
                 taking = False
                 batch.stopped_early = next(todo, None) is not None
+        if batch.error is None:
+            error = self.reader.nothing_decodes(batch.claimed, batch.held)
+            if error is not None:
+                batch.error = error
 
-    def start(self, slot: Slot, route: Route, email: EmailMessage) -> Future | _Delivered:
-        if self.add_message_id and get_message_id(email) is None:
-            # Set here, not left to the backend, so that the log records the Message-ID that went out.
-            email.extra_headers["Message-ID"] = make_msgid(domain=DNS_NAME)
-        if logger.isEnabledFor(logging.INFO):
-            logger.info("sending message '%s' to %s", loggable(email.subject), loggable(", ".join(map(str, email.to))))
-        if self.executor is not None:
-            return self.executor.submit(deliver, slot, route, email)
-        return _Delivered(deliver(slot, route, email))
+    def ready(self, message: Message, readable: Readable) -> EmailMessage | Outcome:
+        """The email to send now that ``message``'s turn has come, or what becomes of the message instead."""
+        if readable is None:  # a big message, not read with the claim
+            return self.reader.read_big(message)
+        if isinstance(readable, serialization.NotDecodableHere):
+            return outcomes.held(message, readable)  # passed over now that its turn has come
+        if self.routes.get(message.mailer, self.routes[None]) in self.down:
+            return outcomes.relay_down()
+        return readable
+
+    def apply(self, message: Message, outcome: Outcome, batch: _Batch) -> None:
+        """Carry out ``outcome`` for ``message``: in the batch's writes, in the counts, in the pass's position."""
+        for fields in outcome.logs:
+            batch.logs.append(fields)
+            batch.log_pks.append(message.pk)
+            data = fields.get("message_data")
+            if data:
+                batch.log_bytes += len(data)
+        if outcome.remove:
+            batch.done.append(message.pk)
+        if outcome.put_aside:
+            Message.objects.using(self.using).filter(pk=message.pk).update(priority=PRIORITY_DEFERRED)
+            message.priority = PRIORITY_DEFERRED
+        if outcome.pass_over:
+            self.pass_over(message)
+        if outcome.counts is not None:
+            setattr(self.result, outcome.counts, getattr(self.result, outcome.counts) + 1)
+            if outcome.counts == "held":
+                batch.held += 1
+        if outcome.stop is not None:
+            batch.stop(outcome.stop)
+        if outcome.dealt_with:
+            self.report()
 
     def room_for(self, in_flight: int) -> bool:
         """May another delivery start without overshooting ``MAILER_EMAIL_MAX_BATCH``?"""
         max_batch = self.max_batch
         return max_batch is None or self.result.sent + in_flight < max_batch
-
-    def record(
-        self,
-        message: Message,
-        email: EmailMessage,
-        route: Route,
-        slot: Slot,
-        exc: Exception | None,
-        batch: _Batch,
-        refusals: list[smtp.Refusal] | None = None,
-    ) -> bool:
-        """Log one finished delivery; False when no new one may start (a poison message)."""
-        if exc is not None:
-            return self.handle_exception(message, email, route, slot, exc, batch)
-        if refusals:
-            # Sent, but not to everyone: say so in the success entry, and keep a failure entry
-            # addressed to the refused recipients only (requeuing it sends to them alone).
-            note = smtp.describe(refusals)
-            batch.log(message, log_fields(message, email, RESULT_SUCCESS, note))
-            batch.log(message, log_fields(message, smtp.refused_part(email, refusals), RESULT_FAILURE, note))
-            logger.warning("message %s: the relay refused %d recipient(s):\n%s", message.pk, len(refusals), note)
-        else:
-            batch.log(message, log_fields(message, email, RESULT_SUCCESS))
-        batch.done.append(message.pk)
-        self.result.sent += 1
-        return True
-
-    def handle_exception(
-        self, message: Message, email: EmailMessage, route: Route, slot: Slot, exc: Exception, batch: _Batch
-    ) -> bool:
-        if isinstance(exc, ImproperlyConfigured):
-            # The configuration, not this message, is at fault (a backend that cannot be set up):
-            # leave the message queued as it is, keep what this batch did, and stop.
-            self.discard_connection(slot, route)
-            if batch.error is None:
-                batch.error = exc
-            return False
-        try:
-            # In a savepoint: a handler whose own writes fail (a log row the table refuses) must not
-            # leave the transaction unusable, which would undo the whole batch.
-            with transaction.atomic(using=self.using):
-                connection, action = self.error_handler(slot.get(route), message, exc)
-            if action not in ("sent", "deferred"):
-                raise ValueError(f"MAILER_ERROR_HANDLER returned {action!r}; expected 'sent' or 'deferred'")
-        except Exception as error:
-            # A poison message: put it aside with the traceback, keep what this
-            # batch did, and re-raise once that is committed.
-            self.discard_connection(slot, route)
-            Message.objects.using(self.using).filter(pk=message.pk).update(priority=PRIORITY_DEFERRED)
-            message.priority = PRIORITY_DEFERRED
-            batch.log(message, log_fields(message, email, RESULT_FAILURE, traceback.format_exc()))
-            logger.error("message %s deferred: sending it raised %r", message.pk, error)
-            self.result.failed += 1
-            if batch.error is None:
-                batch.error = error
-            return False
-        if connection is not slot.get(route):
-            self.discard_connection(slot, route)
-            if connection is not None:
-                slot[route] = connection
-        if action == "sent":
-            batch.log(message, log_fields(message, email, RESULT_SUCCESS))
-            batch.done.append(message.pk)
-            self.result.sent += 1
-        else:
-            if message.priority != PRIORITY_DEFERRED:
-                self.pass_over(message)
-            self.result.deferred += 1
-        return True
 
     def pass_over(self, message: Message) -> None:
         """Leave the claimed ``message`` queued, untouched, and do not claim it again in this pass.
@@ -403,9 +287,6 @@ class _Sender(ClaimedMessages):
         key = (message.priority, message.when_added, message.pk)
         if self.position is None or key > self.position:
             self.position = key
-
-    def write(self, batch: _Batch) -> None:
-        writes.record(batch.logs, batch.log_pks, batch.done, self.using)
 
     def adapt_claim_size(self, batch: _Batch) -> None:
         # Claim about as many rows as one commit interval takes, so a slow
@@ -431,8 +312,7 @@ class _Sender(ClaimedMessages):
         if self.progress is None:
             return
         try:
-            result = self.result
-            self.progress(dataclasses.replace(result, seconds=0.0))
+            self.progress(dataclasses.replace(self.result, seconds=0.0))
         except Exception:
             logger.warning("the progress callback raised; not calling it again in this pass", exc_info=True)
             self.progress = None
@@ -452,14 +332,6 @@ class _Sender(ClaimedMessages):
                 self.limit_logged = True
             return True
         return False
-
-    def discard_connection(self, slot: Slot, route: Route) -> None:
-        connection = slot.pop(route, None)
-        if connection is not None:
-            try:
-                connection.close()
-            except Exception:
-                logger.debug("closing a failed connection raised", exc_info=True)
 
 
 def _nap(seconds: float, stop: threading.Event | None) -> bool:
@@ -500,7 +372,7 @@ def send_all(
         if not acquired:
             return None
     try:
-        result = _Sender(queryset, routes_now, stop, progress, on_commit).run()
+        result = _Pass(queryset, routes_now, stop, progress, on_commit).run()
     finally:
         if lock is not None:
             release_lock(lock)

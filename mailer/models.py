@@ -200,6 +200,17 @@ class Message(models.Model):
         self.message_data = data
         self._email_cache = (data, value)
 
+    def remember_email(self, email: EmailMessage | None) -> None:
+        """Keep ``email`` as what the current ``message_data`` decodes to (``None``: forget it).
+
+        For code that decodes the data itself (the sender, a claim at a time):
+        :attr:`email` then returns it without decoding again.
+        """
+        if email is None:
+            self.__dict__.pop("_email_cache", None)
+        else:
+            self._email_cache = (self.message_data, email)
+
     @property
     def to_addresses(self) -> list[str]:
         email = self.email

@@ -15,13 +15,12 @@ sends its own leftover messages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import django
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils.module_loading import import_string
 
@@ -156,33 +155,3 @@ def _check_path(path: str) -> str:
             "'django.core.mail.backends.smtp.EmailBackend'."
         )
     return path
-
-
-@dataclass
-class Outcome:
-    """How one delivery went, handed from the delivery thread back to the sender's thread."""
-
-    exception: Exception | None = None
-    refusals: list[smtp.Refusal] = field(default_factory=list)  # recipients the relay refused (SMTP backends)
-    relay_down: bool = False  # no connection could be made, or the relay did not answer in time
-
-
-def deliver(slot: dict[Route, BaseEmailBackend], route: Route, email: EmailMessage) -> Outcome:
-    """Hand ``email`` to ``route``'s connection in ``slot`` (opened on first use); never raises.
-
-    Runs in a worker thread when ``MAILER_SENDER_CONNECTIONS`` > 1: it touches no database.
-    """
-    connection = slot.get(route)
-    if connection is None:
-        try:
-            connection = slot[route] = route.open()
-        except Exception as exc:
-            # Refused, reset, timed out or hung up while connecting: the relay is down, not the message.
-            return Outcome(exc, relay_down=isinstance(exc, OSError))
-    try:
-        with smtp.capturing() as capture:
-            connection.send_messages([email])
-    except Exception as exc:
-        # An SMTP relay that stopped answering mid-session; other backends may time out per message.
-        return Outcome(exc, relay_down=isinstance(exc, TimeoutError) and smtp.is_smtp(connection))
-    return Outcome(None, capture.refusals)

@@ -12,7 +12,7 @@ from django.core import mail
 from django.core.mail import EmailMessage
 from django.utils import timezone
 
-from mailer import claims, engine, serialization
+from mailer import claims, engine, serialization, writes
 from mailer.models import RESULT_DONT_SEND, RESULT_FAILURE, DontSendEntry, Message, MessageLog
 from tests.support.procs import manage_peak_rss
 from tests.support.project_db import migrated_project, run_in_project, table_counts
@@ -47,10 +47,8 @@ def test_big_messages_read_at_their_turn_keep_order_and_every_outcome(settings, 
     settings.MAILER_EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     monkeypatch.setattr(engine, "LOG_BYTES_PER_COMMIT", 1)  # commit after every message that logs data
     commits = []
-    write = engine._Sender.write
-    monkeypatch.setattr(
-        engine._Sender, "write", lambda self, batch: (commits.append(len(batch.logs)), write(self, batch))
-    )
+    record = writes.record
+    monkeypatch.setattr(writes, "record", lambda logs, *args: (commits.append(len(logs)), record(logs, *args)))
     big = b"x" * (claims.INLINE_DATA_BYTES + 1)
     start = timezone.now()
 

@@ -13,7 +13,7 @@ from django.core import mail
 from django.core.management import call_command
 
 import mailer
-from mailer import engine
+from mailer import engine, writes
 from mailer.models import Message, MessageLog
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,16 +21,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def interrupted_at_write(monkeypatch, which):
     """SIGINT (a real one, to this process) while the ``which``-th batch's outcome is written."""
-    write = engine._Sender.write
+    record = writes.record
     calls = []
 
-    def write_then_sigint(self, batch):
-        calls.append(batch)
-        write(self, batch)
+    def record_then_sigint(*args):
+        calls.append(args)
+        record(*args)
         if len(calls) == which:
             signal.raise_signal(signal.SIGINT)  # KeyboardInterrupt here, inside the batch's transaction
 
-    monkeypatch.setattr(engine._Sender, "write", write_then_sigint)
+    monkeypatch.setattr(writes, "record", record_then_sigint)
 
 
 def test_sigint_during_the_outcome_write_is_not_counted_as_sent(monkeypatch, settings, caplog):
