@@ -22,7 +22,8 @@ from django.core.mail import EmailMessage
 
 from mailer import claims, serialization
 from mailer.dontsend import remove_blocked
-from mailer.models import RESULT_DONT_SEND, RESULT_FAILURE, Message, log_fields
+from mailer.logrows import log_fields
+from mailer.models import RESULT_DONT_SEND, RESULT_FAILURE, Message
 
 if TYPE_CHECKING:
     from mailer.engine import _Batch

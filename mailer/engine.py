@@ -39,6 +39,7 @@ from mailer import claims, serialization, smtp, writes
 from mailer.claimed import ClaimedMessages, QueueNotDecodable, Readable, release
 from mailer.conf import mailer_settings
 from mailer.locking import acquire_lock, release_lock
+from mailer.logrows import log_fields
 from mailer.logtext import loggable
 from mailer.models import (
     PRIORITY_DEFERRED,
@@ -47,7 +48,6 @@ from mailer.models import (
     Message,
     MessageLog,
     get_message_id,
-    log_fields,
 )
 from mailer.routing import Outcome, Route, deliver, routes
 

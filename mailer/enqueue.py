@@ -1,7 +1,8 @@
 """Validate emails, apply the don't-send list and store them on the queue.
 
 Shared by :class:`mailer.backend.DbBackend` and the functions in :mod:`mailer`. What a valid email is
-lives in :mod:`mailer.validation`.
+lives in :mod:`mailer.validation`; django-mailer 2.x's ``make_message()`` and ``filter_recipient_list()``
+live with the model, in :mod:`mailer.models`, and are importable from here too.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from django.utils.timezone import now
 from mailer import row_size, serialization, writes
 from mailer.choices import get_priority  # also importable from here, as before
 from mailer.conf import mailer_settings
-from mailer.dontsend import address_key, blocked_addresses, remove_blocked
-from mailer.models import RESULT_DONT_SEND, Message, MessageLog, log_fields
+from mailer.dontsend import remove_blocked
+from mailer.logrows import log_fields
+from mailer.models import RESULT_DONT_SEND, Message, MessageLog, filter_recipient_list, make_message
 from mailer.validation import validate
+
+__all__ = ["queue", "validate", "get_priority", "make_message", "filter_recipient_list"]
 
 
 def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | None = None) -> int:
@@ -54,44 +58,3 @@ def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | No
             writes.insert(Message, messages, using, batch_size=mailer_settings.MESSAGES_BATCH_SIZE)
             writes.insert(MessageLog, logs, using)
     return len(messages)
-
-
-def filter_recipient_list(lst: list[str] | None) -> list[str] | None:
-    """``lst`` without the addresses on the don't-send list (one query)."""
-    if lst is None:
-        return None
-    blocked = blocked_addresses(lst, queueing=True)
-    if not blocked:
-        return list(lst)
-    return [address for address in lst if address_key(address) not in blocked]
-
-
-def make_message(
-    subject: str = "",
-    body: str = "",
-    from_email: str | None = None,
-    to: list[str] | None = None,
-    bcc: list[str] | None = None,
-    attachments: list | None = None,
-    headers: dict | None = None,
-    priority: Any = None,
-) -> Message:
-    """An unsaved :class:`Message` for these parameters, to and bcc filtered.
-
-    Call ``save()`` on it when it is ready to be queued. The don't-send list is
-    applied again when the message is sent.
-    """
-    email = EmailMessage(
-        subject=subject,
-        body=body,
-        from_email=from_email,
-        to=filter_recipient_list(to),
-        bcc=filter_recipient_list(bcc),
-        attachments=attachments,
-        headers=headers,
-    )
-    validate(email)
-    message = Message(priority=get_priority(priority))
-    message.email = email
-    row_size.check([message.message_data], router.db_for_write(Message, instance=message))
-    return message
