@@ -17,8 +17,8 @@ from django.utils.html import escape
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext, ngettext_lazy
 
+from mailer.addresses import address_key
 from mailer.choices import Priority, Result
-from mailer.dontsend import address_key, blocked_addresses
 from mailer.engine import send_all
 from mailer.models import DontSendEntry, Message, MessageLog
 
@@ -160,7 +160,7 @@ class MessageAdmin(EmailFieldsMixin, admin.ModelAdmin):
                 continue
             addresses.update(address_key(a) for a in [*email.to, *email.cc, *email.bcc])
         addresses.discard("")
-        new = sorted(addresses - blocked_addresses(addresses))  # blocked_addresses ignores case
+        new = sorted(addresses - DontSendEntry.objects.blocked_addresses(addresses))  # it ignores case
         now = timezone.now()
         DontSendEntry.objects.bulk_create([DontSendEntry(to_address=a, when_added=now) for a in new])
         report(self, request, ADDED, len(new))

@@ -20,7 +20,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -34,10 +33,11 @@ from django.utils.module_loading import import_string
 from mailer import claims, outcomes, serialization, writes
 from mailer.conf import mailer_settings
 from mailer.dispatch import Dispatcher
+from mailer.limits import PassLimits
 from mailer.locking import acquire_lock, release_lock
 from mailer.logtext import loggable
 from mailer.models import PRIORITY_DEFERRED, Message, get_message_id
-from mailer.outcomes import DEFERRABLE_EXCEPTIONS, Outcome, handle_delivery_exception
+from mailer.outcomes import DEFERRABLE_EXCEPTIONS, Batch, Outcome, SendResult, handle_delivery_exception
 from mailer.reading import QueueNotDecodable, Readable, Reader, release
 from mailer.routing import Route, routes
 
@@ -59,49 +59,6 @@ logger = logging.getLogger(__name__)
 def prioritize(queryset: QuerySet | None = None) -> QuerySet:
     """The queue (or ``queryset``) in the order it is sent: high, medium, low; oldest first; never deferred."""
     return claims.in_send_order(queryset)
-
-
-@dataclass
-class SendResult:
-    """What one :func:`send_all` pass did."""
-
-    sent: int = 0
-    deferred: int = 0
-    skipped: int = 0  # no recipient left after the don't-send list
-    failed: int = 0  # undecodable data, or an exception the error handler re-raised
-    seconds: float = 0.0
-    held: int = 0  # intact rows this process cannot decode (another SECRET_KEY, a class it lacks): left queued
-
-    def __str__(self) -> str:
-        held = f", held back {self.held}" if self.held else ""
-        return (
-            f"sent {self.sent}, deferred {self.deferred}, skipped {self.skipped}, "
-            f"failed {self.failed}{held} in {self.seconds:.2f}s"
-        )
-
-
-@dataclass
-class _Batch:
-    """What one claimed batch did, written in one go (:func:`mailer.writes.record`) before its transaction commits."""
-
-    claimed: int = 0
-    done: list[int] = field(default_factory=list)  # rows to delete from the queue
-    logs: list[dict] = field(default_factory=list)  # MessageLog rows (log_fields())
-    log_pks: list[int] = field(default_factory=list)  # the queued message each of logs is about
-    error: BaseException | None = None  # re-raised once the batch is committed
-    stopped_early: bool = False  # the commit interval ended before the claimed messages did
-    quick: bool = False  # all sent within half the commit interval: claim more next time
-    held: int = 0  # messages held back (outcomes.held())
-    log_bytes: int = 0  # message data the log rows hold
-
-    def stop(self, error: BaseException) -> None:
-        if self.error is None:
-            self.error = error
-
-
-# A batch is committed early once its log rows hold this much message data: a run of big messages
-# then holds about one at a time, not a whole claim's worth.
-LOG_BYTES_PER_COMMIT = 8 * 1024 * 1024
 
 
 class _Pass:
@@ -141,16 +98,14 @@ class _Pass:
         self.batch_size = mailer_settings.COMMIT_BATCH_SIZE
         self.commit_interval = mailer_settings.COMMIT_INTERVAL
         self.add_message_id = mailer_settings.ADD_MESSAGE_ID
-        self.max_batch = mailer_settings.EMAIL_MAX_BATCH
-        self.max_deferred = mailer_settings.EMAIL_MAX_DEFERRED
+        self.limits = PassLimits()
         self.claim_size = self.batch_size
-        self.limit_logged = False
 
     def run(self) -> SendResult:
         started = time.monotonic()
         try:
-            while not self.limits_reached() and not self.stopping():
-                batch = _Batch()
+            while not self.limits.reached(self.result) and not self.stopping():
+                batch = Batch()
                 with transaction.atomic(using=self.using):
                     messages = self.claim(1 if self.throttle else self.claim_size, self.position)
                     if not messages:
@@ -176,7 +131,7 @@ class _Pass:
             self.result.seconds = time.monotonic() - started
         return self.result
 
-    def send(self, messages: list[Message], batch: _Batch) -> None:
+    def send(self, messages: list[Message], batch: Batch) -> None:
         """Read the claimed ``messages`` and hand them to the mailers, up to one per idle slot at a time.
 
         Stops taking new ones at a poison message, a limit, a stop request or
@@ -192,7 +147,7 @@ class _Pass:
         dispatcher = self.dispatcher
         taking = True
         while True:
-            while taking and dispatcher.has_idle_slot() and self.room_for(dispatcher.busy()):
+            while taking and dispatcher.has_idle_slot() and self.limits.room_for(self.result, dispatcher.busy()):
                 item = next(todo, None)
                 if item is None:
                     taking = False
@@ -223,9 +178,9 @@ class _Pass:
                 dispatcher.release(delivery, outcome.keep)
                 self.apply(message, outcome, batch)
                 release(message)
-                if not outcome.may_go_on or self.limits_reached() or self.stopping():
+                if not outcome.may_go_on or self.limits.reached(self.result) or self.stopping():
                     taking = False
-                elif batch.log_bytes >= LOG_BYTES_PER_COMMIT:
+                elif batch.full():
                     taking = False  # commit what the batch holds before reading more big messages
             if taking and time.monotonic() >= deadline:
                 taking = False
@@ -245,34 +200,17 @@ class _Pass:
             return outcomes.relay_down()
         return readable
 
-    def apply(self, message: Message, outcome: Outcome, batch: _Batch) -> None:
+    def apply(self, message: Message, outcome: Outcome, batch: Batch) -> None:
         """Carry out ``outcome`` for ``message``: in the batch's writes, in the counts, in the pass's position."""
-        for fields in outcome.logs:
-            batch.logs.append(fields)
-            batch.log_pks.append(message.pk)
-            data = fields.get("message_data")
-            if data:
-                batch.log_bytes += len(data)
-        if outcome.remove:
-            batch.done.append(message.pk)
+        batch.add(message, outcome)
+        self.result.add(outcome)
         if outcome.put_aside:
-            Message.objects.using(self.using).filter(pk=message.pk).update(priority=PRIORITY_DEFERRED)
+            Message.objects.using(self.using).filter(pk=message.pk).mark_deferred()
             message.priority = PRIORITY_DEFERRED
         if outcome.pass_over:
             self.pass_over(message)
-        if outcome.counts is not None:
-            setattr(self.result, outcome.counts, getattr(self.result, outcome.counts) + 1)
-            if outcome.counts == "held":
-                batch.held += 1
-        if outcome.stop is not None:
-            batch.stop(outcome.stop)
         if outcome.dealt_with:
             self.report()
-
-    def room_for(self, in_flight: int) -> bool:
-        """May another delivery start without overshooting ``MAILER_EMAIL_MAX_BATCH``?"""
-        max_batch = self.max_batch
-        return max_batch is None or self.result.sent + in_flight < max_batch
 
     def pass_over(self, message: Message) -> None:
         """Leave the claimed ``message`` queued, untouched, and do not claim it again in this pass.
@@ -288,7 +226,7 @@ class _Pass:
         if self.position is None or key > self.position:
             self.position = key
 
-    def adapt_claim_size(self, batch: _Batch) -> None:
+    def adapt_claim_size(self, batch: Batch) -> None:
         # Claim about as many rows as one commit interval takes, so a slow
         # relay does not fetch (and release) a hundred payloads per message.
         maximum = self.batch_size
@@ -316,22 +254,6 @@ class _Pass:
         except Exception:
             logger.warning("the progress callback raised; not calling it again in this pass", exc_info=True)
             self.progress = None
-
-    def limits_reached(self) -> bool:
-        # Asked after each message and again before each claim: say it once.
-        max_batch = self.max_batch
-        if max_batch is not None and self.result.sent >= max_batch:
-            if not self.limit_logged:
-                logger.info("EMAIL_MAX_BATCH (%s) reached, stopping for this round", max_batch)
-                self.limit_logged = True
-            return True
-        max_deferred = self.max_deferred
-        if max_deferred is not None and self.result.deferred >= max_deferred:
-            if not self.limit_logged:
-                logger.warning("EMAIL_MAX_DEFERRED (%s) reached, stopping for this round", max_deferred)
-                self.limit_logged = True
-            return True
-        return False
 
 
 def _nap(seconds: float, stop: threading.Event | None) -> bool:

@@ -1,21 +1,22 @@
-"""The queue (:class:`Message`), the log (:class:`MessageLog`) and the don't-send list."""
+"""The queue (:class:`Message`), the log (:class:`MessageLog`) and the don't-send list.
+
+Also django-mailer 2.x's helpers that build a :class:`Message` for the caller to save,
+:func:`make_message` and :func:`filter_recipient_list`. How each model is asked and changed (its
+manager) is in :mod:`mailer.managers`; the log row that records a message's outcome, in :mod:`mailer.logrows`.
+"""
 
 from __future__ import annotations
 
-import datetime
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 from django.core.mail import EmailMessage
-from django.db import models
-from django.db.models.functions import Lower
-from django.dispatch import Signal
+from django.db import models, router
 from django.utils.timezone import now
 from django.utils.translation import gettext_lazy as _
 
-from mailer import serialization
-from mailer.addresses import entry_key
+from mailer import row_size, serialization
+from mailer.addresses import address_key, entry_key
 from mailer.choices import (  # the 2.x names of the vocabulary, kept importable from here
     PRIORITIES,
     PRIORITY_DEFERRED,
@@ -29,8 +30,12 @@ from mailer.choices import (  # the 2.x names of the vocabulary, kept importable
     RESULT_SUCCESS,
     Priority,
     Result,
+    get_priority,
 )
-from mailer.conf import mailer_settings
+from mailer.fields import MessageDataField
+from mailer.logrows import PROVIDER_ID_LENGTH, get_message_id, get_provider_message_id
+from mailer.managers import DontSendEntryManager, MessageLogManager, MessageManager
+from mailer.validation import validate
 
 logger = logging.getLogger(__name__)
 
@@ -51,105 +56,11 @@ def db_to_email(data: str | bytes | None) -> Any:
         return None
 
 
-def get_provider_message_id(email: EmailMessage) -> str | None:
-    """The id the real backend's provider gave ``email``, if it reports one.
-
-    django-anymail sets ``email.anymail_status.message_id`` after sending: one
-    id, or a set of them when the provider gave each recipient its own.
-    """
-    ids = getattr(getattr(email, "anymail_status", None), "message_id", None)
-    if ids is None:
-        return None
-    if isinstance(ids, (set, frozenset, list, tuple)):
-        ids = ", ".join(sorted(map(str, ids)))
-    return str(ids)[:PROVIDER_ID_LENGTH]
-
-
-def get_message_id(email: EmailMessage) -> str | None:
-    """The email's Message-ID header, whatever the case of its name."""
-    for key, value in email.extra_headers.items():
-        if key.lower() == "message-id":
-            return value
-    return None
-
-
 QUEUE_INDEX = "mailer_message_queue_idx"  # what senders claim the queue by (migration 0008)
-PROVIDER_ID_LENGTH = 255
-
-
-class MessageDataField(models.TextField):
-    """The text column that holds a serialised email.
-
-    Having ``get_placeholder()`` makes Django's PostgreSQL backend insert many
-    rows with a plain ``VALUES`` list instead of ``UNNEST`` over arrays, which
-    psycopg builds by scanning every value, several kilobytes here, with a
-    regular expression: a sixth of a sending run's time. No change to the
-    column itself.
-    """
-
-    def get_placeholder(self, value: Any, compiler: Any, connection: Any) -> str:  # before Django 6.1
-        return "%s"
-
-    def get_placeholder_sql(self, value: Any, compiler: Any, connection: Any) -> tuple[str, tuple]:  # 6.1+
-        if hasattr(value, "as_sql"):
-            return compiler.compile(value)
-        return "%s", (value,)
-
-    def deconstruct(self) -> tuple:
-        # A TextField to migrations: the database sees no difference.
-        name, _path, args, kwargs = super().deconstruct()
-        return name, "django.db.models.TextField", args, kwargs
 
 
 def _mailer_field(help_text: str) -> models.CharField:
     return models.CharField(_("mailer"), max_length=100, null=True, blank=True, help_text=help_text)
-
-
-class MessageQuerySet(models.QuerySet):
-    def high_priority(self) -> MessageQuerySet:
-        return self.filter(priority=Priority.HIGH)
-
-    def medium_priority(self) -> MessageQuerySet:
-        return self.filter(priority=Priority.MEDIUM)
-
-    def low_priority(self) -> MessageQuerySet:
-        return self.filter(priority=Priority.LOW)
-
-    def non_deferred(self) -> MessageQuerySet:
-        return self.exclude(priority=Priority.DEFERRED)
-
-    def deferred(self) -> MessageQuerySet:
-        return self.filter(priority=Priority.DEFERRED)
-
-    def retryable(self) -> MessageQuerySet:
-        """The deferred messages that retrying puts back on the queue.
-
-        The retry limit's one home (``retry_deferred()``, the ``retry_deferred``
-        command and the admin action all ask here): with
-        ``MAILER_EMAIL_MAX_RETRIES`` set, a message already retried that many
-        times stays deferred; without it, every deferred message is retryable.
-        """
-        return self.deferred().exclude(_retries_used_up())
-
-    def retries_used_up(self) -> MessageQuerySet:
-        """The deferred messages that stay deferred: the rest of :meth:`deferred` after :meth:`retryable`."""
-        return self.deferred().filter(_retries_used_up())
-
-    def retry_deferred(self, new_priority: int = Priority.MEDIUM.value) -> int:
-        """Put the :meth:`retryable` messages back on the queue, counting the retry; return how many."""
-        return self.retryable().update(priority=new_priority, retry_count=models.F("retry_count") + 1)
-
-
-def _retries_used_up() -> models.Q:
-    """Messages retried ``MAILER_EMAIL_MAX_RETRIES`` times; none when the setting is ``None`` (no limit)."""
-    max_retries = mailer_settings.EMAIL_MAX_RETRIES
-    if max_retries is None:
-        return models.Q(pk__in=[])
-    return models.Q(retry_count__gte=max_retries)
-
-
-class MessageManager(models.Manager.from_queryset(MessageQuerySet)):
-    pass
 
 
 class Message(models.Model):
@@ -222,40 +133,12 @@ class Message(models.Model):
         return email.subject if email is not None else ""
 
     def defer(self) -> None:
-        """Take the message out of the queue until ``retry_deferred`` runs."""
+        """Take the message out of the queue until ``retry_deferred`` runs.
+
+        The rows form, for messages known by their key: :meth:`~mailer.managers.MessageQuerySet.mark_deferred`.
+        """
         self.priority = Priority.DEFERRED.value
         self.save(update_fields=["priority"])
-
-
-# Sent after changes to the don't-send list that send no post_save (``bulk_create``).
-dont_send_list_changed = Signal()
-
-
-class DontSendEntryManager(models.Manager):
-    def has_address(self, address: str) -> bool:
-        """Is ``address`` (bare or with a display name) on the don't-send list? Case does not matter."""
-        key = entry_key(address)
-        return bool(key) and key in self.keys_on_list([key])
-
-    def keys_on_list(self, keys: Iterable[str]) -> set[str]:
-        """Those of ``keys`` (from :func:`~mailer.addresses.address_key`) that are on the list.
-
-        Entries are stored folded by Python (see :meth:`DontSendEntry.save`); ``LOWER()`` on the
-        column also folds the ASCII letters of rows written as given (by django-mailer 2.x, or by an
-        ``update()``) and uses the index of migration 0010. What the database returns is compared
-        again here: a collation that ignores accents (MariaDB's default) would match "ann" with "änn".
-        """
-        keys = set(keys)
-        found = self.annotate(key=Lower("to_address")).filter(key__in=keys).values_list("key", flat=True)
-        return keys.intersection(found)
-
-    def bulk_create(self, objs: Iterable[DontSendEntry], *args: Any, **kwargs: Any) -> list[DontSendEntry]:
-        objs = list(objs)
-        for obj in objs:
-            obj.to_address = entry_key(obj.to_address)
-        created = super().bulk_create(objs, *args, **kwargs)
-        dont_send_list_changed.send(sender=self.model)
-        return created
 
 
 class DontSendEntry(models.Model):
@@ -278,67 +161,6 @@ class DontSendEntry(models.Model):
         # Stored as the list compares it: "Ann <ÄNN@x.org>" and " änn@x.org " become "änn@x.org".
         self.to_address = entry_key(self.to_address)
         super().save(*args, **kwargs)
-
-
-class MessageLogManager(models.Manager):
-    def log(self, message: Message, result_code: str, log_message: str = "") -> MessageLog:
-        """Record the outcome of an attempt to send ``message``."""
-        return self.create(**log_fields(message, message.email, result_code, log_message))
-
-    def purge_old_entries(self, days: int, result_codes: Iterable[str] | None = None) -> int:
-        """Delete entries older than ``days`` days with these results (default: success)."""
-        if result_codes is None:
-            result_codes = [Result.SUCCESS.value]
-        limit = now() - datetime.timedelta(days=days)
-        deleted, _per_model = self.filter(when_attempted__lt=limit, result__in=list(result_codes)).delete()
-        return deleted
-
-
-def log_fields(message: Message, email: EmailMessage | None, result_code: str, log_message: str = "") -> dict:
-    """The field values of a :class:`MessageLog` row for ``message``.
-
-    ``email`` is the message as it is now (with the Message-ID and any header
-    the backend added); it is kept unless ``MAILER_EMAIL_LOG_MESSAGE_DATA``
-    is false. Without an email, the queued data is kept as it is.
-    """
-    if not mailer_settings.EMAIL_LOG_MESSAGE_DATA:
-        data = None
-    elif email is None:
-        data = message.message_data
-    else:
-        data = email_to_db(email)
-    return {
-        "message_data": data,
-        "message_id": _storable(get_message_id(email), MESSAGE_ID_LENGTH) if email is not None else None,
-        "provider_message_id": _storable(get_provider_message_id(email)) if email is not None else None,
-        "when_added": message.when_added,
-        "when_attempted": now(),
-        "priority": message.priority,
-        "result": result_code,
-        "log_message": _storable(log_message, LOG_MESSAGE_LENGTH),
-        "mailer": message.mailer,
-    }
-
-
-# Text kept in the log is cut to these lengths (in characters): at four bytes each, they fit MySQL's TEXT.
-MESSAGE_ID_LENGTH = 998  # a header line's limit (RFC 5322)
-LOG_MESSAGE_LENGTH = 16000
-
-
-def _storable(value: Any, limit: int | None = None) -> str | None:
-    """``value`` as text every database takes: a plain ``str`` (lazy text and UUIDs forced), no NUL, cut to ``limit``.
-
-    A value the log cannot store makes the whole batch's outcome write fail; what
-    went out must be recorded whatever the sender put in a header.
-    """
-    if value is None:
-        return None
-    text = str(value)
-    if type(text) is not str:  # SafeString and other subclasses: the drivers want the plain type
-        text = str.__str__(text)
-    if "\x00" in text:
-        text = text.replace("\x00", "")
-    return text[:limit] if limit is not None and len(text) > limit else text
 
 
 class MessageLog(models.Model):
@@ -393,14 +215,45 @@ class MessageLog(models.Model):
         return email.subject if email is not None else None
 
 
-def __getattr__(name: str) -> Any:
-    # django-mailer 2.x exported these from mailer.models; they live in
-    # mailer.enqueue, which imports this module, hence the late lookup.
-    if name in ("make_message", "filter_recipient_list"):
-        from mailer import enqueue
+def filter_recipient_list(lst: list[str] | None) -> list[str] | None:
+    """``lst`` without the addresses on the don't-send list (one query)."""
+    if lst is None:
+        return None
+    blocked = DontSendEntry.objects.blocked_addresses(lst, queueing=True)
+    if not blocked:
+        return list(lst)
+    return [address for address in lst if address_key(address) not in blocked]
 
-        return getattr(enqueue, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def make_message(
+    subject: str = "",
+    body: str = "",
+    from_email: str | None = None,
+    to: list[str] | None = None,
+    bcc: list[str] | None = None,
+    attachments: list | None = None,
+    headers: dict | None = None,
+    priority: Any = None,
+) -> Message:
+    """An unsaved :class:`Message` for these parameters, to and bcc filtered.
+
+    Call ``save()`` on it when it is ready to be queued. The don't-send list is
+    applied again when the message is sent.
+    """
+    email = EmailMessage(
+        subject=subject,
+        body=body,
+        from_email=from_email,
+        to=filter_recipient_list(to),
+        bcc=filter_recipient_list(bcc),
+        attachments=attachments,
+        headers=headers,
+    )
+    validate(email)
+    message = Message(priority=get_priority(priority))
+    message.email = email
+    row_size.check([message.message_data], router.db_for_write(Message, instance=message))
+    return message
 
 
 __all__ = [
@@ -423,4 +276,6 @@ __all__ = [
     "db_to_email",
     "get_message_id",
     "get_provider_message_id",
+    "make_message",
+    "filter_recipient_list",
 ]

@@ -3,7 +3,9 @@
 Each function here returns an :class:`Outcome`, a value the sending loop
 (:mod:`mailer.engine`) applies: log rows to write with the batch, whether
 the row leaves the queue, is put aside (deferred) or is left queued for a
-later pass, which connection to keep, and whether the pass must stop. Only
+later pass, which connection to keep, and whether the pass must stop. The
+loop adds outcomes up per batch (:class:`Batch`: what its commit records)
+and per pass (:class:`SendResult`: the counts). Only
 the project's ``MAILER_ERROR_HANDLER`` writes to the database from here,
 as django-mailer 2.x's handlers always have, inside a savepoint.
 
@@ -27,7 +29,7 @@ import logging
 import smtplib
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage
@@ -36,15 +38,8 @@ from django.db import transaction
 
 from mailer import serialization, smtp
 from mailer.dispatch import Delivery
-from mailer.models import (
-    PRIORITY_DEFERRED,
-    RESULT_DONT_SEND,
-    RESULT_FAILURE,
-    RESULT_SUCCESS,
-    Message,
-    MessageLog,
-    log_fields,
-)
+from mailer.logrows import log_fields
+from mailer.models import PRIORITY_DEFERRED, RESULT_DONT_SEND, RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
 
 logger = logging.getLogger("mailer.engine")  # what these messages have always been logged on
 
@@ -102,6 +97,68 @@ class Outcome:
     def may_go_on(self) -> bool:
         """May the pass start more deliveries in this batch?"""
         return self.stop is None and not self.put_aside
+
+
+@dataclass
+class SendResult:
+    """What one :func:`send_all` pass did."""
+
+    sent: int = 0
+    deferred: int = 0
+    skipped: int = 0  # no recipient left after the don't-send list
+    failed: int = 0  # undecodable data, or an exception the error handler re-raised
+    seconds: float = 0.0
+    held: int = 0  # intact rows this process cannot decode (another SECRET_KEY, a class it lacks): left queued
+
+    def __str__(self) -> str:
+        held = f", held back {self.held}" if self.held else ""
+        return (
+            f"sent {self.sent}, deferred {self.deferred}, skipped {self.skipped}, "
+            f"failed {self.failed}{held} in {self.seconds:.2f}s"
+        )
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.counts is not None:
+            setattr(self, outcome.counts, getattr(self, outcome.counts) + 1)
+
+
+@dataclass
+class Batch:
+    """What one claimed batch did, written in one go (:func:`mailer.writes.record`) before its transaction commits."""
+
+    claimed: int = 0
+    done: list[int] = field(default_factory=list)  # rows to delete from the queue
+    logs: list[dict] = field(default_factory=list)  # MessageLog rows (log_fields())
+    log_pks: list[int] = field(default_factory=list)  # the queued message each of logs is about
+    error: BaseException | None = None  # re-raised once the batch is committed
+    stopped_early: bool = False  # the commit interval ended before the claimed messages did
+    quick: bool = False  # all sent within half the commit interval: claim more next time
+    held: int = 0  # messages held back (outcomes.held())
+    log_bytes: int = 0  # message data the log rows hold
+
+    def add(self, message: Message, outcome: Outcome) -> None:
+        """Take ``outcome``'s writes for ``message``, and its stop."""
+        for fields in outcome.logs:
+            self.logs.append(fields)
+            self.log_pks.append(message.pk)
+            data = fields.get("message_data")
+            if data:
+                self.log_bytes += len(data)
+        if outcome.remove:
+            self.done.append(message.pk)
+        if outcome.counts == "held":
+            self.held += 1
+        if outcome.stop is not None and self.error is None:
+            self.error = outcome.stop
+
+    def full(self) -> bool:
+        """Do its log rows hold enough message data to commit before reading more big messages?"""
+        return self.log_bytes >= LOG_BYTES_PER_COMMIT
+
+
+# A batch is committed early once its log rows hold this much message data: a run of big messages
+# then holds about one at a time, not a whole claim's worth.
+LOG_BYTES_PER_COMMIT = 8 * 1024 * 1024
 
 
 def judge(

@@ -26,7 +26,7 @@ from collections.abc import Collection, Sequence
 
 from django.db import connections, models, transaction
 
-from mailer.models import PRIORITY_DEFERRED, Message, MessageLog
+from mailer.models import Message, MessageLog
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,9 @@ def _insert_one(row: dict, using: str) -> str | None:
 
 
 def _defer(pk: int, using: str) -> None:
+    """Defer the message ``pk`` in a savepoint of its own (a failure leaves the claim's transaction usable)."""
     with transaction.atomic(using=using):
-        Message.objects.using(using).filter(pk=pk).update(priority=PRIORITY_DEFERRED)
+        Message.objects.using(using).filter(pk=pk).mark_deferred()
 
 
 def _ascii(text: str | None) -> str | None:

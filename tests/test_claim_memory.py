@@ -12,7 +12,7 @@ from django.core import mail
 from django.core.mail import EmailMessage
 from django.utils import timezone
 
-from mailer import claims, engine, serialization, writes
+from mailer import claims, engine, outcomes, serialization, writes
 from mailer.models import RESULT_DONT_SEND, RESULT_FAILURE, DontSendEntry, Message, MessageLog
 from tests.support.procs import manage_peak_rss
 from tests.support.project_db import migrated_project, run_in_project, table_counts
@@ -45,7 +45,7 @@ def test_big_messages_read_at_their_turn_keep_order_and_every_outcome(settings, 
     """Messages over the inline threshold, mixed with small ones: sent in order; blocked, corrupt and held
     back big rows get the same treatment as small ones; the batch commits when its log data passes the budget."""
     settings.MAILER_EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    monkeypatch.setattr(engine, "LOG_BYTES_PER_COMMIT", 1)  # commit after every message that logs data
+    monkeypatch.setattr(outcomes, "LOG_BYTES_PER_COMMIT", 1)  # commit after every message that logs data
     commits = []
     record = writes.record
     monkeypatch.setattr(writes, "record", lambda logs, *args: (commits.append(len(logs)), record(logs, *args)))

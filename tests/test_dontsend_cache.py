@@ -3,9 +3,9 @@
 Sending asks in the query that claims the messages whether the list has any entry, and looks the
 recipients up only if it has.
 
-``mailer.dontsend`` remembers for ``EMPTY_FOR`` seconds that it found the list empty. Changes made
-through the ORM in this process are seen at once; changes it cannot see (raw SQL, another process) are
-seen when the message is sent, which is what decides.
+``DontSendEntry.objects`` (:mod:`mailer.managers`) remembers for ``EMPTY_FOR`` seconds that it found
+the list empty. Changes made through the ORM in this process are seen at once; changes it cannot see
+(raw SQL, another process) are seen when the message is sent, which is what decides.
 """
 
 import pytest
@@ -14,7 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 import mailer
-from mailer import dontsend
+from mailer import managers
 from mailer.engine import send_all
 from mailer.models import RESULT_DONT_SEND, DontSendEntry, Message, MessageLog
 
@@ -23,9 +23,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def fresh_memory():
-    dontsend._seen_empty_at = None
+    managers._seen_empty_at = None
     yield
-    dontsend._seen_empty_at = None
+    managers._seen_empty_at = None
 
 
 def send_mail_to(to):

@@ -168,6 +168,18 @@ def test_message_defer():
     assert list(Message.objects.non_deferred()) == []
 
 
+def test_mark_deferred_defers_the_rows_by_key(django_assert_num_queries):
+    chosen = queue(email=make_email(), priority=PRIORITY_HIGH)
+    other = queue(email=make_email(), priority=PRIORITY_LOW)
+
+    with django_assert_num_queries(1):  # one UPDATE, no read
+        assert Message.objects.filter(pk=chosen.pk).mark_deferred() == 1
+
+    assert list(Message.objects.deferred()) == [chosen]
+    other.refresh_from_db()
+    assert other.priority == PRIORITY_LOW
+
+
 # Message.objects
 
 

@@ -9,7 +9,8 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from mailer.choices import Priority
-from mailer.models import Message, MessageQuerySet
+from mailer.managers import MessageQuerySet
+from mailer.models import Message
 
 pytestmark = pytest.mark.django_db
 

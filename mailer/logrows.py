@@ -1,0 +1,96 @@
+"""The :class:`~mailer.models.MessageLog` row that records what happened to a message.
+
+Every outcome is logged through :func:`log_fields`: the one ``MessageLog.objects.log()`` creates, the
+rows a sender writes in bulk for its batch, and those queueing writes for mail the don't-send list
+left without a recipient. What it takes from the email (its Message-ID, the id its provider gave it)
+is cut and cleaned here, so that a value the log cannot store never fails the write of a batch.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Protocol
+
+from django.core.mail import EmailMessage
+from django.utils.timezone import now
+
+from mailer import serialization
+from mailer.conf import mailer_settings
+
+# Text kept in the log is cut to these lengths (in characters): at four bytes each, they fit MySQL's TEXT.
+MESSAGE_ID_LENGTH = 998  # a header line's limit (RFC 5322)
+LOG_MESSAGE_LENGTH = 16000
+PROVIDER_ID_LENGTH = 255  # MessageLog.provider_message_id's max_length
+
+
+class Queued(Protocol):
+    """What a log row takes from the queued message (a :class:`~mailer.models.Message`)."""
+
+    message_data: str
+    when_added: datetime.datetime
+    priority: int
+    mailer: str | None
+
+
+def get_message_id(email: EmailMessage) -> str | None:
+    """The email's Message-ID header, whatever the case of its name."""
+    for key, value in email.extra_headers.items():
+        if key.lower() == "message-id":
+            return value
+    return None
+
+
+def get_provider_message_id(email: EmailMessage) -> str | None:
+    """The id the real backend's provider gave ``email``, if it reports one.
+
+    django-anymail sets ``email.anymail_status.message_id`` after sending: one
+    id, or a set of them when the provider gave each recipient its own.
+    """
+    ids = getattr(getattr(email, "anymail_status", None), "message_id", None)
+    if ids is None:
+        return None
+    if isinstance(ids, (set, frozenset, list, tuple)):
+        ids = ", ".join(sorted(map(str, ids)))
+    return str(ids)[:PROVIDER_ID_LENGTH]
+
+
+def log_fields(message: Queued, email: EmailMessage | None, result_code: str, log_message: str = "") -> dict:
+    """The field values of a :class:`~mailer.models.MessageLog` row for ``message``.
+
+    ``email`` is the message as it is now (with the Message-ID and any header
+    the backend added); it is kept unless ``MAILER_EMAIL_LOG_MESSAGE_DATA``
+    is false. Without an email, the queued data is kept as it is.
+    """
+    if not mailer_settings.EMAIL_LOG_MESSAGE_DATA:
+        data = None
+    elif email is None:
+        data = message.message_data
+    else:
+        data = serialization.dumps(email)
+    return {
+        "message_data": data,
+        "message_id": _storable(get_message_id(email), MESSAGE_ID_LENGTH) if email is not None else None,
+        "provider_message_id": _storable(get_provider_message_id(email)) if email is not None else None,
+        "when_added": message.when_added,
+        "when_attempted": now(),
+        "priority": message.priority,
+        "result": result_code,
+        "log_message": _storable(log_message, LOG_MESSAGE_LENGTH),
+        "mailer": message.mailer,
+    }
+
+
+def _storable(value: Any, limit: int | None = None) -> str | None:
+    """``value`` as text every database takes: a plain ``str`` (lazy text and UUIDs forced), no NUL, cut to ``limit``.
+
+    A value the log cannot store makes the whole batch's outcome write fail; what
+    went out must be recorded whatever the sender put in a header.
+    """
+    if value is None:
+        return None
+    text = str(value)
+    if type(text) is not str:  # SafeString and other subclasses: the drivers want the plain type
+        text = str.__str__(text)
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return text[:limit] if limit is not None and len(text) > limit else text

@@ -1,0 +1,162 @@
+"""How the queue, the don't-send list and the log are asked and changed: the managers of :mod:`mailer.models`.
+
+Each works on its own model (``self.model``), so this module imports no model: :mod:`mailer.models` imports it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import models
+from django.db.models.functions import Lower
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+from django.utils.timezone import now
+
+from mailer.addresses import address_key, entry_key
+from mailer.choices import Priority, Result
+from mailer.conf import mailer_settings
+from mailer.logrows import log_fields
+
+
+class MessageQuerySet(models.QuerySet):
+    def high_priority(self) -> MessageQuerySet:
+        return self.filter(priority=Priority.HIGH)
+
+    def medium_priority(self) -> MessageQuerySet:
+        return self.filter(priority=Priority.MEDIUM)
+
+    def low_priority(self) -> MessageQuerySet:
+        return self.filter(priority=Priority.LOW)
+
+    def non_deferred(self) -> MessageQuerySet:
+        return self.exclude(priority=Priority.DEFERRED)
+
+    def deferred(self) -> MessageQuerySet:
+        return self.filter(priority=Priority.DEFERRED)
+
+    def retryable(self) -> MessageQuerySet:
+        """The deferred messages that retrying puts back on the queue.
+
+        The retry limit's one home (``retry_deferred()``, the ``retry_deferred``
+        command and the admin action all ask here): with
+        ``MAILER_EMAIL_MAX_RETRIES`` set, a message already retried that many
+        times stays deferred; without it, every deferred message is retryable.
+        """
+        return self.deferred().exclude(_retries_used_up())
+
+    def retries_used_up(self) -> MessageQuerySet:
+        """The deferred messages that stay deferred: the rest of :meth:`deferred` after :meth:`retryable`."""
+        return self.deferred().filter(_retries_used_up())
+
+    def retry_deferred(self, new_priority: int = Priority.MEDIUM.value) -> int:
+        """Put the :meth:`retryable` messages back on the queue, counting the retry; return how many."""
+        return self.retryable().update(priority=new_priority, retry_count=models.F("retry_count") + 1)
+
+    def mark_deferred(self) -> int:
+        """Defer these rows, in one ``UPDATE``; return how many.
+
+        Deferring a message is giving it ``Priority.DEFERRED``: senders pass it
+        over until ``retry_deferred`` puts it back. This is the form for rows
+        known by their key (``Message.objects.filter(pk=pk).mark_deferred()``),
+        which sends no signal; :meth:`Message.defer` is the same for a message
+        in hand, through ``save()``.
+        """
+        return self.update(priority=Priority.DEFERRED.value)
+
+
+def _retries_used_up() -> models.Q:
+    """Messages retried ``MAILER_EMAIL_MAX_RETRIES`` times; none when the setting is ``None`` (no limit)."""
+    max_retries = mailer_settings.EMAIL_MAX_RETRIES
+    if max_retries is None:
+        return models.Q(pk__in=[])
+    return models.Q(retry_count__gte=max_retries)
+
+
+class MessageManager(models.Manager.from_queryset(MessageQuerySet)):
+    pass
+
+
+# Keep each IN (...) well below every database's limit on query parameters.
+_CHUNK = 500
+
+# How long a process trusts having seen the list empty; changes made through the ORM in this process
+# are seen at once (see _forget_emptiness). The list is checked again, exactly, when the message is sent.
+EMPTY_FOR = 1.0
+_seen_empty_at: float | None = None
+
+
+class DontSendEntryManager(models.Manager):
+    def has_address(self, address: str) -> bool:
+        """Is ``address`` (bare or with a display name) on the don't-send list? Case does not matter."""
+        key = entry_key(address)
+        return bool(key) and key in self.keys_on_list([key])
+
+    def keys_on_list(self, keys: Iterable[str]) -> set[str]:
+        """Those of ``keys`` (from :func:`~mailer.addresses.address_key`) that are on the list.
+
+        Entries are stored folded by Python (see :meth:`mailer.models.DontSendEntry.save`); ``LOWER()`` on the
+        column also folds the ASCII letters of rows written as given (by django-mailer 2.x, or by an
+        ``update()``) and uses the index of migration 0010. What the database returns is compared
+        again here: a collation that ignores accents (MariaDB's default) would match "ann" with "änn".
+        """
+        keys = set(keys)
+        found = self.annotate(key=Lower("to_address")).filter(key__in=keys).values_list("key", flat=True)
+        return keys.intersection(found)
+
+    def blocked_addresses(self, addresses: Iterable[str], *, queueing: bool = False) -> set[str]:
+        """The subset of ``addresses`` (as :func:`~mailer.addresses.address_key`) that is on the list.
+
+        One query per 500 distinct addresses. When ``queueing``, a list seen
+        empty less than ``EMPTY_FOR`` seconds ago is not asked again: queueing
+        then costs no query on sites without a don't-send list. Sending always asks.
+        """
+        blocked: set[str] = set()
+        if queueing and self._seen_empty():
+            return blocked
+        keys = sorted({address_key(a) for a in addresses} - {""})
+        for start in range(0, len(keys), _CHUNK):
+            blocked.update(self.keys_on_list(keys[start : start + _CHUNK]))
+        return blocked
+
+    def _seen_empty(self) -> bool:
+        """Is the list empty? Asks the database at most once per ``EMPTY_FOR`` seconds while it is."""
+        global _seen_empty_at
+        moment = time.monotonic()
+        if _seen_empty_at is not None and moment - _seen_empty_at < EMPTY_FOR:
+            return True
+        empty = not self.exists()
+        _seen_empty_at = moment if empty else None
+        return empty
+
+    def bulk_create(self, objs: Iterable[models.Model], *args: Any, **kwargs: Any) -> list[models.Model]:
+        objs = list(objs)
+        for obj in objs:
+            obj.to_address = entry_key(obj.to_address)
+        created = super().bulk_create(objs, *args, **kwargs)
+        _forget_emptiness()  # bulk_create sends no post_save
+        return created
+
+
+@receiver([post_save, post_delete], sender="mailer.DontSendEntry")
+def _forget_emptiness(**kwargs: Any) -> None:
+    """The list changed: the next queueing asks the database again."""
+    global _seen_empty_at
+    _seen_empty_at = None
+
+
+class MessageLogManager(models.Manager):
+    def log(self, message: Any, result_code: str, log_message: str = "") -> models.Model:
+        """Record the outcome of an attempt to send ``message`` (a :class:`~mailer.models.Message`)."""
+        return self.create(**log_fields(message, message.email, result_code, log_message))
+
+    def purge_old_entries(self, days: int, result_codes: Iterable[str] | None = None) -> int:
+        """Delete entries older than ``days`` days with these results (default: success)."""
+        if result_codes is None:
+            result_codes = [Result.SUCCESS.value]
+        limit = now() - datetime.timedelta(days=days)
+        deleted, _per_model = self.filter(when_attempted__lt=limit, result__in=list(result_codes)).delete()
+        return deleted
