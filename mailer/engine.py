@@ -50,6 +50,7 @@ from mailer.models import (
     log_fields,
 )
 from mailer.routing import Outcome, Route, deliver, routes
+from mailer.summaries import SendResult, log_sent
 
 __all__ = [
     "QueueNotDecodable",
@@ -93,25 +94,6 @@ def handle_delivery_exception(
         MessageLog.objects.log(message, RESULT_FAILURE, log_message=str(exc))
         return None, "deferred"
     raise exc
-
-
-@dataclass
-class SendResult:
-    """What one :func:`send_all` pass did."""
-
-    sent: int = 0
-    deferred: int = 0
-    skipped: int = 0  # no recipient left after the don't-send list
-    failed: int = 0  # undecodable data, or an exception the error handler re-raised
-    seconds: float = 0.0
-    held: int = 0  # intact rows this process cannot decode (another SECRET_KEY, a class it lacks): left queued
-
-    def __str__(self) -> str:
-        held = f", held back {self.held}" if self.held else ""
-        return (
-            f"sent {self.sent}, deferred {self.deferred}, skipped {self.skipped}, "
-            f"failed {self.failed}{held} in {self.seconds:.2f}s"
-        )
 
 
 @dataclass
@@ -504,9 +486,7 @@ def send_all(
     finally:
         if lock is not None:
             release_lock(lock)
-    logger.info(
-        "Sent: %s", result, extra={"sent": result.sent, "deferred": result.deferred, "duration": result.seconds}
-    )
+    log_sent(logger, result)
     return result
 
 
