@@ -37,9 +37,10 @@ from mailer.limits import PassLimits
 from mailer.locking import acquire_lock, release_lock
 from mailer.logtext import loggable
 from mailer.models import PRIORITY_DEFERRED, Message, get_message_id
-from mailer.outcomes import DEFERRABLE_EXCEPTIONS, Batch, Outcome, SendResult, handle_delivery_exception
+from mailer.outcomes import DEFERRABLE_EXCEPTIONS, Batch, Outcome, handle_delivery_exception
 from mailer.reading import QueueNotDecodable, Readable, Reader, release
 from mailer.routing import Route, routes
+from mailer.summaries import SendResult, log_sent
 
 __all__ = [
     "DEFERRABLE_EXCEPTIONS",
@@ -298,9 +299,7 @@ def send_all(
     finally:
         if lock is not None:
             release_lock(lock)
-    logger.info(
-        "Sent: %s", result, extra={"sent": result.sent, "deferred": result.deferred, "duration": result.seconds}
-    )
+    log_sent(logger, result)
     return result
 
 

@@ -5,7 +5,7 @@ Each function here returns an :class:`Outcome`, a value the sending loop
 the row leaves the queue, is put aside (deferred) or is left queued for a
 later pass, which connection to keep, and whether the pass must stop. The
 loop adds outcomes up per batch (:class:`Batch`: what its commit records)
-and per pass (:class:`SendResult`: the counts). Only
+and per pass (:class:`~mailer.summaries.SendResult`: the counts). Only
 the project's ``MAILER_ERROR_HANDLER`` writes to the database from here,
 as django-mailer 2.x's handlers always have, inside a savepoint.
 
@@ -97,29 +97,6 @@ class Outcome:
     def may_go_on(self) -> bool:
         """May the pass start more deliveries in this batch?"""
         return self.stop is None and not self.put_aside
-
-
-@dataclass
-class SendResult:
-    """What one :func:`send_all` pass did."""
-
-    sent: int = 0
-    deferred: int = 0
-    skipped: int = 0  # no recipient left after the don't-send list
-    failed: int = 0  # undecodable data, or an exception the error handler re-raised
-    seconds: float = 0.0
-    held: int = 0  # intact rows this process cannot decode (another SECRET_KEY, a class it lacks): left queued
-
-    def __str__(self) -> str:
-        held = f", held back {self.held}" if self.held else ""
-        return (
-            f"sent {self.sent}, deferred {self.deferred}, skipped {self.skipped}, "
-            f"failed {self.failed}{held} in {self.seconds:.2f}s"
-        )
-
-    def add(self, outcome: Outcome) -> None:
-        if outcome.counts is not None:
-            setattr(self, outcome.counts, getattr(self, outcome.counts) + 1)
 
 
 @dataclass

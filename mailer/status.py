@@ -10,6 +10,9 @@
    order they are attempted, so the cost is that of the last day's entries, not of the whole log;
 3. the last success: within the last day from the same query; only when there was none, the newest
    success before, along the primary key.
+
+:func:`problems` is the health verdict on those figures (``mailer_status --max-age/--max-deferred``);
+it decodes at most a few of the next messages to send (:func:`undecodable_here`).
 """
 
 from __future__ import annotations
@@ -21,16 +24,8 @@ from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from mailer import serialization
-from mailer.choices import Result
-from mailer.models import (
-    PRIORITY_DEFERRED,
-    PRIORITY_HIGH,
-    PRIORITY_LOW,
-    PRIORITY_MEDIUM,
-    RESULT_SUCCESS,
-    Message,
-    MessageLog,
-)
+from mailer.choices import Priority, Result
+from mailer.models import Message, MessageLog
 
 HOUR = datetime.timedelta(hours=1)
 DAY = datetime.timedelta(days=1)
@@ -120,16 +115,16 @@ OTHER = "other"
 def _queue_counts() -> tuple[dict[int | str, int], datetime.datetime | None]:
     """Rows per priority; those of a priority django-mailer does not write (set by hand) under ``OTHER``.
 
-    The senders leave out only ``PRIORITY_DEFERRED``, so every other row waits to be sent.
+    The senders leave out only deferred rows, so every other row waits to be sent.
     """
-    counts: dict[int | str, int] = {PRIORITY_HIGH: 0, PRIORITY_MEDIUM: 0, PRIORITY_LOW: 0, PRIORITY_DEFERRED: 0}
+    counts: dict[int | str, int] = {priority.value: 0 for priority in Priority}
     counts[OTHER] = 0
     oldest = None
     rows = Message.objects.order_by().values("priority").annotate(n=Count("id"), oldest=Min("when_added"))
     for row in rows:
         priority = row["priority"]
         counts[priority if priority in counts else OTHER] += row["n"]
-        if priority != PRIORITY_DEFERRED and row["oldest"] is not None:
+        if priority != Priority.DEFERRED and row["oldest"] is not None:
             oldest = row["oldest"] if oldest is None else min(oldest, row["oldest"])
     return counts, oldest
 
@@ -146,13 +141,13 @@ def _log_counts(now: datetime.datetime) -> tuple[ResultCounts, ResultCounts, dat
     for code, name in RESULT_NAMES.items():
         aggregates[f"day_{name}"] = Count("id", filter=Q(result=code))
         aggregates[f"hour_{name}"] = Count("id", filter=Q(result=code, when_attempted__gte=hour_ago))
-    aggregates["last_success"] = Max("when_attempted", filter=Q(result=RESULT_SUCCESS))
+    aggregates["last_success"] = Max("when_attempted", filter=Q(result=Result.SUCCESS))
     found = window.aggregate(**aggregates)
     last_day = ResultCounts(**{name: found[f"day_{name}"] for name in RESULT_NAMES.values()})
     last_hour = ResultCounts(**{name: found[f"hour_{name}"] for name in RESULT_NAMES.values()})
     last_success = found["last_success"]
     if last_success is None:
-        older = MessageLog.objects.filter(result=RESULT_SUCCESS)
+        older = MessageLog.objects.filter(result=Result.SUCCESS)
         if boundary is not None:
             older = older.filter(id__lte=boundary)
         last_success = older.order_by("-id").values_list("when_attempted", flat=True).first()
@@ -170,10 +165,10 @@ def queue_status(now: datetime.datetime | None = None) -> QueueStatus:
     last_hour, last_day, last_success = _log_counts(now)
     return QueueStatus(
         checked_at=now,
-        high=counts[PRIORITY_HIGH],
-        medium=counts[PRIORITY_MEDIUM],
-        low=counts[PRIORITY_LOW],
-        deferred=counts[PRIORITY_DEFERRED],
+        high=counts[Priority.HIGH],
+        medium=counts[Priority.MEDIUM],
+        low=counts[Priority.LOW],
+        deferred=counts[Priority.DEFERRED],
         other=counts[OTHER],
         oldest_queued=oldest,
         last_hour=last_hour,
@@ -205,3 +200,41 @@ def undecodable_here(limit: int = 10) -> list[str]:
         except serialization.UndecodableMessage:
             pass
     return problems
+
+
+def problems(status: QueueStatus, max_age: int | None = None, max_deferred: int | None = None) -> list[str]:
+    """The health verdict of ``mailer_status --max-age/--max-deferred``: why the queue looks stuck, if it does.
+
+    An empty list means healthy. ``max_age``: seconds the oldest waiting (not deferred) message may have
+    waited; ``max_deferred``: how many messages may be deferred. With either given, messages this
+    process cannot decode (:func:`undecodable_here`) are problems too: a sender configured as this
+    process is would hold them back. The texts name the command's options.
+    """
+    found = []
+    age = status.oldest_queued_age
+    if max_age is not None and age is not None and age > max_age:
+        found.append(
+            f"the oldest queued message has waited {age:.1f}s ({short_duration(age)}), "
+            f"longer than --max-age {max_age}; is a sender running?"
+        )
+    if max_deferred is not None and status.deferred > max_deferred:
+        found.append(f"{status.deferred} message(s) deferred, more than --max-deferred {max_deferred}")
+    if max_age is not None or max_deferred is not None:
+        # Mail a sender with this configuration would hold back (another SECRET_KEY, missing code).
+        found.extend(undecodable_here())
+    return found
+
+
+def short_duration(seconds: float) -> str:
+    """``45s``, ``12m 5s``, ``3h 20m``, ``2d 4h``: a duration as people read it, to the second or coarser."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import IO
 
-from mailer.engine import SendResult
+from mailer.summaries import SendResult
 
 
 def _same_file(a: object, b: object) -> bool:

@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from mailer.choices import Result
 from mailer.management.options import non_negative_int
-from mailer.status import RESULT_NAMES, QueueStatus, queue_status, undecodable_here
+from mailer.status import RESULT_NAMES, QueueStatus, problems, queue_status, short_duration
 
 EXIT_CHECK_FAILED = 1
 
@@ -40,28 +40,12 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(status.as_dict()))
         else:
             self.stdout.write(self.table(status))
-        problems = self.problems(status, options["max_age"], options["max_deferred"])
-        if problems:
+        found = problems(status, options["max_age"], options["max_deferred"])
+        if found:
             self.stdout.flush()
-            for problem in problems:
+            for problem in found:
                 self.stderr.write(f"mailer_status: {problem}")
             sys.exit(EXIT_CHECK_FAILED)
-
-    @staticmethod
-    def problems(status: QueueStatus, max_age: int | None, max_deferred: int | None) -> list[str]:
-        problems = []
-        age = status.oldest_queued_age
-        if max_age is not None and age is not None and age > max_age:
-            problems.append(
-                f"the oldest queued message has waited {age:.1f}s ({_duration(age)}), "
-                f"longer than --max-age {max_age}; is a sender running?"
-            )
-        if max_deferred is not None and status.deferred > max_deferred:
-            problems.append(f"{status.deferred} message(s) deferred, more than --max-deferred {max_deferred}")
-        if max_age is not None or max_deferred is not None:
-            # Mail a sender with this configuration would hold back (another SECRET_KEY, missing code).
-            problems.extend(undecodable_here())
-        return problems
 
     @staticmethod
     def table(status: QueueStatus) -> str:
@@ -70,7 +54,7 @@ class Command(BaseCommand):
                 return "-"
             if timezone.is_aware(moment):
                 moment = timezone.localtime(moment)
-            return f"{moment:%Y-%m-%d %H:%M:%S %Z}".rstrip() + f" ({_duration(age)} ago)"
+            return f"{moment:%Y-%m-%d %H:%M:%S %Z}".rstrip() + f" ({short_duration(age)} ago)"
 
         lines = [
             "Queue",
@@ -90,18 +74,3 @@ class Command(BaseCommand):
             lines.append(f"  {Result(code).word:<10}{hour:>9}  {day:>9}")
         lines.append(f"  last success  {when(status.last_success, status.last_success_age)}")
         return "\n".join(lines)
-
-
-def _duration(seconds: float) -> str:
-    """``45s``, ``12m 5s``, ``3h 20m``, ``2d 4h``."""
-    whole = int(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"

@@ -1,0 +1,69 @@
+"""The frame the long-running senders (``runmailer``, ``runmailer_pg``) share.
+
+Each makes a sender: an object whose ``run()`` sends until its ``stop()`` is called (from the
+``SIGINT``/``SIGTERM`` handler) and returns the exit status. Around it the frame adds ``--debug``,
+the command's system checks, the start banner, the run's totals logged as one ``Stopped: ...`` line
+on the command's own logger however the run ends, and the signal handlers put back afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from mailer.checks import run_command_checks
+from mailer.management.progress import RunTotals
+from mailer.runs import signals_handled
+from mailer.summaries import SendResult
+
+
+class Sender(Protocol):
+    def run(self) -> int: ...
+
+    def stop(self, *args: Any) -> None: ...
+
+
+class SenderCommand(BaseCommand):
+    """A command that sends until a signal stops it. Subclasses set the attributes and :meth:`make_sender`."""
+
+    command_name: str  # whose checks run (see mailer.checks.run_command_checks)
+    logger: logging.Logger  # where the "Stopped: ..." line goes: the command's own logger
+    banner: str  # the second line printed on start, after the date
+
+    def add_arguments(self, parser):
+        parser.add_argument("--debug", action="store_true", help="Log django-mailer's DEBUG messages.")
+
+    def make_sender(self, on_pass: Callable[[SendResult], None]) -> Sender:
+        """The sender to run, calling ``on_pass`` with the result of each pass; raise CommandError if none."""
+        raise NotImplementedError
+
+    def stopped(self, status: int) -> None:
+        """After the run and its ``Stopped: ...`` line: exit with a non-zero ``status``."""
+        if status:
+            sys.exit(status)
+
+    def handle(self, *args, **options):
+        if options["debug"]:
+            logging.getLogger("mailer").setLevel(logging.DEBUG)
+        for warning in run_command_checks(self.command_name):  # errors raise SystemCheckError
+            self.stderr.write(str(warning))
+        totals = RunTotals()
+        sender = self.make_sender(totals.add)
+        # SIGTERM (systemd, supervisors) and CONTROL-C stop the run, with everything sent so far
+        # recorded; a delivery blocked on a relay is cut short and its message left queued.
+        with signals_handled(sender.stop, signal.SIGINT, signal.SIGTERM):
+            try:
+                self.stdout.write(f"{timezone.now():%B %d, %Y - %X}")
+                self.stdout.write(self.banner)
+                self.stdout.flush()
+                status = sender.run()
+            finally:
+                # Whatever ended the run (a signal, a configuration error, the sending thread's death).
+                self.logger.info("Stopped: %s", totals)
+        self.stopped(status)
