@@ -119,7 +119,9 @@ def test_sigterm_stops_a_sender_blocked_on_a_silent_relay(silent_project, silent
     silent_project.queue(3)
     child = silent_project.start(command, {"MAILER_EMAIL_TIMEOUT": 120, "MAILER_SENDER_CONNECTIONS": connections})
     silent_relay.wait_for_connections(connections)
-    time.sleep(0.2)  # well inside the wait for a greeting
+    # The scenario: the sender waits for a greeting that never comes. Nothing the relay can see marks the
+    # moment the child blocks in recv() after its connect(), so this sleep lets it get there.
+    time.sleep(0.2)
     stopping = time.monotonic()
     status = child.stop(signal.SIGTERM, timeout=30)
     print(f"{command} stopped {time.monotonic() - stopping:.2f}s after SIGTERM")
@@ -139,7 +141,7 @@ def test_sigterm_mid_delivery_keeps_what_was_sent(tmp_path, command):
         child = project.start(command, {"MAILER_EMAIL_TIMEOUT": 120})
         try:
             relay.wait_for(2)
-            time.sleep(0.5)  # the third DATA is waiting for the relay's reply
+            relay.wait_for_stall()  # the third DATA is waiting for the relay's reply
             stopping = time.monotonic()
             status = child.stop(signal.SIGTERM, timeout=30)
             assert time.monotonic() - stopping < smtp.INTERRUPT_GRACE + 3, child.log()
@@ -256,7 +258,7 @@ def test_sigterm_stops_runmailer_pg_blocked_on_a_silent_relay(silent_project, si
     silent_project.queue(2)
     child = silent_project.start("runmailer_pg", {"MAILER_EMAIL_TIMEOUT": 120, "MAILER_USE_FILE_LOCK": False})
     silent_relay.wait_for_connections(1)
-    time.sleep(0.2)
+    time.sleep(0.2)  # the scenario: blocked waiting for the greeting (see the test above)
     stopping = time.monotonic()
     status = child.stop(signal.SIGTERM, timeout=30)
     assert time.monotonic() - stopping < smtp.INTERRUPT_GRACE + 3, child.log()
@@ -347,7 +349,7 @@ def test_interrupt_reaches_a_connection_after_starttls(tmp_path):
 
         sending = threading.Thread(target=deliver, daemon=True)
         sending.start()
-        time.sleep(1)  # STARTTLS done, DATA waiting for a reply that never comes
+        relay.wait_for_stall()  # STARTTLS done, DATA waiting for a reply that never comes
         assert sending.is_alive()
         smtp.interrupt()
         sending.join(5)

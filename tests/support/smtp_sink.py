@@ -9,7 +9,6 @@ import email
 import email.policy
 import socket
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -91,13 +90,9 @@ class SMTPSink:
 
     def wait_for(self, n, timeout=10):
         """Wait until at least ``n`` messages arrived; return a copy of them, or fail the test on timeout."""
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while len(self.messages) < n:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"expected {n} message(s) within {timeout}s, got {len(self.messages)}")
-                self._cond.wait(remaining)
+            if not self._cond.wait_for(lambda: len(self.messages) >= n, timeout):
+                raise AssertionError(f"expected {n} message(s) within {timeout}s, got {len(self.messages)}")
             return list(self.messages)
 
 
