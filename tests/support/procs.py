@@ -21,14 +21,19 @@ def project_env(env: dict | None = None) -> dict:
     return full
 
 
-def _command(args) -> list[str]:
-    return [sys.executable, "-m", "django", *map(str, args)]
+def _command(args, python: str = sys.executable) -> list[str]:
+    return [python, "-m", "django", *map(str, args)]
 
 
-def manage(*args, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run a management command to completion; output is captured as text, the exit code is not checked."""
+def manage(
+    *args, env: dict | None = None, timeout: float = 120, python: str = sys.executable
+) -> subprocess.CompletedProcess:
+    """Run a management command to completion; output is captured as text, the exit code is not checked.
+
+    ``python``: the interpreter to run it with (a cached venv with another database driver, say).
+    """
     return subprocess.run(
-        _command(args), env=project_env(env), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+        _command(args, python), env=project_env(env), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
     )
 
 
