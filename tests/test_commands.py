@@ -23,16 +23,13 @@ from mailer.models import (
     MessageLog,
 )
 from tests.support import backends
+from tests.support.logs import mailer_lines
 from tests.support.procs import manage, popen_manage
 from tests.support.queueing import queue
 from tests.support.sqlite_project import child_env, query, queue_in
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
-
-
-def messages_from(caplog, logger_prefix="mailer"):
-    return [r.getMessage() for r in caplog.records if r.name.startswith(logger_prefix)]
 
 
 # --- send_mail --------------------------------------------------------------------------------------
@@ -65,7 +62,7 @@ def test_send_mail_summary_counts_deferred_and_skipped(settings, caplog):
     finally:
         backends.FAILURES.clear()
     assert [email.subject for email in mail.outbox] == ["fine"]
-    summary = [m for m in messages_from(caplog, "mailer.engine") if m.startswith("Sent: ")]
+    summary = [m for m in mailer_lines(caplog, "mailer.engine") if m.startswith("Sent: ")]
     assert len(summary) == 1
     assert "sent 1, deferred 1, skipped 1, failed 0" in summary[0]
     assert not Message.objects.filter(pk=skipped.pk).exists()
@@ -80,7 +77,7 @@ def test_send_mail_paused_sends_nothing_and_says_so(settings, caplog):
     assert mail.outbox == []
     assert Message.objects.count() == 1
     assert MessageLog.objects.count() == 0
-    assert any("pause" in m.lower() for m in messages_from(caplog))
+    assert any("pause" in m.lower() for m in mailer_lines(caplog))
 
 
 @pytest.mark.parametrize("args", [["-c", "1"], ["--cron", "1"], ["--cron=1"]])
@@ -118,7 +115,7 @@ def test_retry_deferred_moves_deferred_back_and_logs_the_count(caplog):
     assert Message.objects.deferred().count() == 0
     assert sorted(Message.objects.filter(priority=PRIORITY_MEDIUM).values_list("retry_count", flat=True)) == [1, 2, 3]
     assert Message.objects.get(priority=PRIORITY_HIGH).retry_count == 0
-    logged = messages_from(caplog, "mailer.management.commands.retry_deferred")
+    logged = mailer_lines(caplog, "mailer.management.commands.retry_deferred")
     assert len(logged) == 1 and "3" in logged[0]
 
 
@@ -130,7 +127,7 @@ def test_retry_deferred_respects_max_retries(settings, caplog):
         call_command("retry_deferred")
     assert sorted(Message.objects.deferred().values_list("retry_count", flat=True)) == [2, 3]
     assert sorted(Message.objects.non_deferred().values_list("retry_count", flat=True)) == [1, 2]
-    logged = messages_from(caplog, "mailer.management.commands.retry_deferred")
+    logged = mailer_lines(caplog, "mailer.management.commands.retry_deferred")
     assert len(logged) == 1 and "2" in logged[0]
 
 
@@ -173,7 +170,7 @@ def test_purge_mail_log_deletes_old_success_by_default(logs, caplog):
     with caplog.at_level(logging.INFO, logger="mailer"):
         call_command("purge_mail_log", "7")
     assert remaining(logs) == set(logs) - {(RESULT_SUCCESS, "old")}
-    logged = messages_from(caplog, "mailer.management.commands.purge_mail_log")
+    logged = mailer_lines(caplog, "mailer.management.commands.purge_mail_log")
     assert len(logged) == 1 and "1" in logged[0]
 
 
@@ -186,7 +183,7 @@ def test_purge_mail_log_all(logs, caplog):
     with caplog.at_level(logging.INFO, logger="mailer"):
         call_command("purge_mail_log", "7", "--result", "all")
     assert remaining(logs) == {(RESULT_SUCCESS, "new"), (RESULT_DONT_SEND, "new"), (RESULT_FAILURE, "new")}
-    assert "3" in messages_from(caplog, "mailer.management.commands.purge_mail_log")[0]
+    assert "3" in mailer_lines(caplog, "mailer.management.commands.purge_mail_log")[0]
 
 
 def test_purge_mail_log_zero_days_deletes_everything_of_that_result(logs):
