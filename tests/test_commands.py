@@ -24,7 +24,7 @@ from mailer.models import (
 )
 from tests.support import backends
 from tests.support.logs import mailer_lines
-from tests.support.procs import manage, popen_manage
+from tests.support.procs import manage, running_command
 from tests.support.queueing import queue
 from tests.support.sqlite_project import child_env, query, queue_in
 from tests.support.waiting import wait_until
@@ -245,8 +245,7 @@ def test_bad_arguments_exit_non_zero_in_a_child_process(sqlite_project, args):
 
 def test_runmailer_delivers_mail_queued_while_it_runs_and_stops_on_sigint(sqlite_project, smtp_server):
     env = {**child_env(sqlite_project), "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2"}
-    proc = popen_manage("runmailer", env=env)
-    try:
+    with running_command("runmailer", env=env) as proc:
         first_line = proc.stdout.readline()  # the date; then the banner
         assert first_line, proc.stderr.read()
         assert "Starting django-mailer send loop" in proc.stdout.readline()
@@ -259,10 +258,6 @@ def test_runmailer_delivers_mail_queued_while_it_runs_and_stops_on_sigint(sqlite
         wait_until(lambda: query(sqlite_project, "SELECT count(*) FROM mailer_messagelog") == [(2,)])
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert "Stopped." in out
     assert "Traceback" not in err
@@ -273,16 +268,11 @@ def test_runmailer_delivers_mail_queued_while_it_runs_and_stops_on_sigint(sqlite
 
 def test_runmailer_stops_on_sigint_while_idle(sqlite_project):
     env = {**child_env(sqlite_project), "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2"}
-    proc = popen_manage("runmailer", env=env)
-    try:
+    with running_command("runmailer", env=env) as proc:
         proc.stdout.readline()
         assert "Starting" in proc.stdout.readline()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert "Stopped." in out
     # The project is on SQLite: runmailer says, when it starts, what that means (docs/checks.rst).
@@ -294,15 +284,10 @@ def test_runmailer_stops_on_sigterm_after_the_message_in_hand(sqlite_project, sm
     for n in range(3):
         queue_in(sqlite_project, f"message {n}")
     env = {**child_env(sqlite_project), "MAILER_TEST_SETTINGS": json.dumps({"MAILER_EMAIL_THROTTLE": 60})}
-    proc = popen_manage("runmailer", env=env)
-    try:
+    with running_command("runmailer", env=env) as proc:
         smtp_server.wait_for(1, timeout=30)
         proc.send_signal(signal.SIGTERM)  # during the 60 s throttle nap after the first message
         out, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert "Stopped." in out
     assert len(smtp_server.messages) == 1

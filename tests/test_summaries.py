@@ -33,7 +33,7 @@ from mailer.models import (
 from tests.support import dbconfig
 from tests.support.locks import lock_held_elsewhere
 from tests.support.logs import mailer_lines
-from tests.support.procs import manage, popen_manage
+from tests.support.procs import manage, popen_manage, running_command
 from tests.support.project_db import migrated_project, run_in_project, table_counts
 from tests.support.queueing import queue
 from tests.support.senders import SenderProcess
@@ -546,16 +546,11 @@ def test_retry_deferred_and_purge_mail_log_summaries_in_child_processes(project)
 
 def test_runmailer_totals_on_stderr_when_it_stops(project):
     run_in_project(project, QUEUE.format(n=2))
-    proc = popen_manage("runmailer", env={**project, "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2"})
-    try:
+    with running_command("runmailer", env={**project, "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2"}) as proc:
         assert "Starting" in proc.stdout.readline() + proc.stdout.readline()
         wait_until(lambda: table_counts(project)["queued"] == 0, 60, interval=0.2, message="runmailer sent nothing")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert "Stopped." in out
     [line] = logged(err, "mailer.management.commands.runmailer")

@@ -7,6 +7,8 @@ is added to this process's environment.
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +45,19 @@ def popen_manage(*args, env: dict | None = None, **kwargs) -> subprocess.Popen:
     kwargs.setdefault("stderr", subprocess.PIPE)
     kwargs.setdefault("text", True)
     return subprocess.Popen(_command(args), env=project_env(env), cwd=REPO_ROOT, **kwargs)
+
+
+@contextmanager
+def running_command(*args, env: dict | None = None, **kwargs) -> Iterator[subprocess.Popen]:
+    """``popen_manage()`` for the length of the block; a child still running at its end (the test failed
+    before it stopped the child) is killed, so that no test leaves a sender behind."""
+    proc = popen_manage(*args, env=env, **kwargs)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 _PEAK_RSS = """
