@@ -21,7 +21,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.ports import free_port
 from tests.support.services import unavailable
 
 SERVER_USER = "postgres"
@@ -82,12 +82,6 @@ def _as_server_user() -> tuple[str | None, int | None, int | None]:
         if shutil.which(runner):
             return runner, user.pw_uid, user.pw_gid
     raise ClusterUnavailable("running as root, and neither runuser nor su is available to run PostgreSQL")
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

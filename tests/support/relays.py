@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from aiosmtpd.controller import Controller
 
+from tests.support.ports import start_on_a_free_port
+
 TOO_MANY = "452 4.5.3 Too many recipients"
 
 
@@ -101,17 +103,13 @@ class ScriptedRelay:
             return [address for transaction in self.transactions for address in transaction.rcpt_tos]
 
     def start(self) -> ScriptedRelay:
-        for attempt in range(5):
-            with socket.socket() as s:
-                s.bind((self.host, 0))
-                self.port = s.getsockname()[1]
-            self._controller = Controller(self, hostname=self.host, port=self.port, tls_context=self.tls_context)
-            try:
-                self._controller.start()
-                return self
-            except OSError:  # the port was taken between bind() and start()
-                if attempt == 4:
-                    raise
+        def start_on(port: int) -> Controller:
+            controller = Controller(self, hostname=self.host, port=port, tls_context=self.tls_context)
+            controller.start()
+            self.port = port
+            return controller
+
+        self._controller = start_on_a_free_port(start_on, self.host)
         return self
 
     def stop(self) -> None:
