@@ -176,8 +176,9 @@ class SilentRelay:
         self.stop()
 
 
-def send_through(settings, relay, **options) -> None:
-    """Make Django's SMTP backend, pointed at ``relay``, the queue's real sender (with ``MAILERS`` on 6.1+).
+def send_through(settings, relay, alias: str = "relay", **options) -> None:
+    """Make Django's SMTP backend, pointed at ``relay``, the queue's real sender (with ``MAILERS`` on 6.1+,
+    as the alias ``alias``). Also what the ``smtp_settings`` fixture does with the SMTP sink.
 
     ``options`` are further backend options (``timeout=...``), as ``EMAIL_<NAME>`` settings or ``OPTIONS``.
     """
@@ -186,12 +187,12 @@ def send_through(settings, relay, **options) -> None:
     if mailers_configured():
         settings.MAILERS = {
             **settings.MAILERS,
-            "relay": {
+            alias: {
                 "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
                 "OPTIONS": {"host": relay.host, "port": relay.port, "use_tls": False, **options},
             },
         }
-        settings.MAILER_DELIVER_USING = "relay"
+        settings.MAILER_DELIVER_USING = alias
     else:
         settings.MAILER_EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
         settings.EMAIL_HOST = relay.host
