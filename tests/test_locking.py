@@ -55,7 +55,7 @@ def live_holder(lock_path):
         "import sys, time; from mailer import locking; import django; from django.conf import settings; "
         f"settings.configure(MAILER_LOCK_PATH={lock_path!r}); "
         "ok, lock = locking.acquire_lock(); print(ok, flush=True); time.sleep(60)"
-    )
+    )  # it holds the lock until the fixture kills it (the 60 s are only a bound)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
     assert proc.stdout.readline().strip() == "True"
     yield proc
