@@ -21,15 +21,11 @@ from mailer import smtp
 from mailer.routing import mailers_configured, route
 from tests.support import dbconfig
 from tests.support.procs import manage
+from tests.support.project_db import send_mail_in_project
 from tests.support.relays import ScriptedRelay, SilentRelay, send_through
 from tests.support.senders import SenderProcess
 from tests.support.services import fresh_database
 
-QUEUE = (
-    "import mailer\n"
-    "for n in range({count}):\n"
-    "    mailer.send_mail(f'm{{n}}', 'body', 'from@example.com', [f'to{{n}}@example.com'])\n"
-)
 COUNT = (
     "from mailer.models import Message, MessageLog\n"
     "print(Message.objects.non_deferred().count(), Message.objects.deferred().count(),"
@@ -55,7 +51,7 @@ class Project:
         return result.stdout
 
     def queue(self, count: int) -> None:
-        self.manage("shell", "-v0", "-c", QUEUE.format(count=count))
+        send_mail_in_project(self.env, count, to="to{n}@example.com")
 
     def counts(self) -> tuple[int, ...]:
         """Queued (not deferred), deferred, success log entries, failure log entries."""

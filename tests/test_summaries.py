@@ -34,7 +34,7 @@ from tests.support import dbconfig
 from tests.support.locks import lock_held_elsewhere
 from tests.support.logs import mailer_lines
 from tests.support.procs import manage, popen_manage, running_command
-from tests.support.project_db import migrated_project, run_in_project, table_counts
+from tests.support.project_db import migrated_project, run_in_project, send_mail_in_project, table_counts
 from tests.support.queueing import queue
 from tests.support.senders import SenderProcess
 from tests.support.waiting import wait_until
@@ -443,18 +443,13 @@ def project(tmp_path):
         yield env
 
 
-QUEUE = (
-    "import mailer\nfor n in range({n}): mailer.send_mail(f'm{{n}}', 'body', 'from@example.com', ['to@example.com'])"
-)
-
-
 def logged(stderr, logger):
     prefix = f"INFO {logger}: "
     return [line[len(prefix) :] for line in stderr.splitlines() if line.startswith(prefix)]
 
 
 def test_send_mail_summary_on_stderr_and_no_bar_through_a_pipe(project):
-    run_in_project(project, QUEUE.format(n=2))
+    send_mail_in_project(project, 2)
     done = manage("send_mail", env=project)
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
@@ -483,7 +478,7 @@ def run_on_a_terminal(args, env):
 
 
 def test_send_mail_bar_on_a_terminal_stays_below_the_log_lines(project):
-    run_in_project(project, QUEUE.format(n=4))
+    send_mail_in_project(project, 4)
     code, out, raw = run_on_a_terminal(["send_mail"], project)
     assert code == 0, raw
     assert out == ""
@@ -500,7 +495,7 @@ def test_send_mail_bar_on_a_terminal_stays_below_the_log_lines(project):
 
 
 def test_send_mail_bar_on_a_quiet_terminal(project):
-    run_in_project(project, QUEUE.format(n=3))
+    send_mail_in_project(project, 3)
     code, _, raw = run_on_a_terminal(["send_mail"], {**project, "MAILER_TEST_LOG_LEVEL": "WARNING"})
     assert code == 0, raw
     assert raw.startswith("\rsent 1/3 [=========>                    ]  33%")
@@ -508,7 +503,7 @@ def test_send_mail_bar_on_a_quiet_terminal(project):
 
 
 def test_send_mail_lock_held_summary_in_a_child_process(project):
-    run_in_project(project, QUEUE.format(n=1))
+    send_mail_in_project(project, 1)
     with lock_held_elsewhere(project["MAILER_TEST_LOCK_PATH"]):
         done = manage("send_mail", env=project)
     assert done.returncode == 0, done.stderr
@@ -521,10 +516,10 @@ def test_send_mail_lock_held_summary_in_a_child_process(project):
 
 
 def test_retry_deferred_and_purge_mail_log_summaries_in_child_processes(project):
+    send_mail_in_project(project, 2)
     run_in_project(
         project,
-        QUEUE.format(n=2)
-        + "\nfrom mailer.models import Message\nMessage.objects.update(priority=4)"
+        "from mailer.models import Message\nMessage.objects.update(priority=4)"
         + "\nfrom mailer.models import MessageLog\nfrom django.utils import timezone\nimport datetime"
         + "\nold = timezone.now() - datetime.timedelta(days=30)"
         + "\nfor r in '1123': MessageLog.objects.create(when_added=old, priority=2, when_attempted=old, result=r)",
@@ -545,7 +540,7 @@ def test_retry_deferred_and_purge_mail_log_summaries_in_child_processes(project)
 
 
 def test_runmailer_totals_on_stderr_when_it_stops(project):
-    run_in_project(project, QUEUE.format(n=2))
+    send_mail_in_project(project, 2)
     with running_command("runmailer", env={**project, "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2"}) as proc:
         assert "Starting" in proc.stdout.readline() + proc.stdout.readline()
         wait_until(lambda: table_counts(project)["queued"] == 0, 60, interval=0.2, message="runmailer sent nothing")
@@ -564,7 +559,7 @@ def test_runmailer_pg_totals_on_stderr_when_it_stops(project, tmp_path):
     try:
         child.wait_for_log("listening for new mail", timeout=60)
         child.wait_for_log("Sent: sent 0", timeout=60)  # the catch-up pass once listening
-        run_in_project(project, QUEUE.format(n=3))
+        send_mail_in_project(project, 3)
         child.wait_for_log("Sent: sent 3", timeout=60)
         status = child.stop(signal.SIGTERM, timeout=30)
     finally:
