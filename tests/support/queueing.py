@@ -13,7 +13,7 @@ from django.core.mail import EmailMessage
 from django.utils import timezone
 
 from mailer import serialization
-from mailer.models import PRIORITY_MEDIUM, DontSendEntry, Message, make_message
+from mailer.models import PRIORITY_MEDIUM, DontSendEntry, Message, MessageLog, make_message
 
 
 def queue(
@@ -62,6 +62,12 @@ def queue(
         setattr(message, name, value)
     message.save()
     return message
+
+
+def assert_nothing_stored() -> None:
+    """Neither the queue nor the log holds a row: what refused input must leave behind."""
+    assert Message.objects.count() == 0
+    assert MessageLog.objects.count() == 0
 
 
 def block(address: str) -> DontSendEntry:
