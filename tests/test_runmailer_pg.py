@@ -27,7 +27,7 @@ from tests.support.pgcluster import private_cluster
 from tests.support.procs import REPO_ROOT, manage
 from tests.support.queueing import email_data, insert_rows
 from tests.support.senders import SenderProcess
-from tests.support.services import _pg_connect, fresh_postgres_database
+from tests.support.services import fresh_postgres_database, pg_connect
 from tests.support.waiting import wait_until
 
 LISTENING = "listening for new mail"
@@ -132,7 +132,7 @@ def pg_project(smtp_server, tmp_path):
     """A fresh database on the shared server; children run with this interpreter (psycopg 3)."""
     with fresh_postgres_database() as name:
         env = {"MAILER_TEST_DB": "postgres", "MAILER_TEST_DB_NAME": name, **smtp_env(smtp_server)}
-        project = Project(env=env, connect=lambda: _pg_connect(name), tmp_path=tmp_path)
+        project = Project(env=env, connect=lambda: pg_connect(name), tmp_path=tmp_path)
         try:
             project.migrate()
             yield project
