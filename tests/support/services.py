@@ -30,9 +30,10 @@ def unavailable(reason: str, *, required_by: str = "MAILER_TEST_REQUIRE_SERVICES
     pytest.skip(reason)
 
 
-def pg_connect(dbname="postgres"):
-    """An autocommit connection (psycopg 3, else psycopg2) to ``dbname`` on the shared PostgreSQL server."""
-    p = pg_params()
+def pg_connect(dbname="postgres", params: dict | None = None):
+    """An autocommit connection (psycopg 3, else psycopg2) to ``dbname`` on the shared PostgreSQL server,
+    or on the server ``params`` (host, port, user...) name."""
+    p = pg_params() if params is None else params
     try:
         import psycopg
     except ImportError:
