@@ -3,9 +3,9 @@
 import hypothesis
 import pytest
 
-from mailer.routing import mailers_configured
 from tests.support import backends
 from tests.support.procs import manage
+from tests.support.relays import send_through
 from tests.support.smtp_sink import running_sink, slow_down
 
 # Database round trips make run times uneven; a deadline would only make the suite flaky.
@@ -51,21 +51,8 @@ def slow_smtp_server(smtp_server):
 
 @pytest.fixture
 def smtp_settings(settings, smtp_server):
-    """Make the queue's real sender Django's SMTP backend, pointed at ``smtp_server``."""
-    if mailers_configured():
-        settings.MAILERS = {
-            **settings.MAILERS,
-            "smtp": {
-                "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
-                "OPTIONS": {"host": smtp_server.host, "port": smtp_server.port, "use_tls": False},
-            },
-        }
-        settings.MAILER_DELIVER_USING = "smtp"
-    else:
-        settings.MAILER_EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST = smtp_server.host
-        settings.EMAIL_PORT = smtp_server.port
-        settings.EMAIL_USE_TLS = False
+    """Make the queue's real sender Django's SMTP backend, pointed at ``smtp_server`` (alias "smtp" on 6.1+)."""
+    send_through(settings, smtp_server, alias="smtp")
     return smtp_server
 
 

@@ -10,7 +10,6 @@ The example runs on its own throw-away SQLite file (``EXAMPLE_DB``), whatever da
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from mailer.models import PRIORITY_DEFERRED, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MEDIUM
+from tests.support.ports import free_port
 from tests.support.services import unavailable
 from tests.support.waiting import wait_until
 
@@ -76,12 +76,6 @@ def manage(env, *args):
     )
     if done.returncode:
         pytest.fail(f"manage.py {args[0]} failed:\n{done.stdout}{done.stderr}", pytrace=False)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_server(url, server, log):

@@ -6,9 +6,6 @@ a project does, send it into the log, and read every admin page that shows it, t
 admin views, as a staff user who may only view.
 """
 
-import base64
-import pickle
-
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.mail import EmailMessage
@@ -19,6 +16,7 @@ from django.utils.safestring import SafeData, SafeString
 import mailer
 from mailer.engine import send_all
 from mailer.models import Message, MessageLog
+from tests.support.pickles import legacy_2x
 
 pytestmark = pytest.mark.django_db
 
@@ -42,8 +40,7 @@ def render(source: str) -> SafeString:
 def legacy_2x_row(subject: SafeString, body: SafeString) -> Message:
     """A row as django-mailer 2.x queued it: a base64 pickle, with the SafeString (SafeText) kept."""
     email = EmailMessage(subject, body, "from@example.org", ["legacy@example.org"])
-    data = base64.encodebytes(pickle.dumps(email)).decode("ascii")
-    return Message.objects.create(message_data=data)
+    return Message.objects.create(message_data=legacy_2x(email))
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from django.core.mail import EmailMessage
 
 import mailer
 from mailer.backend import DbBackend
-from mailer.models import Message, MessageLog
+from mailer.models import Message
+from tests.support.queueing import assert_nothing_stored
 
 pytestmark = pytest.mark.django_db
 
@@ -38,11 +39,6 @@ CASES = [
 def email(**kwargs):
     fields = {"subject": "S", "body": "B", "from_email": "f@example.org", "to": [GOOD]} | kwargs
     return EmailMessage(**fields)
-
-
-def assert_nothing_stored():
-    assert Message.objects.count() == 0
-    assert MessageLog.objects.count() == 0
 
 
 @pytest.mark.parametrize("kwargs, exception, words", [case[1:] for case in CASES], ids=[case[0] for case in CASES])

@@ -23,16 +23,13 @@ from mailer.models import (
     MessageLog,
 )
 from tests.support import backends
-from tests.support.procs import manage, popen_manage
+from tests.support.logs import mailer_lines
+from tests.support.procs import manage, running_command
 from tests.support.queueing import queue
 from tests.support.sqlite_project import child_env, query, queue_in
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
-
-
-def messages_from(caplog, logger_prefix="mailer"):
-    return [r.getMessage() for r in caplog.records if r.name.startswith(logger_prefix)]
 
 
 # --- send_mail --------------------------------------------------------------------------------------
@@ -65,7 +62,7 @@ def test_send_mail_summary_counts_deferred_and_skipped(settings, caplog):
     finally:
         backends.FAILURES.clear()
     assert [email.subject for email in mail.outbox] == ["fine"]
-    summary = [m for m in messages_from(caplog, "mailer.engine") if m.startswith("Sent: ")]
+    summary = [m for m in mailer_lines(caplog, "mailer.engine") if m.startswith("Sent: ")]
     assert len(summary) == 1
     assert "sent 1, deferred 1, skipped 1, failed 0" in summary[0]
     assert not Message.objects.filter(pk=skipped.pk).exists()
@@ -80,7 +77,7 @@ def test_send_mail_paused_sends_nothing_and_says_so(settings, caplog):
     assert mail.outbox == []
     assert Message.objects.count() == 1
     assert MessageLog.objects.count() == 0
-    assert any("pause" in m.lower() for m in messages_from(caplog))
+    assert any("pause" in m.lower() for m in mailer_lines(caplog))
 
 
 @pytest.mark.parametrize("args", [["-c", "1"], ["--cron", "1"], ["--cron=1"]])
@@ -118,7 +115,7 @@ def test_retry_deferred_moves_deferred_back_and_logs_the_count(caplog):
     assert Message.objects.deferred().count() == 0
     assert sorted(Message.objects.filter(priority=PRIORITY_MEDIUM).values_list("retry_count", flat=True)) == [1, 2, 3]
     assert Message.objects.get(priority=PRIORITY_HIGH).retry_count == 0
-    logged = messages_from(caplog, "mailer.management.commands.retry_deferred")
+    logged = mailer_lines(caplog, "mailer.management.commands.retry_deferred")
     assert len(logged) == 1 and "3" in logged[0]
 
 
@@ -130,7 +127,7 @@ def test_retry_deferred_respects_max_retries(settings, caplog):
         call_command("retry_deferred")
     assert sorted(Message.objects.deferred().values_list("retry_count", flat=True)) == [2, 3]
     assert sorted(Message.objects.non_deferred().values_list("retry_count", flat=True)) == [1, 2]
-    logged = messages_from(caplog, "mailer.management.commands.retry_deferred")
+    logged = mailer_lines(caplog, "mailer.management.commands.retry_deferred")
     assert len(logged) == 1 and "2" in logged[0]
 
 
@@ -173,7 +170,7 @@ def test_purge_mail_log_deletes_old_success_by_default(logs, caplog):
     with caplog.at_level(logging.INFO, logger="mailer"):
         call_command("purge_mail_log", "7")
     assert remaining(logs) == set(logs) - {(RESULT_SUCCESS, "old")}
-    logged = messages_from(caplog, "mailer.management.commands.purge_mail_log")
+    logged = mailer_lines(caplog, "mailer.management.commands.purge_mail_log")
     assert len(logged) == 1 and "1" in logged[0]
 
 
@@ -186,7 +183,7 @@ def test_purge_mail_log_all(logs, caplog):
     with caplog.at_level(logging.INFO, logger="mailer"):
         call_command("purge_mail_log", "7", "--result", "all")
     assert remaining(logs) == {(RESULT_SUCCESS, "new"), (RESULT_DONT_SEND, "new"), (RESULT_FAILURE, "new")}
-    assert "3" in messages_from(caplog, "mailer.management.commands.purge_mail_log")[0]
+    assert "3" in mailer_lines(caplog, "mailer.management.commands.purge_mail_log")[0]
 
 
 def test_purge_mail_log_zero_days_deletes_everything_of_that_result(logs):
@@ -248,8 +245,7 @@ def test_bad_arguments_exit_non_zero_in_a_child_process(sqlite_project, args):
 
 def test_runmailer_delivers_mail_queued_while_it_runs_and_stops_on_sigint(sqlite_project, smtp_server):
     env = {**child_env(sqlite_project), "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2"}
-    proc = popen_manage("runmailer", env=env)
-    try:
+    with running_command("runmailer", env=env) as proc:
         first_line = proc.stdout.readline()  # the date; then the banner
         assert first_line, proc.stderr.read()
         assert "Starting django-mailer send loop" in proc.stdout.readline()
@@ -262,10 +258,6 @@ def test_runmailer_delivers_mail_queued_while_it_runs_and_stops_on_sigint(sqlite
         wait_until(lambda: query(sqlite_project, "SELECT count(*) FROM mailer_messagelog") == [(2,)])
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert "Stopped." in out
     assert "Traceback" not in err
@@ -276,16 +268,11 @@ def test_runmailer_delivers_mail_queued_while_it_runs_and_stops_on_sigint(sqlite
 
 def test_runmailer_stops_on_sigint_while_idle(sqlite_project):
     env = {**child_env(sqlite_project), "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2"}
-    proc = popen_manage("runmailer", env=env)
-    try:
+    with running_command("runmailer", env=env) as proc:
         proc.stdout.readline()
         assert "Starting" in proc.stdout.readline()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert "Stopped." in out
     # The project is on SQLite: runmailer says, when it starts, what that means (docs/checks.rst).
@@ -297,15 +284,10 @@ def test_runmailer_stops_on_sigterm_after_the_message_in_hand(sqlite_project, sm
     for n in range(3):
         queue_in(sqlite_project, f"message {n}")
     env = {**child_env(sqlite_project), "MAILER_TEST_SETTINGS": json.dumps({"MAILER_EMAIL_THROTTLE": 60})}
-    proc = popen_manage("runmailer", env=env)
-    try:
+    with running_command("runmailer", env=env) as proc:
         smtp_server.wait_for(1, timeout=30)
         proc.send_signal(signal.SIGTERM)  # during the 60 s throttle nap after the first message
         out, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert "Stopped." in out
     assert len(smtp_server.messages) == 1

@@ -31,12 +31,12 @@ SUMMARY = re.compile(r"mailer\.engine: Sent: sent (\d+), deferred (\d+), skipped
 
 
 def postgres_counts(name):
-    with closing(services._pg_connect(name)) as conn, closing(conn.cursor()) as cursor:
+    with closing(services.pg_connect(name)) as conn, closing(conn.cursor()) as cursor:
         return _counts(cursor)
 
 
 def mysql_counts(name):
-    with closing(services._mysql_connect()) as conn, closing(conn.cursor()) as cursor:
+    with closing(services.mysql_connect()) as conn, closing(conn.cursor()) as cursor:
         cursor.execute(f"USE `{name}`")
         return _counts(cursor)
 
@@ -211,10 +211,10 @@ def failure_row(db, name):
     """(priority of the queued message, log_message of the failure row)."""
     sql = "SELECT m.priority, l.log_message FROM mailer_message m, mailer_messagelog l WHERE l.result = '3'"
     if db == "postgres":
-        with closing(services._pg_connect(name)) as conn, closing(conn.cursor()) as cursor:
+        with closing(services.pg_connect(name)) as conn, closing(conn.cursor()) as cursor:
             cursor.execute(sql)
             return cursor.fetchone()
-    with closing(services._mysql_connect()) as conn, closing(conn.cursor()) as cursor:
+    with closing(services.mysql_connect()) as conn, closing(conn.cursor()) as cursor:
         cursor.execute(f"USE `{name}`")
         cursor.execute(sql)
         return cursor.fetchone()

@@ -31,21 +31,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.dropin.legacy_venv import LEGACY_VERSION, legacy_python
+from tests.dropin.legacy_venv import LEGACY_MIGRATIONS, LEGACY_VERSION, legacy_python
 from tests.support import dbconfig
 from tests.support.procs import manage
 from tests.support.services import fresh_database
 
 HERE = Path(__file__).resolve().parent
-LEGACY_MIGRATIONS = [
-    "0001_initial",
-    "0002_auto_20150720_1433",
-    "0003_messagelog_message_id",
-    "0004_auto_20190920_1512",
-    "0005_id_bigautofield",
-    "0006_message_retry_count",
-    "0007_alter_messagelog_message_data",
-]
 MARKER = re.compile(r"\[dropin:(\w+)\]")
 
 

@@ -36,7 +36,7 @@ class ShinyMessage(EmailMessage):
 '''
 
 
-def queue(env, count, prefix, make=None, setup=""):
+def queue_in_child(env, count, prefix, make=None, setup=""):
     code = QUEUE.format(setup=setup, count=count, make=make or PLAIN.format(prefix=prefix))
     return run_in_project(env, code)
 
@@ -53,7 +53,7 @@ def delivered(smtp_server):
 def test_another_secret_key_leaves_the_queue_alone_and_fails(tmp_path, smtp_server):
     smtp = {"MAILER_TEST_SMTP_PORT": str(smtp_server.port)}
     with migrated_project(tmp_path, "mailer_heldkey", **smtp) as env:
-        assert "queued 200" in queue(env, 200, "k")
+        assert "queued 200" in queue_in_child(env, 200, "k")
         assert unhealthy(env)[0] == 0
 
         other_key = {**env, "MAILER_TEST_SETTINGS": json.dumps({"SECRET_KEY": "another key " * 5})}
@@ -80,9 +80,9 @@ def test_a_class_only_the_queueing_code_has_leaves_those_rows_queued(tmp_path, s
     smtp = {"MAILER_TEST_SMTP_PORT": str(smtp_server.port)}
     with migrated_project(tmp_path, "mailer_heldclass", **smtp) as env:
         new_env = {**env, "PYTHONPATH": f"{REPO_ROOT}:{new_code}"}
-        assert "queued 5" in queue(env, 5, "p")  # plain mail first: the old sender can send these
+        assert "queued 5" in queue_in_child(env, 5, "p")  # plain mail first: the old sender can send these
         make = PLAIN.format(prefix="s").replace("EmailMessage(", "ShinyMessage(")
-        assert "queued 205" in queue(new_env, 200, "s", make=make, setup="from shiny_mail import ShinyMessage")
+        assert "queued 205" in queue_in_child(new_env, 200, "s", make=make, setup="from shiny_mail import ShinyMessage")
 
         done = manage("send_mail", env=env)  # old code
         assert done.returncode != 0, done.stderr

@@ -13,7 +13,7 @@ import pytest
 
 from mailer import locking
 from mailer.engine import acquire_lock, release_lock
-from tests.support.procs import popen_manage
+from tests.support.procs import manage, running_command
 from tests.support.sqlite_project import child_env, query, queue_in
 from tests.support.waiting import wait_until
 
@@ -24,20 +24,20 @@ def test_a_sender_killed_with_sigkill_does_not_stop_the_next_one(sqlite_project,
         queue_in(sqlite_project, f"message {n}")
     # One message per pass of the throttle: the sender holds the lock while it sleeps.
     env = {**child_env(sqlite_project), "MAILER_TEST_SETTINGS": json.dumps({"MAILER_EMAIL_THROTTLE": 60})}
-    first = popen_manage("send_mail", env=env)
-    # Wait for the commit, not only the delivery: this test is about the lock, not about the
-    # (documented) resend of a message whose sender dies between delivery and commit.
-    wait_until(lambda: query(sqlite_project, "SELECT COUNT(*) FROM mailer_message") == [(2,)])
-    lock_file = sqlite_project["MAILER_TEST_LOCK_PATH"] + ".lock"
-    assert os.path.exists(lock_file)
-    lock_dir = os.path.dirname(lock_file)
-    owner_files = [name for name in os.listdir(lock_dir) if f".{first.pid}" in name]
-    assert len(owner_files) == 1  # lockfile's own file of the holder, hard-linked to the lock
-    first.send_signal(signal.SIGKILL)
-    first.communicate(timeout=10)
+    with running_command("send_mail", env=env) as first:
+        # Wait for the commit, not only the delivery: this test is about the lock, not about the
+        # (documented) resend of a message whose sender dies between delivery and commit.
+        wait_until(lambda: query(sqlite_project, "SELECT COUNT(*) FROM mailer_message") == [(2,)])
+        lock_file = sqlite_project["MAILER_TEST_LOCK_PATH"] + ".lock"
+        assert os.path.exists(lock_file)
+        lock_dir = os.path.dirname(lock_file)
+        owner_files = [name for name in os.listdir(lock_dir) if f".{first.pid}" in name]
+        assert len(owner_files) == 1  # lockfile's own file of the holder, hard-linked to the lock
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=10)
 
-    second = popen_manage("send_mail", env=child_env(sqlite_project))
-    out, err = second.communicate(timeout=60)
+    second = manage("send_mail", env=child_env(sqlite_project), timeout=60)
+    err = second.stderr
     assert second.returncode == 0, err
     assert "breaking stale lock" in err
     assert f"process {first.pid}" in err
@@ -55,7 +55,7 @@ def live_holder(lock_path):
         "import sys, time; from mailer import locking; import django; from django.conf import settings; "
         f"settings.configure(MAILER_LOCK_PATH={lock_path!r}); "
         "ok, lock = locking.acquire_lock(); print(ok, flush=True); time.sleep(60)"
-    )
+    )  # it holds the lock until the fixture kills it (the 60 s are only a bound)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
     assert proc.stdout.readline().strip() == "True"
     yield proc

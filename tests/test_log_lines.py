@@ -17,6 +17,7 @@ import mailer
 from mailer.engine import send_all
 from mailer.logtext import loggable
 from mailer.models import DontSendEntry, Message
+from tests.support.logs import mailer_lines
 
 pytestmark = pytest.mark.django_db
 
@@ -28,10 +29,6 @@ RAW = ["\x1b", "\x07", "\r", "\n", "\x85", "\u2028", "\u2029", "\u202e", "\x7f"]
 # Queueing refuses ASCII controls in addresses, not these.
 NAME = "Ann\u2028\x85\u202e"
 ESCAPED_NAME = "Ann\\u2028\\x85\\u202e"
-
-
-def email_derived_lines(caplog):
-    return [r.getMessage() for r in caplog.records if r.name.startswith("mailer")]
 
 
 def assert_clean(lines):
@@ -56,7 +53,7 @@ def test_the_sending_line_escapes_the_subject_and_addresses(caplog):
     message.save()
     with caplog.at_level(logging.INFO, logger="mailer"), contextlib.suppress(ValueError):
         send_all()  # Django 6's email policy refuses NEL and U+2028 in a header; the sending line comes first
-    lines = email_derived_lines(caplog)
+    lines = mailer_lines(caplog)
     [sending] = [line for line in lines if line.startswith("sending message")]
     assert ESCAPED_SUBJECT in sending
     assert ESCAPED_NAME in sending
@@ -68,7 +65,7 @@ def test_a_2x_row_with_an_escape_in_an_address(caplog):
     Message.objects.create(message_data=base64.encodebytes(pickle.dumps(email)).decode("ascii"))
     with caplog.at_level(logging.INFO, logger="mailer"), contextlib.suppress(ValueError):
         send_all()  # the CR makes sending fail (BadHeaderError); the line saying it is sent comes first
-    lines = email_derived_lines(caplog)
+    lines = mailer_lines(caplog)
     [sending] = [line for line in lines if line.startswith("sending message")]
     assert f"{ESCAPED_SUBJECT}\\rINFO forged" in sending and "\\x1b[2JAnn" in sending
     assert_clean(lines)
@@ -80,7 +77,7 @@ def test_the_skipping_line_escapes_the_address(caplog):
         mailer.send_mail("hello", "body", "from@example.org", [f'"{NAME}" <ann@example.org>', "bob@example.org"])
         DontSendEntry.objects.create(to_address="bob@example.org")  # blocked at sending time
         send_all()
-    lines = email_derived_lines(caplog)
+    lines = mailer_lines(caplog)
     skipping = [line for line in lines if line.startswith("skipping")]
     assert len(skipping) == 2  # ann when queueing, bob when sending
     assert ESCAPED_NAME in skipping[0] and "bob@example.org" in skipping[1]

@@ -10,16 +10,13 @@ import time
 from contextlib import closing
 
 import pytest
-from django.core.mail import EmailMessage
 
-from mailer import serialization
 from tests.support import dbconfig
 from tests.support.pgcluster import private_cluster
 from tests.support.procs import manage
+from tests.support.queueing import email_data, insert_rows
 from tests.support.senders import SenderProcess
 from tests.support.waiting import wait_until
-
-INSERT = "INSERT INTO mailer_message (message_data, when_added, priority, retry_count) VALUES (%s, now(), 2, 0)"
 
 postgres_run = pytest.mark.skipif(
     dbconfig.vendor() != "postgres", reason="needs a private PostgreSQL cluster: runs with MAILER_TEST_DB=postgres"
@@ -31,12 +28,6 @@ def logged(cluster) -> int:
     with closing(cluster.connect()) as conn, closing(conn.cursor()) as cursor:
         cursor.execute("SELECT count(*) FROM mailer_messagelog")
         return cursor.fetchone()[0]
-
-
-def queue(cluster, subject: str) -> None:
-    data = serialization.dumps(EmailMessage(subject, "body", "from@example.com", ["to@example.com"]))
-    with closing(cluster.connect()) as conn, closing(conn.cursor()) as cursor:
-        cursor.execute(INSERT, [data])
 
 
 @postgres_run
@@ -52,7 +43,7 @@ def test_runmailer_survives_the_database_going_away(smtp_server, tmp_path):
         assert result.returncode == 0, result.stderr
         child = SenderProcess("runmailer", env, tmp_path / "runmailer.log")
         try:
-            queue(cluster, "before")
+            insert_rows(cluster.connect, email_data("before"))
             smtp_server.wait_for(1, timeout=10)
             # The relay has the mail before the sender has recorded it; stopping the database in between is
             # the documented "at most one resend" case, not the outage this test is about.
@@ -63,7 +54,7 @@ def test_runmailer_survives_the_database_going_away(smtp_server, tmp_path):
             assert child.alive(), f"runmailer exited ({child.proc.returncode}) with the database down:\n{child.log()}"
             cluster.start()
 
-            queue(cluster, "after")
+            insert_rows(cluster.connect, email_data("after"))
             received = smtp_server.wait_for(2, timeout=20)
             assert [m.message["Subject"] for m in received] == ["before", "after"]
             assert child.alive(), child.log()

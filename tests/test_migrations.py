@@ -16,22 +16,12 @@ from mailer.models import (
     Message,
     MessageLog,
 )
+from tests.dropin.legacy_venv import LEGACY_MIGRATIONS
 from tests.support.emails import make_email
 from tests.support.pickles import legacy_2x
 from tests.support.queueing import queue
 
 pytestmark = pytest.mark.django_db
-
-
-EXPECTED_2X_MIGRATIONS = [
-    "0001_initial",
-    "0002_auto_20150720_1433",
-    "0003_messagelog_message_id",
-    "0004_auto_20190920_1512",
-    "0005_id_bigautofield",
-    "0006_message_retry_count",
-    "0007_alter_messagelog_message_data",
-]
 
 
 def test_no_missing_migrations():
@@ -43,7 +33,7 @@ def test_no_missing_migrations():
 def test_migration_names_match_django_mailer_2x():
     loader = MigrationLoader(None, ignore_no_migrations=True)
     names = sorted(name for app, name in loader.disk_migrations if app == "mailer")
-    assert names[:7] == EXPECTED_2X_MIGRATIONS
+    assert names[:7] == LEGACY_MIGRATIONS
     assert all(name[:4].isdigit() and int(name[:4]) >= 8 for name in names[7:])
     # A linear history: each migration depends on the one before it.
     for previous, name in zip(names, names[1:], strict=False):

@@ -24,6 +24,7 @@ from mailer import enqueue
 from mailer.backend import DbBackend
 from mailer.engine import send_all
 from mailer.models import PRIORITY_DEFERRED, PRIORITY_HIGH, RESULT_SUCCESS, Message, MessageLog, make_message
+from tests.support.queueing import assert_nothing_stored
 
 pytestmark = pytest.mark.django_db
 
@@ -55,11 +56,6 @@ def via_mailer(subject="S", body="B", to=(GOOD,), headers=None, html="<p>B</p>",
 
 
 WAYS = [pytest.param(via_django, id="django"), pytest.param(via_mailer, id="mailer")]
-
-
-def assert_nothing_stored():
-    assert Message.objects.count() == 0
-    assert MessageLog.objects.count() == 0
 
 
 # (id, keyword arguments of via_django / via_mailer, words of the exception's message)

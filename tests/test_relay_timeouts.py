@@ -21,15 +21,11 @@ from mailer import smtp
 from mailer.routing import mailers_configured, route
 from tests.support import dbconfig
 from tests.support.procs import manage
+from tests.support.project_db import send_mail_in_project
 from tests.support.relays import ScriptedRelay, SilentRelay, send_through
 from tests.support.senders import SenderProcess
 from tests.support.services import fresh_database
 
-QUEUE = (
-    "import mailer\n"
-    "for n in range({count}):\n"
-    "    mailer.send_mail(f'm{{n}}', 'body', 'from@example.com', [f'to{{n}}@example.com'])\n"
-)
 COUNT = (
     "from mailer.models import Message, MessageLog\n"
     "print(Message.objects.non_deferred().count(), Message.objects.deferred().count(),"
@@ -55,7 +51,7 @@ class Project:
         return result.stdout
 
     def queue(self, count: int) -> None:
-        self.manage("shell", "-v0", "-c", QUEUE.format(count=count))
+        send_mail_in_project(self.env, count, to="to{n}@example.com")
 
     def counts(self) -> tuple[int, ...]:
         """Queued (not deferred), deferred, success log entries, failure log entries."""
@@ -119,7 +115,9 @@ def test_sigterm_stops_a_sender_blocked_on_a_silent_relay(silent_project, silent
     silent_project.queue(3)
     child = silent_project.start(command, {"MAILER_EMAIL_TIMEOUT": 120, "MAILER_SENDER_CONNECTIONS": connections})
     silent_relay.wait_for_connections(connections)
-    time.sleep(0.2)  # well inside the wait for a greeting
+    # The scenario: the sender waits for a greeting that never comes. Nothing the relay can see marks the
+    # moment the child blocks in recv() after its connect(), so this sleep lets it get there.
+    time.sleep(0.2)
     stopping = time.monotonic()
     status = child.stop(signal.SIGTERM, timeout=30)
     print(f"{command} stopped {time.monotonic() - stopping:.2f}s after SIGTERM")
@@ -139,7 +137,7 @@ def test_sigterm_mid_delivery_keeps_what_was_sent(tmp_path, command):
         child = project.start(command, {"MAILER_EMAIL_TIMEOUT": 120})
         try:
             relay.wait_for(2)
-            time.sleep(0.5)  # the third DATA is waiting for the relay's reply
+            relay.wait_for_stall()  # the third DATA is waiting for the relay's reply
             stopping = time.monotonic()
             status = child.stop(signal.SIGTERM, timeout=30)
             assert time.monotonic() - stopping < smtp.INTERRUPT_GRACE + 3, child.log()
@@ -256,7 +254,7 @@ def test_sigterm_stops_runmailer_pg_blocked_on_a_silent_relay(silent_project, si
     silent_project.queue(2)
     child = silent_project.start("runmailer_pg", {"MAILER_EMAIL_TIMEOUT": 120, "MAILER_USE_FILE_LOCK": False})
     silent_relay.wait_for_connections(1)
-    time.sleep(0.2)
+    time.sleep(0.2)  # the scenario: blocked waiting for the greeting (see the test above)
     stopping = time.monotonic()
     status = child.stop(signal.SIGTERM, timeout=30)
     assert time.monotonic() - stopping < smtp.INTERRUPT_GRACE + 3, child.log()
@@ -347,7 +345,7 @@ def test_interrupt_reaches_a_connection_after_starttls(tmp_path):
 
         sending = threading.Thread(target=deliver, daemon=True)
         sending.start()
-        time.sleep(1)  # STARTTLS done, DATA waiting for a reply that never comes
+        relay.wait_for_stall()  # STARTTLS done, DATA waiting for a reply that never comes
         assert sending.is_alive()
         smtp.interrupt()
         sending.join(5)

@@ -8,7 +8,6 @@ delivered within seconds came through NOTIFY (or a reconnection's catch-up), not
 
 from __future__ import annotations
 
-import json
 import signal
 import statistics
 import subprocess
@@ -20,20 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from django.core.mail import EmailMessage
 
 from mailer import serialization
 from mailer.models import PRIORITY_DEFERRED, RESULT_FAILURE
 from tests.support import dbconfig
 from tests.support.pgcluster import private_cluster
-from tests.support.procs import REPO_ROOT, manage, project_env
-from tests.support.services import _pg_connect, fresh_postgres_database
+from tests.support.procs import REPO_ROOT, manage
+from tests.support.queueing import email_data, insert_rows
+from tests.support.senders import SenderProcess
+from tests.support.services import fresh_postgres_database, pg_connect
 from tests.support.waiting import wait_until
 
 LISTENING = "listening for new mail"
 RECONNECTED = "listening for new mail again"
-INSERT = "INSERT INTO mailer_message (message_data, when_added, priority, retry_count) VALUES (%s, now(), 2, 0)"
-STOP_TIMEOUT = 20
 
 # The suite runs once per database (runtests.py): these tests run in the PostgreSQL run, and there they
 # need the server (skipped without it, failed with MAILER_TEST_REQUIRE_SERVICES=1).
@@ -42,73 +40,8 @@ postgres_run = pytest.mark.skipif(
 )
 
 
-def email_data(subject: str, seq: int | None = None) -> str:
-    headers = {"X-Seq": str(seq)} if seq is not None else None
-    return serialization.dumps(EmailMessage(subject, "body", "from@example.com", ["to@example.com"], headers=headers))
-
-
 def seq_of(received) -> int:
     return int(received.message["X-Seq"])
-
-
-class Child:
-    """One ``runmailer_pg`` process; its stderr (the log) goes to a file."""
-
-    def __init__(self, python: str, env: dict, log_path: Path):
-        self.log_path = log_path
-        with open(log_path, "w") as log:
-            self.proc = subprocess.Popen(
-                [python, "-m", "django", "runmailer_pg"],
-                env=project_env(env),
-                cwd=REPO_ROOT,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
-        banner = self.proc.stdout.readline() + self.proc.stdout.readline()
-        assert "Starting django-mailer" in banner, f"{banner}\n{self.log()}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait_for_log(self, text: str, count: int = 1, timeout: float = 15) -> None:
-        def logged() -> bool:
-            if self.log().count(text) >= count:
-                return True
-            if not self.alive():
-                raise AssertionError(
-                    f"runmailer_pg exited ({self.proc.returncode}) before logging {text!r}:\n{self.log()}"
-                )
-            return False
-
-        wait_until(
-            logged,
-            timeout,
-            interval=0.02,
-            message=lambda: f"runmailer_pg did not log {text!r} {count} time(s):\n{self.log()}",
-        )
-
-    def stop(self, sig=signal.SIGTERM) -> int:
-        """Send ``sig``; the exit status."""
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(
-                f"runmailer_pg did not stop within {STOP_TIMEOUT}s of {sig!r}:\n{self.log()}"
-            ) from None
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.kill()
-        self.proc.wait()
-        self.proc.stdout.close()
 
 
 @dataclass
@@ -120,17 +53,10 @@ class Project:
     tmp_path: Path
     python: str = sys.executable
     cluster: object = None  # a tests.support.pgcluster.Cluster, for a database on a private server
-    children: list[Child] = field(default_factory=list)
+    children: list[SenderProcess] = field(default_factory=list)
 
     def manage(self, *args) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [self.python, "-m", "django", *args],
-            env=project_env(self.env),
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return manage(*args, env=self.env, python=self.python)
 
     def driver(self) -> str:
         """The driver Django uses in the children, and its version: "psycopg2 2.9.10", "psycopg 3.2.3"..."""
@@ -143,23 +69,15 @@ class Project:
         result = self.manage("migrate", "-v0")
         assert result.returncode == 0, result.stderr
 
-    def start(self, **settings) -> Child:
-        env = dict(self.env)
-        if settings:
-            env["MAILER_TEST_SETTINGS"] = json.dumps(settings)
-        child = Child(self.python, env, self.tmp_path / f"runmailer_pg-{len(self.children)}.log")
+    def start(self, **settings) -> SenderProcess:
+        log_path = self.tmp_path / f"runmailer_pg-{len(self.children)}.log"
+        child = SenderProcess("runmailer_pg", self.env, log_path, settings=settings, python=self.python)
         self.children.append(child)
         return child
 
     def queue(self, *emails: str) -> float:
         """Insert ``emails`` (serialized) in one transaction; the ``time.monotonic()`` just before COMMIT."""
-        with closing(self.connect()) as conn:
-            conn.autocommit = False
-            with closing(conn.cursor()) as cursor:
-                cursor.executemany(INSERT, [[data] for data in emails])
-            committing = time.monotonic()
-            conn.commit()
-        return committing
+        return insert_rows(self.connect, *emails)
 
     def query(self, sql: str) -> list[tuple]:
         with closing(self.connect()) as conn, closing(conn.cursor()) as cursor:
@@ -214,7 +132,7 @@ def pg_project(smtp_server, tmp_path):
     """A fresh database on the shared server; children run with this interpreter (psycopg 3)."""
     with fresh_postgres_database() as name:
         env = {"MAILER_TEST_DB": "postgres", "MAILER_TEST_DB_NAME": name, **smtp_env(smtp_server)}
-        project = Project(env=env, connect=lambda: _pg_connect(name), tmp_path=tmp_path)
+        project = Project(env=env, connect=lambda: pg_connect(name), tmp_path=tmp_path)
         try:
             project.migrate()
             yield project
@@ -379,10 +297,7 @@ def test_sending_thread_death_ends_the_process(pg_project, backend, subject, log
     """Whatever ends the sending thread ends the process, with status 1 and the reason in the log."""
     child = pg_project.start(MAILER_EMAIL_BACKEND=backend)
     pg_project.queue(email_data(subject, 0))
-    try:
-        status = child.proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"runmailer_pg kept running after its sending thread died:\n{child.log()}") from None
+    status = child.wait(timeout=15)  # fails the test if it keeps running after its sending thread died
     assert status == 1, child.log()  # sys.exit(1), not a signal
     log = child.log()
     assert "sending thread died" in log, log

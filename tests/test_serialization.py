@@ -3,7 +3,6 @@
 import base64
 import datetime
 import io
-import os
 import pickle
 
 import pytest
@@ -18,7 +17,15 @@ from mailer.models import (
     email_to_db,
 )
 from tests.support.emails import make_email
-from tests.support.pickles import CraftingPickler, Global, dotted_name_exploit, legacy_2x, legacy_raw
+from tests.support.pickles import (
+    CraftingPickler,
+    EvalCall,
+    Global,
+    SystemCall,
+    dotted_name_exploit,
+    legacy_2x,
+    legacy_raw,
+)
 from tests.support.queueing import queue
 
 pytestmark = pytest.mark.django_db
@@ -203,23 +210,7 @@ def test_legacy_formats_in_the_queue(fmt):
     assert message.to_addresses == ["old@example.org"]
 
 
-class _Exploit:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-class _EvalExploit:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (eval, (f"open({str(self.marker)!r}, 'w').close()",))
-
-
-@pytest.mark.parametrize("exploit", [_Exploit, _EvalExploit])
+@pytest.mark.parametrize("exploit", [SystemCall, EvalCall])
 @pytest.mark.parametrize(
     "fmt",
     [
@@ -251,7 +242,7 @@ def test_legacy_pickle_cannot_run_code(tmp_path, exploit, fmt):
 def test_legacy_pickle_exploit_inside_an_email(tmp_path):
     marker = tmp_path / "pwned"
     email = make_email()
-    email.extra_headers["X-Evil"] = _Exploit(marker)
+    email.extra_headers["X-Evil"] = SystemCall(marker)
     assert db_to_email(legacy_2x(email)) is None
     assert not marker.exists()
 
@@ -293,5 +284,5 @@ def test_legacy_pickle_refuses_non_email_globals(module, name):
 def test_exploit_payload_is_real(tmp_path):
     """Guard for the tests above: the same payload, unpickled without restriction, does run code."""
     marker = tmp_path / "pwned"
-    pickle.loads(base64.decodebytes(legacy_2x(_Exploit(marker)).encode("ascii")))
+    pickle.loads(base64.decodebytes(legacy_2x(SystemCall(marker)).encode("ascii")))
     assert marker.exists()

@@ -22,8 +22,8 @@ from mailer.models import (
 )
 from mailer.status import QueueStatus, ResultCounts, queue_status
 from tests.support.procs import manage
+from tests.support.project_db import migrated_project, run_in_project
 from tests.support.queueing import queue
-from tests.support.services import fresh_database
 
 pytestmark = pytest.mark.django_db
 
@@ -280,12 +280,7 @@ def test_bad_arguments(args):
 @pytest.fixture
 def project_db(tmp_path):
     """A migrated database of the vendor under test for ``tests.project``: the env for ``manage``."""
-    from tests.support import dbconfig
-
-    with fresh_database(tmp_path, "mailer_status") as name:
-        env = {"MAILER_TEST_DB": dbconfig.vendor(), "MAILER_TEST_DB_NAME": name}
-        done = manage("migrate", "--no-input", env=env)
-        assert done.returncode == 0, done.stderr
+    with migrated_project(tmp_path, "mailer_status") as env:
         yield env
 
 
@@ -305,8 +300,7 @@ def test_json_and_exit_status_in_a_child_process(project_db):
     assert json.loads(done.stdout)["queue"]["total"] == 0
     assert done.stderr == ""  # nothing for cron to mail while all is well
 
-    queued = manage("shell", "-c", OLD_MAIL, env=project_db)
-    assert queued.returncode == 0, queued.stderr
+    run_in_project(project_db, OLD_MAIL)
 
     done = manage("mailer_status", "--json", "--max-age", "3600", env=project_db)
     assert done.returncode == 1

@@ -10,8 +10,6 @@ import os
 import re
 import signal
 import smtplib
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -34,19 +32,17 @@ from mailer.models import (
 )
 from tests.support import dbconfig
 from tests.support.locks import lock_held_elsewhere
-from tests.support.procs import REPO_ROOT, manage, popen_manage, project_env
+from tests.support.logs import mailer_lines
+from tests.support.procs import manage, popen_manage, running_command
+from tests.support.project_db import migrated_project, run_in_project, send_mail_in_project, table_counts
 from tests.support.queueing import queue
-from tests.support.services import fresh_database
+from tests.support.senders import SenderProcess
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
 
 SECONDS = r"\d+\.\d\ds"
 SEND_SUMMARY = re.compile(rf"^Sent: sent (\d+), deferred (\d+), skipped (\d+), failed (\d+) in {SECONDS}$")
-
-
-def mailer_lines(caplog, prefix="mailer"):
-    return [r.getMessage() for r in caplog.records if r.name.startswith(prefix)]
 
 
 def summaries(caplog, prefix):
@@ -443,26 +439,8 @@ def test_run_totals_wording():
 @pytest.fixture
 def project(tmp_path):
     """A migrated database of the vendor under test, the dummy backend: the env for ``manage``."""
-    with fresh_database(tmp_path, "mailer_summary") as name:
-        env = {
-            "MAILER_TEST_DB": dbconfig.vendor(),
-            "MAILER_TEST_DB_NAME": name,
-            "MAILER_TEST_LOCK_PATH": str(tmp_path / "send_mail"),
-        }
-        done = manage("migrate", "--no-input", env=env)
-        assert done.returncode == 0, done.stderr
+    with migrated_project(tmp_path, "mailer_summary") as env:
         yield env
-
-
-def in_project(env, code):
-    done = manage("shell", "-c", code, env=env)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-QUEUE = (
-    "import mailer\nfor n in range({n}): mailer.send_mail(f'm{{n}}', 'body', 'from@example.com', ['to@example.com'])"
-)
 
 
 def logged(stderr, logger):
@@ -471,7 +449,7 @@ def logged(stderr, logger):
 
 
 def test_send_mail_summary_on_stderr_and_no_bar_through_a_pipe(project):
-    in_project(project, QUEUE.format(n=2))
+    send_mail_in_project(project, 2)
     done = manage("send_mail", env=project)
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
@@ -485,14 +463,7 @@ def run_on_a_terminal(args, env):
     master, slave = os.openpty()
     chunks = []
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "django", *args],
-            env=project_env(env),
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=slave,
-            text=True,
-        )
+        proc = popen_manage(*args, env=env, stderr=slave)
         os.close(slave)
         slave = None
         reader = threading.Thread(target=read_all, args=(master, chunks))
@@ -507,7 +478,7 @@ def run_on_a_terminal(args, env):
 
 
 def test_send_mail_bar_on_a_terminal_stays_below_the_log_lines(project):
-    in_project(project, QUEUE.format(n=4))
+    send_mail_in_project(project, 4)
     code, out, raw = run_on_a_terminal(["send_mail"], project)
     assert code == 0, raw
     assert out == ""
@@ -524,7 +495,7 @@ def test_send_mail_bar_on_a_terminal_stays_below_the_log_lines(project):
 
 
 def test_send_mail_bar_on_a_quiet_terminal(project):
-    in_project(project, QUEUE.format(n=3))
+    send_mail_in_project(project, 3)
     code, _, raw = run_on_a_terminal(["send_mail"], {**project, "MAILER_TEST_LOG_LEVEL": "WARNING"})
     assert code == 0, raw
     assert raw.startswith("\rsent 1/3 [=========>                    ]  33%")
@@ -532,7 +503,7 @@ def test_send_mail_bar_on_a_quiet_terminal(project):
 
 
 def test_send_mail_lock_held_summary_in_a_child_process(project):
-    in_project(project, QUEUE.format(n=1))
+    send_mail_in_project(project, 1)
     with lock_held_elsewhere(project["MAILER_TEST_LOCK_PATH"]):
         done = manage("send_mail", env=project)
     assert done.returncode == 0, done.stderr
@@ -545,10 +516,10 @@ def test_send_mail_lock_held_summary_in_a_child_process(project):
 
 
 def test_retry_deferred_and_purge_mail_log_summaries_in_child_processes(project):
-    in_project(
+    send_mail_in_project(project, 2)
+    run_in_project(
         project,
-        QUEUE.format(n=2)
-        + "\nfrom mailer.models import Message\nMessage.objects.update(priority=4)"
+        "from mailer.models import Message\nMessage.objects.update(priority=4)"
         + "\nfrom mailer.models import MessageLog\nfrom django.utils import timezone\nimport datetime"
         + "\nold = timezone.now() - datetime.timedelta(days=30)"
         + "\nfor r in '1123': MessageLog.objects.create(when_added=old, priority=2, when_attempted=old, result=r)",
@@ -569,22 +540,12 @@ def test_retry_deferred_and_purge_mail_log_summaries_in_child_processes(project)
 
 
 def test_runmailer_totals_on_stderr_when_it_stops(project):
-    in_project(project, QUEUE.format(n=2))
-    proc = popen_manage("runmailer", env={**project, "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2"})
-    try:
+    send_mail_in_project(project, 2)
+    with running_command("runmailer", env={**project, "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.2"}) as proc:
         assert "Starting" in proc.stdout.readline() + proc.stdout.readline()
-        wait_until(
-            lambda: "0" in in_project(project, "from mailer.models import Message; print(Message.objects.count())"),
-            60,
-            interval=0.2,
-            message="runmailer sent nothing",
-        )
+        wait_until(lambda: table_counts(project)["queued"] == 0, 60, interval=0.2, message="runmailer sent nothing")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert "Stopped." in out
     [line] = logged(err, "mailer.management.commands.runmailer")
@@ -593,39 +554,18 @@ def test_runmailer_totals_on_stderr_when_it_stops(project):
 
 @pytest.mark.skipif(dbconfig.vendor() != "postgres", reason="runmailer_pg needs PostgreSQL (MAILER_TEST_DB=postgres)")
 def test_runmailer_pg_totals_on_stderr_when_it_stops(project, tmp_path):
-    log_path = tmp_path / "runmailer_pg.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "django", "runmailer_pg"],
-            env=project_env({**project, "MAILER_TEST_EMPTY_QUEUE_SLEEP": "30"}),
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
+    env = {**project, "MAILER_TEST_EMPTY_QUEUE_SLEEP": "30"}
+    child = SenderProcess("runmailer_pg", env, tmp_path / "runmailer_pg.log")
     try:
-
-        def wait_for(text, count=1):
-            def logged():
-                if log_path.read_text().count(text) >= count:
-                    return True
-                assert proc.poll() is None, log_path.read_text()
-                return False
-
-            wait_until(logged, 60, message=log_path.read_text)
-
-        wait_for("listening for new mail")
-        wait_for("Sent: sent 0")  # the catch-up pass once listening
-        in_project(project, QUEUE.format(n=3))
-        wait_for("Sent: sent 3")
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
+        child.wait_for_log("listening for new mail", timeout=60)
+        child.wait_for_log("Sent: sent 0", timeout=60)  # the catch-up pass once listening
+        send_mail_in_project(project, 3)
+        child.wait_for_log("Sent: sent 3", timeout=60)
+        status = child.stop(signal.SIGTERM, timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    err = log_path.read_text()
-    assert proc.returncode == 0, err
+        child.kill()
+    err = child.log()
+    assert status == 0, err
     [line] = logged(err, "mailer.management.commands.runmailer_pg")
     passes, *counts = STOPPED.match(line).groups()
     assert int(passes) >= 2

@@ -11,7 +11,6 @@ and each planted queue row ends up in the log as a failure naming the reason, wi
 """
 
 import base64
-import os
 import pickle
 
 import pytest
@@ -24,29 +23,16 @@ from django.utils import timezone
 from mailer import serialization
 from mailer.engine import send_all
 from mailer.models import PRIORITY_DEFERRED, RESULT_FAILURE, Message, MessageLog, make_message
-from tests.support.pickles import dotted_name_exploit
+from tests.support.pickles import EvalCall, SystemCall, dotted_name_exploit, legacy_2x, legacy_raw
 
 pytestmark = pytest.mark.django_db
-
-
-class SystemCall:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-class EvalCall(SystemCall):
-    def __reduce__(self):
-        return (eval, (f"open({str(self.marker)!r}, 'w').close()",))
 
 
 def payloads(marker):
     forged = base64.b64encode(pickle.dumps(SystemCall(marker))).decode("ascii")
     return {
-        "2x-base64": base64.encodebytes(pickle.dumps(SystemCall(marker), 2)).decode("ascii"),
-        "raw-pickle": pickle.dumps(EvalCall(marker), 0).decode("latin-1"),
+        "2x-base64": legacy_2x(SystemCall(marker), 2),
+        "raw-pickle": legacy_raw(EvalCall(marker), 0),
         "dotted-name": base64.encodebytes(dotted_name_exploit(marker)).decode("ascii"),
         "forged-signature": f"{serialization.PREFIX}{forged}:{'A' * 27}",
     }

@@ -12,7 +12,7 @@ lock.acquire()
 print("locked", flush=True)
 hold = float(sys.argv[2])
 if hold >= 0:
-    time.sleep(hold)
+    time.sleep(hold)  # the scenario: another sender holds the lock for that long, then lets go
 else:
     sys.stdin.read()
 lock.release()

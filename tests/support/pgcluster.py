@@ -21,7 +21,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,7 +28,8 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.services import unavailable
+from tests.support.ports import free_port
+from tests.support.services import pg_connect, unavailable
 
 SERVER_USER = "postgres"
 DATABASE = "mailer_private"
@@ -82,12 +82,6 @@ def _as_server_user() -> tuple[str | None, int | None, int | None]:
         if shutil.which(runner):
             return runner, user.pw_uid, user.pw_gid
     raise ClusterUnavailable("running as root, and neither runuser nor su is available to run PostgreSQL")
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -179,16 +173,7 @@ class Cluster:
 
     def connect(self, dbname: str | None = None):
         """An autocommit connection (psycopg 3, else psycopg2) to ``dbname`` (default: the test database)."""
-        params = {"host": self.host, "port": self.port, "user": self.user, "dbname": dbname or self.dbname}
-        try:
-            import psycopg
-        except ImportError:
-            import psycopg2
-
-            conn = psycopg2.connect(connect_timeout=5, **params)
-            conn.autocommit = True
-            return conn
-        return psycopg.connect(connect_timeout=5, autocommit=True, **params)
+        return pg_connect(dbname or self.dbname, {"host": self.host, "port": self.port, "user": self.user})
 
     def kill_postmaster(self) -> None:
         """Last resort when ``pg_ctl stop`` failed: SIGKILL the postmaster this cluster started, by its pid."""

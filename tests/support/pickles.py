@@ -1,11 +1,13 @@
 """Pickles as stored data: what django-mailer 2.x and older wrote, and hand-made hostile ones.
 
 The restricted unpickler (``mailer.serialization``) must read the first and refuse the second; the tests that
-check so (``test_serialization.py``, ``test_tampered_rows.py``, ``test_legacy_data.py``) build them here.
+check so (``test_serialization.py``, ``test_tampered_rows.py``, ``test_legacy_data.py``, ``test_admin_escaping.py``)
+build them here.
 """
 
 import base64
 import io
+import os
 import pickle
 
 
@@ -17,6 +19,23 @@ def legacy_2x(obj, protocol=None):
 def legacy_raw(obj, protocol=0):
     """What very old versions stored: the raw pickle as text."""
     return pickle.dumps(obj, protocol=protocol).decode("latin-1")
+
+
+class SystemCall:
+    """Pickles as a call to ``os.system("touch <marker>")``: unpickled by plain pickle, it creates ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class EvalCall(SystemCall):
+    """Pickles as a call to ``eval()`` of code that creates ``marker``."""
+
+    def __reduce__(self):
+        return (eval, (f"open({str(self.marker)!r}, 'w').close()",))
 
 
 class Global:

@@ -7,6 +7,8 @@ is added to this process's environment.
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -21,14 +23,19 @@ def project_env(env: dict | None = None) -> dict:
     return full
 
 
-def _command(args) -> list[str]:
-    return [sys.executable, "-m", "django", *map(str, args)]
+def _command(args, python: str = sys.executable) -> list[str]:
+    return [python, "-m", "django", *map(str, args)]
 
 
-def manage(*args, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run a management command to completion; output is captured as text, the exit code is not checked."""
+def manage(
+    *args, env: dict | None = None, timeout: float = 120, python: str = sys.executable
+) -> subprocess.CompletedProcess:
+    """Run a management command to completion; output is captured as text, the exit code is not checked.
+
+    ``python``: the interpreter to run it with (a cached venv with another database driver, say).
+    """
     return subprocess.run(
-        _command(args), env=project_env(env), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+        _command(args, python), env=project_env(env), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -38,6 +45,19 @@ def popen_manage(*args, env: dict | None = None, **kwargs) -> subprocess.Popen:
     kwargs.setdefault("stderr", subprocess.PIPE)
     kwargs.setdefault("text", True)
     return subprocess.Popen(_command(args), env=project_env(env), cwd=REPO_ROOT, **kwargs)
+
+
+@contextmanager
+def running_command(*args, env: dict | None = None, **kwargs) -> Iterator[subprocess.Popen]:
+    """``popen_manage()`` for the length of the block; a child still running at its end (the test failed
+    before it stopped the child) is killed, so that no test leaves a sender behind."""
+    proc = popen_manage(*args, env=env, **kwargs)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 _PEAK_RSS = """

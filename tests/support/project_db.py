@@ -38,6 +38,21 @@ def run_in_project(env: dict, code: str, timeout: float = 300) -> str:
     return done.stdout
 
 
+SEND_MAIL = """
+import mailer
+for n in range({count}):
+    mailer.send_mail(f"m{{n}}", "body", "from@example.com", [{to}])
+"""
+
+
+def send_mail_in_project(env: dict, count: int, to: str = "to@example.com") -> None:
+    """Queue ``count`` messages "m0", "m1"... in a child process, through ``mailer.send_mail()``.
+
+    ``to`` may hold ``{n}`` (``"to{n}@example.com"``): each message its own recipient.
+    """
+    run_in_project(env, SEND_MAIL.format(count=count, to=f"f{to!r}"))
+
+
 TABLE_COUNTS = """
 import json
 from mailer.models import Message, MessageLog

@@ -1,11 +1,19 @@
-"""``queue()``: put one message in the queue for a test, in one of the three shapes tests need."""
+"""``queue()``: put one message in the queue for a test, in one of the three shapes tests need.
+
+``insert_rows()`` queues as a web process on a connection of its own does, for the tests whose sender is a
+child process on a PostgreSQL database (``email_data()`` makes a row's ``message_data``).
+"""
 
 import datetime
+import time
+from collections.abc import Callable
+from contextlib import closing
 
 from django.core.mail import EmailMessage
 from django.utils import timezone
 
-from mailer.models import PRIORITY_MEDIUM, DontSendEntry, Message, make_message
+from mailer import serialization
+from mailer.models import PRIORITY_MEDIUM, DontSendEntry, Message, MessageLog, make_message
 
 
 def queue(
@@ -56,6 +64,34 @@ def queue(
     return message
 
 
+def assert_nothing_stored() -> None:
+    """Neither the queue nor the log holds a row: what refused input must leave behind."""
+    assert Message.objects.count() == 0
+    assert MessageLog.objects.count() == 0
+
+
 def block(address: str) -> DontSendEntry:
     """Put ``address`` on the don't-send list."""
     return DontSendEntry.objects.create(to_address=address, when_added=timezone.now())
+
+
+INSERT = "INSERT INTO mailer_message (message_data, when_added, priority, retry_count) VALUES (%s, now(), 2, 0)"
+
+
+def email_data(subject: str, seq: int | None = None) -> str:
+    """The ``message_data`` of a plain message (header ``X-Seq: seq`` when given), as the queue stores it."""
+    headers = {"X-Seq": str(seq)} if seq is not None else None
+    return serialization.dumps(EmailMessage(subject, "body", "from@example.com", ["to@example.com"], headers=headers))
+
+
+def insert_rows(connect: Callable[[], object], *data: str) -> float:
+    """Insert queued rows (medium priority) holding ``data``, in one transaction on ``connect()``, a new
+    DB-API connection of the test's own to a PostgreSQL database; the ``time.monotonic()`` just before COMMIT.
+    """
+    with closing(connect()) as conn:
+        conn.autocommit = False
+        with closing(conn.cursor()) as cursor:
+            cursor.executemany(INSERT, [[item] for item in data])
+        committing = time.monotonic()
+        conn.commit()
+    return committing

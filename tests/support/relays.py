@@ -14,10 +14,11 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 from dataclasses import dataclass
 
 from aiosmtpd.controller import Controller
+
+from tests.support.ports import start_on_a_free_port
 
 TOO_MANY = "452 4.5.3 Too many recipients"
 
@@ -32,7 +33,8 @@ class Transaction:
 class ScriptedRelay:
     """``refuse``: address -> reply (e.g. ``"550 5.1.1 No such user"``); ``max_recipients``: per transaction.
 
-    ``stall_after``: after that many accepted transactions, the relay never answers a DATA again.
+    ``stall_after``: after that many accepted transactions, the relay never answers a DATA again
+    (``wait_for_stall()`` waits until it holds one).
     ``tls_context``: a server ``ssl.SSLContext``, to offer STARTTLS (see :func:`self_signed`).
     ``fail_data_after``: after that many accepted transactions, every DATA gets this reply (``(n, reply)``).
     """
@@ -53,6 +55,7 @@ class ScriptedRelay:
         self.fail_data_after = fail_data_after
         self.tls_context = tls_context  # an ssl.SSLContext: the relay offers STARTTLS
         self.transactions: list[Transaction] = []
+        self.stalled = 0  # DATA commands received and left unanswered (``stall_after``)
         self._cond = threading.Condition()
         self._controller: Controller | None = None
 
@@ -68,7 +71,10 @@ class ScriptedRelay:
 
     async def handle_DATA(self, server, session, envelope):
         if self.stall_after is not None and len(self.transactions) >= self.stall_after:
-            await asyncio.sleep(3600)
+            with self._cond:
+                self.stalled += 1
+                self._cond.notify_all()
+            await asyncio.sleep(3600)  # the scripted stall: never answer this DATA
         if self.fail_data_after is not None and len(self.transactions) >= self.fail_data_after[0]:
             return self.fail_data_after[1]
         with self._cond:
@@ -78,13 +84,18 @@ class ScriptedRelay:
 
     def wait_for(self, n: int, timeout: float = 10) -> None:
         """Wait until ``n`` transactions were accepted."""
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while len(self.transactions) < n:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"expected {n} transaction(s) within {timeout}s, got {len(self.transactions)}")
-                self._cond.wait(remaining)
+            if not self._cond.wait_for(lambda: len(self.transactions) >= n, timeout):
+                raise AssertionError(f"expected {n} transaction(s) within {timeout}s, got {len(self.transactions)}")
+
+    def wait_for_stall(self, n: int = 1, timeout: float = 10) -> None:
+        """Wait until ``n`` messages were received whole and left without a reply (``stall_after``).
+
+        From then on the sender is waiting for the reply to its DATA, and waits for ever.
+        """
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.stalled >= n, timeout):
+                raise AssertionError(f"expected {n} stalled DATA within {timeout}s, got {self.stalled}")
 
     def received(self) -> list[str]:
         """Every recipient of every accepted transaction, in order (an address twice if it got the mail twice)."""
@@ -92,17 +103,13 @@ class ScriptedRelay:
             return [address for transaction in self.transactions for address in transaction.rcpt_tos]
 
     def start(self) -> ScriptedRelay:
-        for attempt in range(5):
-            with socket.socket() as s:
-                s.bind((self.host, 0))
-                self.port = s.getsockname()[1]
-            self._controller = Controller(self, hostname=self.host, port=self.port, tls_context=self.tls_context)
-            try:
-                self._controller.start()
-                return self
-            except OSError:  # the port was taken between bind() and start()
-                if attempt == 4:
-                    raise
+        def start_on(port: int) -> Controller:
+            controller = Controller(self, hostname=self.host, port=port, tls_context=self.tls_context)
+            controller.start()
+            self.port = port
+            return controller
+
+        self._controller = start_on_a_free_port(start_on, self.host)
         return self
 
     def stop(self) -> None:
@@ -147,13 +154,9 @@ class SilentRelay:
             return len(self.accepted)
 
     def wait_for_connections(self, n: int, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while len(self.accepted) < n:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"expected {n} connection(s) within {timeout}s, got {len(self.accepted)}")
-                self._cond.wait(remaining)
+            if not self._cond.wait_for(lambda: len(self.accepted) >= n, timeout):
+                raise AssertionError(f"expected {n} connection(s) within {timeout}s, got {len(self.accepted)}")
 
     def start(self) -> SilentRelay:
         self._thread.start()
@@ -173,8 +176,9 @@ class SilentRelay:
         self.stop()
 
 
-def send_through(settings, relay, **options) -> None:
-    """Make Django's SMTP backend, pointed at ``relay``, the queue's real sender (with ``MAILERS`` on 6.1+).
+def send_through(settings, relay, alias: str = "relay", **options) -> None:
+    """Make Django's SMTP backend, pointed at ``relay``, the queue's real sender (with ``MAILERS`` on 6.1+,
+    as the alias ``alias``). Also what the ``smtp_settings`` fixture does with the SMTP sink.
 
     ``options`` are further backend options (``timeout=...``), as ``EMAIL_<NAME>`` settings or ``OPTIONS``.
     """
@@ -183,12 +187,12 @@ def send_through(settings, relay, **options) -> None:
     if mailers_configured():
         settings.MAILERS = {
             **settings.MAILERS,
-            "relay": {
+            alias: {
                 "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
                 "OPTIONS": {"host": relay.host, "port": relay.port, "use_tls": False, **options},
             },
         }
-        settings.MAILER_DELIVER_USING = "relay"
+        settings.MAILER_DELIVER_USING = alias
     else:
         settings.MAILER_EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
         settings.EMAIL_HOST = relay.host

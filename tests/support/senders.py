@@ -10,16 +10,27 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.support.procs import REPO_ROOT, project_env
+from tests.support.waiting import wait_until
 
 
 class SenderProcess:
-    """One child running ``command``; ``settings`` (JSON-able) go through ``MAILER_TEST_SETTINGS``."""
+    """One child running ``command``; ``settings`` (JSON-able) go through ``MAILER_TEST_SETTINGS``.
 
-    def __init__(self, command: str, env: dict, log_path: Path, settings: dict | None = None, banner: bool = True):
+    ``python``: the interpreter to run it with (a cached venv with another database driver, say).
+    """
+
+    def __init__(
+        self,
+        command: str,
+        env: dict,
+        log_path: Path,
+        settings: dict | None = None,
+        banner: bool = True,
+        python: str = sys.executable,
+    ):
         env = dict(env)
         if settings:
             env["MAILER_TEST_SETTINGS"] = json.dumps(settings)
@@ -27,14 +38,13 @@ class SenderProcess:
         self.log_path = log_path
         with open(log_path, "w") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "django", command],
+                [python, "-m", "django", command],
                 env=project_env(env),
                 cwd=REPO_ROOT,
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
             )
-        self.started = time.monotonic()
         if banner:
             lines = self.proc.stdout.readline() + self.proc.stdout.readline()
             assert "Starting django-mailer" in lines, f"{lines}\n{self.log()}"
@@ -46,14 +56,22 @@ class SenderProcess:
         return self.proc.poll() is None
 
     def wait_for_log(self, text: str, count: int = 1, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while self.log().count(text) < count:
+        """Wait until the log holds ``text`` ``count`` times; fail the test if the child exits first."""
+
+        def logged() -> bool:
+            if self.log().count(text) >= count:
+                return True
             if not self.alive():
                 status = self.proc.returncode
                 raise AssertionError(f"{self.command} exited ({status}) before logging {text!r}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.command} did not log {text!r} {count}x in {timeout}s:\n{self.log()}")
-            time.sleep(0.02)
+            return False
+
+        wait_until(
+            logged,
+            timeout,
+            interval=0.02,
+            message=lambda: f"{self.command} did not log {text!r} {count} time(s):\n{self.log()}",
+        )
 
     def wait(self, timeout: float) -> int:
         """The exit status; fails the test (and kills the child) if it does not end within ``timeout``."""

@@ -30,8 +30,10 @@ def unavailable(reason: str, *, required_by: str = "MAILER_TEST_REQUIRE_SERVICES
     pytest.skip(reason)
 
 
-def _pg_connect(dbname="postgres"):
-    p = pg_params()
+def pg_connect(dbname="postgres", params: dict | None = None):
+    """An autocommit connection (psycopg 3, else psycopg2) to ``dbname`` on the shared PostgreSQL server,
+    or on the server ``params`` (host, port, user...) name."""
+    p = pg_params() if params is None else params
     try:
         import psycopg
     except ImportError:
@@ -43,7 +45,8 @@ def _pg_connect(dbname="postgres"):
     return psycopg.connect(dbname=dbname, connect_timeout=5, autocommit=True, **p)
 
 
-def _mysql_connect():
+def mysql_connect():
+    """An autocommit connection to the shared MariaDB/MySQL server (no database selected)."""
     import MySQLdb
 
     p = mysql_params()
@@ -67,14 +70,14 @@ def _problem(name, host, port, connect) -> str | None:
 def postgres_problem() -> str | None:
     """None when PostgreSQL answers; otherwise why not."""
     p = pg_params()
-    return _problem("PostgreSQL", p["host"], p["port"], _pg_connect)
+    return _problem("PostgreSQL", p["host"], p["port"], pg_connect)
 
 
 @functools.cache
 def mysql_problem() -> str | None:
     """None when MariaDB/MySQL answers; otherwise why not."""
     p = mysql_params()
-    return _problem("MySQL", p["host"], p["port"], _mysql_connect)
+    return _problem("MySQL", p["host"], p["port"], mysql_connect)
 
 
 def requires_postgres():
@@ -98,11 +101,11 @@ def fresh_postgres_database(prefix="mailer_t"):
     """Create an empty PostgreSQL database for the duration of the block; yield its name."""
     requires_postgres()
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    _execute(_pg_connect(), f'CREATE DATABASE "{name}"')
+    _execute(pg_connect(), f'CREATE DATABASE "{name}"')
     try:
         yield name
     finally:
-        _execute(_pg_connect(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _execute(pg_connect(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
@@ -110,11 +113,11 @@ def fresh_mysql_database(prefix="mailer_t"):
     """Create an empty MariaDB/MySQL database (utf8mb4) for the duration of the block; yield its name."""
     requires_mysql()
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    _execute(_mysql_connect(), f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    _execute(mysql_connect(), f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
     try:
         yield name
     finally:
-        _execute(_mysql_connect(), f"DROP DATABASE IF EXISTS `{name}`")
+        _execute(mysql_connect(), f"DROP DATABASE IF EXISTS `{name}`")
 
 
 @contextmanager

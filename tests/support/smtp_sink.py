@@ -7,13 +7,13 @@ list once every sender has exited; ``slow_down()`` makes the sink take time per 
 import asyncio
 import email
 import email.policy
-import socket
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from aiosmtpd.controller import Controller
+
+from tests.support.ports import start_on_a_free_port
 
 
 @dataclass
@@ -61,17 +61,13 @@ class SMTPSink:
                 sink._count_connection()
                 return super().factory()
 
-        for attempt in range(5):
-            with socket.socket() as s:
-                s.bind((self.host, 0))
-                self.port = s.getsockname()[1]
-            self._controller = CountingController(self, hostname=self.host, port=self.port)
-            try:
-                self._controller.start()
-                break
-            except OSError:  # someone took the port between bind() and start()
-                if attempt == 4:
-                    raise
+        def start_on(port):
+            controller = CountingController(self, hostname=self.host, port=port)
+            controller.start()
+            self.port = port
+            return controller
+
+        self._controller = start_on_a_free_port(start_on, self.host)
         with self._cond:
             self.connections = 0  # Controller.start() opens one connection to check the server is up
 
@@ -91,13 +87,9 @@ class SMTPSink:
 
     def wait_for(self, n, timeout=10):
         """Wait until at least ``n`` messages arrived; return a copy of them, or fail the test on timeout."""
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while len(self.messages) < n:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"expected {n} message(s) within {timeout}s, got {len(self.messages)}")
-                self._cond.wait(remaining)
+            if not self._cond.wait_for(lambda: len(self.messages) >= n, timeout):
+                raise AssertionError(f"expected {n} message(s) within {timeout}s, got {len(self.messages)}")
             return list(self.messages)
 
 
