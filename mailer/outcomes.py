@@ -75,7 +75,7 @@ def handle_delivery_exception(
 class Outcome:
     """What happened to one claimed message, for the sending loop to apply.
 
-    ``counts`` names the :class:`~mailer.engine.SendResult` count it adds
+    ``counts`` names the :class:`~mailer.summaries.SendResult` count it adds
     to (``None``: none). ``keep`` is the connection the delivery's slot
     keeps for its route (``None``: close it).
     """

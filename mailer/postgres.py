@@ -41,8 +41,9 @@ from django.db import InterfaceError, OperationalError, connections, router, tra
 
 from mailer import smtp
 from mailer.conf import mailer_settings
-from mailer.engine import SendResult, send_all
+from mailer.engine import send_all
 from mailer.models import Message
+from mailer.summaries import SendResult
 
 logger = logging.getLogger(__name__)
 

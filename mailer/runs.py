@@ -75,7 +75,7 @@ def send_once(
     * ``SIGTERM`` ends the pass (with ``stop_on_sigterm``, which needs the main thread): what was sent is
       recorded, a delivery blocked on a relay is cut short and its message left queued, the lock released.
     * An exception from the pass is re-raised after the line with the counts committed before it and the
-      exception. :class:`~mailer.claimed.QueueNotDecodable` is one.
+      exception. :class:`~mailer.reading.QueueNotDecodable` is one.
     * When intact messages were left queued because this process cannot decode them, it raises
       :class:`HeldBack` after the pass's own line.
 

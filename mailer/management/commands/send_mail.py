@@ -2,11 +2,11 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandError
 
-from mailer.claimed import QueueNotDecodable
 from mailer.conf import mailer_settings
 from mailer.management.options import add_deprecated_cron_option, warn_if_cron
 from mailer.management.progress import ProgressBar
 from mailer.models import Message
+from mailer.reading import QueueNotDecodable
 from mailer.runs import HeldBack, send_once
 
 logger = logging.getLogger(__name__)
