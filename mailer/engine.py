@@ -154,7 +154,8 @@ class _Pass:
                     taking = False
                     break
                 message, readable = item
-                email_or_outcome = self.ready(message, readable)
+                route = self.routes.get(message.mailer, self.routes[None])
+                email_or_outcome = self.ready(message, readable, route)
                 if isinstance(email_or_outcome, Outcome):
                     self.apply(message, email_or_outcome, batch)
                     release(message)
@@ -166,7 +167,7 @@ class _Pass:
                 if logger.isEnabledFor(logging.INFO):
                     to = loggable(", ".join(map(str, email.to)))
                     logger.info("sending message '%s' to %s", loggable(email.subject), to)
-                dispatcher.start(message, self.routes.get(message.mailer, self.routes[None]), email)
+                dispatcher.start(message, route, email)
             finished = dispatcher.finished()
             if not finished:
                 batch.quick = time.monotonic() - started < self.commit_interval / 2
@@ -191,13 +192,13 @@ class _Pass:
             if error is not None:
                 batch.error = error
 
-    def ready(self, message: Message, readable: Readable) -> EmailMessage | Outcome:
+    def ready(self, message: Message, readable: Readable, route: Route) -> EmailMessage | Outcome:
         """The email to send now that ``message``'s turn has come, or what becomes of the message instead."""
         if readable is None:  # a big message, not read with the claim
             return self.reader.read_big(message)
         if isinstance(readable, serialization.NotDecodableHere):
             return outcomes.held(message, readable)  # passed over now that its turn has come
-        if self.routes.get(message.mailer, self.routes[None]) in self.down:
+        if route in self.down:
             return outcomes.relay_down()
         return readable
 

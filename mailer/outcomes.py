@@ -164,7 +164,7 @@ def judge(
         failure = log_fields(message, email, RESULT_FAILURE, traceback.format_exc())
         return Outcome("failed", (failure,), put_aside=True, stop=error)
     if action == "sent":
-        return Outcome("sent", (log_fields(message, email, RESULT_SUCCESS),), remove=True, keep=connection)
+        return sent(message, email, connection)
     # The handler may have deferred the message itself (the default one does); otherwise it stays queued.
     return Outcome("deferred", pass_over=message.priority != PRIORITY_DEFERRED, keep=connection)
 
