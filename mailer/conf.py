@@ -30,6 +30,15 @@ DEFAULTS: dict[str, Any] = {
     # Give each message a Message-ID header before sending, unless it has one (some providers set their own).
     "ADD_MESSAGE_ID": True,
     "ERROR_HANDLER": "mailer.engine.handle_delivery_exception",
+    # Failures (see docs/failures.rst and mailer/failures.py): a transient one is tried again after a random
+    # wait of at most min(RETRY_MAX_DELAY, RETRY_DELAY * 2 ** (attempt - 1)) seconds, RETRY_MAX_ATTEMPTS
+    # attempts in all; a permanent one leaves the queue (or is deferred, as in 2.3.2, with DEFER_PERMANENT_FAILURES).
+    "RETRY_DELAY": 60,
+    "RETRY_MAX_DELAY": 6 * 60 * 60,
+    "RETRY_MAX_ATTEMPTS": 15,
+    "FAILURE_CLASSIFIER": None,
+    "DEFER_PERMANENT_FAILURES": False,
+    "DONT_SEND_UNKNOWN_RECIPIENTS": False,
     "PAUSE_SEND": False,
     "EMPTY_QUEUE_SLEEP": 30,
     # How many messages one transaction claims, and how long the results of
