@@ -19,12 +19,14 @@ What a sender does with the rows it claimed is written by :mod:`mailer.writes`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models, router
 from django.db.models import Case, Exists, F, Func, IntegerField, QuerySet, TextField, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Length
+from django.utils import timezone
 
 from mailer.models import PRIORITY_DEFERRED, QUEUE_INDEX, DontSendEntry, Message
 
@@ -67,12 +69,14 @@ class Claimer:
         if self.connection.vendor == "sqlite":
             _take_sqlite_write_lock(self.connection)
         statement = self.statements[key]
+        now = self.connection.ops.adapt_datetimefield_value(timezone.now())
         if statement is None:  # a query the database must get from the ORM each time
-            return list(self.queryset_for(limit, self.position_values(after)))
+            return list(self.queryset_for(limit, self.position_values(after), now))
         sql, params = statement
+        values = {_NOW: now}
         if after is not None:
-            values = dict(zip(_SLOTS, self.position_values(after), strict=True))
-            params = tuple(values.get(param, param) if isinstance(param, _Slot) else param for param in params)
+            values.update(zip(_SLOTS, self.position_values(after), strict=True))
+        params = tuple(values.get(param, param) if isinstance(param, _Slot) else param for param in params)
         with self.connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
@@ -88,8 +92,8 @@ class Claimer:
         priority, when_added, pk = after
         return priority, self.connection.ops.adapt_datetimefield_value(when_added), pk
 
-    def queryset_for(self, limit: int, after: tuple | None) -> QuerySet:
-        queryset = self.queryset
+    def queryset_for(self, limit: int, after: tuple | None, now: Any) -> QuerySet:
+        queryset = self.queryset.filter(_due(self.connection, now))
         if after is not None:
             queryset = queryset.filter(_after_position(self.connection, after))
         # A big row's data is not fetched with the claim, only its length: see read_data().
@@ -112,7 +116,7 @@ class Claimer:
 
     def statement(self, limit: int, positioned: bool) -> tuple[str, tuple] | None:
         try:
-            sql, params = self.queryset_for(limit, _SLOTS if positioned else None).query.sql_with_params()
+            sql, params = self.queryset_for(limit, _SLOTS if positioned else None, _NOW).query.sql_with_params()
         except EmptyResultSet:
             return None
         if self.connection.vendor == "mysql":
@@ -161,6 +165,17 @@ class _Slot:
 
 
 _SLOTS = (_Slot(), _Slot(), _Slot())
+_NOW = _Slot()
+
+
+def _due(connection, now: Any) -> RawSQL:
+    """Messages that may be sent at ``now`` (a database value): no ``not_before``, or one that has passed.
+
+    A filter on the rows the queue index yields in send order: the claim still reads the index in order,
+    and passes over the few rows waiting for a later attempt.
+    """
+    column = f"{connection.ops.quote_name(Message._meta.db_table)}.{connection.ops.quote_name('not_before')}"
+    return RawSQL(f"({column} IS NULL OR {column} <= %s)", (now,), output_field=models.BooleanField())
 
 
 def _after_position(connection, values: tuple) -> RawSQL:

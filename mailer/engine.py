@@ -28,6 +28,7 @@ from django.core.mail.message import make_msgid
 from django.core.mail.utils import DNS_NAME
 from django.db import DatabaseError, close_old_connections, connections, router, transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from mailer import claims, outcomes, serialization, writes
@@ -117,7 +118,7 @@ class _Pass:
                     except (KeyboardInterrupt, SystemExit) as stop:
                         # Keep what was sent before the interruption, then stop.
                         batch.error = stop
-                    writes.record(batch.logs, batch.log_pks, batch.done, self.using)
+                    writes.record(batch.logs, batch.log_pks, batch.done, self.using, batch.updates, batch.block)
                 # Committed: only now do this batch's outcomes count for those who were told about commits.
                 if self.on_commit is not None:
                     self.on_commit(dataclasses.replace(self.result, seconds=0.0))
@@ -319,10 +320,11 @@ def send_loop(*, stop: threading.Event | None = None, on_pass: Callable[[SendRes
         sleep: Any = mailer_settings.EMPTY_QUEUE_SLEEP
         try:
             close_old_connections()
-            while not Message.objects.non_deferred().exists():
+            while not Message.objects.due().exists():
                 outages = 0
-                logger.debug("sleeping for %s seconds before checking queue again", sleep)
-                if _nap(sleep, stop):
+                wait = idle_wait(sleep)
+                logger.debug("sleeping for %s seconds before checking queue again", wait)
+                if _nap(wait, stop):
                     return
                 close_old_connections()
             outages = 0
@@ -344,7 +346,21 @@ def send_loop(*, stop: threading.Event | None = None, on_pass: Callable[[SendRes
         if result is not None and on_pass is not None:
             on_pass(result)
         if result is None or result.sent == 0:
-            _nap(sleep, stop)
+            _nap(idle_wait(sleep), stop)
+
+
+def idle_wait(longest: float) -> float:
+    """Seconds to wait for more mail: ``longest``, or less when a message waiting for a retry falls due sooner."""
+    due_in = until_due()
+    return longest if due_in is None else min(longest, due_in)
+
+
+def until_due() -> float | None:
+    """Seconds until the first message waiting for a later attempt falls due (``None``: none waits)."""
+    due = Message.objects.next_due()
+    if due is None:
+        return None
+    return max(0.0, (due - timezone.now()).total_seconds())
 
 
 MAX_DATABASE_RETRY_DELAY = 30  # seconds between attempts to reach a database that is down, at most

@@ -38,6 +38,22 @@ class MessageQuerySet(models.QuerySet):
     def deferred(self) -> MessageQuerySet:
         return self.filter(priority=Priority.DEFERRED)
 
+    def due(self) -> MessageQuerySet:
+        """The messages a sender may take now: not deferred, and not waiting for a later attempt."""
+        return self.non_deferred().filter(models.Q(not_before__isnull=True) | models.Q(not_before__lte=now()))
+
+    def waiting(self) -> MessageQuerySet:
+        """The messages not deferred but not due yet (``not_before`` still ahead)."""
+        return self.non_deferred().filter(not_before__gt=now())
+
+    def waiting_for_retry(self) -> MessageQuerySet:
+        """The :meth:`waiting` messages that failed before: waiting for their next attempt."""
+        return self.waiting().filter(attempts__gt=0)
+
+    def next_due(self) -> datetime.datetime | None:
+        """When the first :meth:`waiting` message becomes due (``None``: none waits)."""
+        return self.waiting().order_by("not_before").values_list("not_before", flat=True).first()
+
     def retryable(self) -> MessageQuerySet:
         """The deferred messages that retrying puts back on the queue.
 
@@ -53,8 +69,13 @@ class MessageQuerySet(models.QuerySet):
         return self.deferred().filter(_retries_used_up())
 
     def retry_deferred(self, new_priority: int = Priority.MEDIUM.value) -> int:
-        """Put the :meth:`retryable` messages back on the queue, counting the retry; return how many."""
-        return self.retryable().update(priority=new_priority, retry_count=models.F("retry_count") + 1)
+        """Put the :meth:`retryable` messages back on the queue, counting the retry; return how many.
+
+        Messages :meth:`waiting_for_retry` are made due now as well (and counted): as in django-mailer 2.x,
+        ``retry_deferred`` sends every message that failed at the next run.
+        """
+        waiting = self.waiting_for_retry().update(not_before=None)
+        return waiting + self.retryable().update(priority=new_priority, retry_count=models.F("retry_count") + 1)
 
     def mark_deferred(self) -> int:
         """Defer these rows, in one ``UPDATE``; return how many.

@@ -57,6 +57,7 @@ def db_to_email(data: str | bytes | None) -> Any:
 
 
 QUEUE_INDEX = "mailer_message_queue_idx"  # what senders claim the queue by (migration 0008)
+WAITING_INDEX = "mailer_message_waiting_idx"  # messages waiting for a later attempt (migration 0013)
 
 
 def _mailer_field(help_text: str) -> models.CharField:
@@ -74,13 +75,31 @@ class Message(models.Model):
     # NULL, not "", for rows queued without an alias: processes still running
     # django-mailer 2.x during an upgrade insert rows without this column.
     mailer = _mailer_field(_("The MAILERS alias the message was queued through; it decides which mailer sends it."))
+    # Automatic retries (migration 0013). Nullable for the same reason: NULL means due now, and no attempt yet.
+    not_before = models.DateTimeField(
+        _("not before"),
+        null=True,
+        blank=True,
+        help_text=_("The message is not handed to a mailer before this time: its next attempt after a failure."),
+    )
+    attempts = models.PositiveIntegerField(
+        _("attempts"), null=True, blank=True, default=0, help_text=_("Failed delivery attempts so far.")
+    )
+    last_error = models.TextField(
+        _("last error"), null=True, blank=True, help_text=_("Why the last attempt failed, as the mailer said it.")
+    )
 
     objects = MessageManager()
 
     class Meta:
         verbose_name = _("message")
         verbose_name_plural = _("messages")
-        indexes = [models.Index(fields=["priority", "when_added", "id"], name=QUEUE_INDEX)]
+        indexes = [
+            models.Index(fields=["priority", "when_added", "id"], name=QUEUE_INDEX),
+            # When the next waiting message falls due (MessageQuerySet.next_due()). Partial, so that the
+            # rows due now (NULL) cost it nothing; MySQL/MariaDB, which have no partial index, go without.
+            models.Index(fields=["not_before"], name=WAITING_INDEX, condition=models.Q(not_before__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         try:

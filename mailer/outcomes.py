@@ -17,7 +17,13 @@ The rules, in the order :func:`judge` applies them:
    message's; it stays queued.
 3. ``ImproperlyConfigured``: the configuration, not the message, is at
    fault; the message stays queued and the pass stops.
-4. Anything else goes to ``MAILER_ERROR_HANDLER``, whose ``"sent"`` or
+4. With ``MAILER_ERROR_HANDLER`` left at its default, a failure that
+   :func:`mailer.failures.classify` knows is a failed attempt
+   (:func:`failed_attempt`): a transient one is tried again later, with
+   backoff, until ``MAILER_RETRY_MAX_ATTEMPTS``; a permanent one leaves the
+   queue (or is deferred, with ``MAILER_DEFER_PERMANENT_FAILURES``). Both
+   are logged with the relay's reply.
+5. Anything else goes to ``MAILER_ERROR_HANDLER``, whose ``"sent"`` or
    ``"deferred"`` is followed. A handler that raises (the default one does
    for exceptions it does not know) marks a *poison message*: it is put
    aside with the traceback, and the pass stops once the batch is recorded.
@@ -30,14 +36,17 @@ import smtplib
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import transaction
 
-from mailer import serialization, smtp
+from mailer import failures, serialization, smtp
+from mailer.conf import mailer_settings
 from mailer.dispatch import Delivery
+from mailer.failures import Failure
 from mailer.logrows import log_fields
 from mailer.models import PRIORITY_DEFERRED, RESULT_DONT_SEND, RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
 
@@ -87,11 +96,13 @@ class Outcome:
     pass_over: bool = False  # leave the row queued, not to be claimed again in this pass
     keep: BaseEmailBackend | None = None
     stop: BaseException | None = None  # end the pass (re-raised) once the batch is recorded
+    update: dict[str, Any] | None = None  # fields to change on the row, which stays queued (a retry)
+    block: tuple[str, ...] = ()  # addresses to add to the don't-send list
 
     @property
     def dealt_with(self) -> bool:
         """Has the message been sent, deferred, skipped or failed (what ``progress`` callbacks are told of)?"""
-        return self.remove or self.put_aside or self.counts == "deferred"
+        return self.remove or self.put_aside or self.update is not None or self.counts == "deferred"
 
     @property
     def may_go_on(self) -> bool:
@@ -107,6 +118,8 @@ class Batch:
     done: list[int] = field(default_factory=list)  # rows to delete from the queue
     logs: list[dict] = field(default_factory=list)  # MessageLog rows (log_fields())
     log_pks: list[int] = field(default_factory=list)  # the queued message each of logs is about
+    updates: list[tuple[int, dict]] = field(default_factory=list)  # (row, fields to change): retries
+    block: list[str] = field(default_factory=list)  # addresses for the don't-send list
     error: BaseException | None = None  # re-raised once the batch is committed
     stopped_early: bool = False  # the commit interval ended before the claimed messages did
     quick: bool = False  # all sent within half the commit interval: claim more next time
@@ -123,6 +136,9 @@ class Batch:
                 self.log_bytes += len(data)
         if outcome.remove:
             self.done.append(message.pk)
+        if outcome.update is not None:
+            self.updates.append((message.pk, outcome.update))
+        self.block.extend(outcome.block)
         if outcome.counts == "held":
             self.held += 1
         if outcome.stop is not None and self.error is None:
@@ -151,6 +167,13 @@ def judge(
     if isinstance(exc, ImproperlyConfigured):
         # A backend that cannot be set up: leave the message queued as it is, keep what the batch did, stop.
         return Outcome(None, stop=exc)
+    if handler is handle_delivery_exception:  # the default policy: known failures are retried or given up
+        failure = failures.classify(exc)
+        if failure.kind is not None:
+            refusals = _refusals(exc)
+            if refusals is not None:
+                return with_refusals(message, email, None, refusals)
+            return failed_attempt(message, email, failure)
     connection = delivery.connection
     try:
         # In a savepoint: a handler whose own writes fail (a log row the table refuses) must not
@@ -178,15 +201,86 @@ def sent(
     """Accepted by the mailer: logged and removed from the queue."""
     if not refusals:
         return Outcome("sent", (log_fields(message, email, RESULT_SUCCESS),), remove=True, keep=connection)
-    # Sent, but not to everyone: say so in the success entry, and keep a failure entry
-    # addressed to the refused recipients only (requeuing it sends to them alone).
+    return with_refusals(message, email, connection, refusals)
+
+
+def with_refusals(
+    message: Message, email: EmailMessage, connection: BaseEmailBackend | None, refusals: list[smtp.Refusal]
+) -> Outcome:
+    """Some recipients refused (``connection`` ``None``: all of them, the delivery raised).
+
+    The accepted ones are logged as sent. The refused ones get a failure
+    entry addressed to them alone, with the relay's replies. Those refused
+    transiently, while attempts are left, stay queued: the row is rewritten
+    to hold them alone, and tried again after the backoff, so that nobody
+    who took the message gets it twice.
+    """
     note = smtp.describe(refusals)
     logger.warning("message %s: the relay refused %d recipient(s):\n%s", message.pk, len(refusals), note)
-    logs = (
-        log_fields(message, email, RESULT_SUCCESS, note),
-        log_fields(message, smtp.refused_part(email, refusals), RESULT_FAILURE, note),
-    )
-    return Outcome("sent", logs, remove=True, keep=connection)
+    attempts = (message.attempts or 0) + 1
+    again = [r for r in refusals if r.transient] if failures.attempts_left(attempts) else []
+    given_up = [r for r in refusals if r not in again]
+    logs = [] if connection is None else [log_fields(message, email, RESULT_SUCCESS, note)]
+    if given_up:
+        logs.append(log_fields(message, smtp.refused_part(email, given_up), RESULT_FAILURE, smtp.describe(given_up)))
+    block = ()
+    if mailer_settings.DONT_SEND_UNKNOWN_RECIPIENTS:
+        block = tuple(r.address for r in given_up if r.failure.user_unknown)
+    if not again:
+        counts = "sent" if connection is not None else "failed"
+        return Outcome(counts, tuple(logs), remove=True, keep=connection, block=block)
+    part = smtp.refused_part(email, again)
+    when = failures.next_attempt(attempts)
+    reason = smtp.describe(again)
+    logs.append(log_fields(message, part, RESULT_FAILURE, _will_retry(reason, attempts, when)))
+    update = {"not_before": when, "attempts": attempts, "last_error": reason, "message_data": serialization.dumps(part)}
+    counts = "sent" if connection is not None else "deferred"
+    return Outcome(counts, tuple(logs), pass_over=True, keep=connection, update=update, block=block)
+
+
+def failed_attempt(message: Message, email: EmailMessage, failure: Failure) -> Outcome:
+    """A delivery that failed as a whole, for a reason :func:`mailer.failures.classify` knows.
+
+    Transient, with attempts left: the row stays queued, not to be tried
+    before its next attempt time. Permanent, or out of attempts: logged and
+    removed (deferred instead with ``MAILER_DEFER_PERMANENT_FAILURES``).
+    A new connection is made for the next message either way.
+    """
+    attempts = (message.attempts or 0) + 1
+    if failure.transient and failures.attempts_left(attempts):
+        when = failures.next_attempt(attempts)
+        logger.info(
+            "message %s: attempt %d failed (%s); trying again at %s", message.pk, attempts, failure.reason, when
+        )
+        log = log_fields(message, email, RESULT_FAILURE, _will_retry(failure.reason, attempts, when))
+        update = {"not_before": when, "attempts": attempts, "last_error": failure.reason}
+        return Outcome("deferred", (log,), pass_over=True, update=update)
+    reason = failure.reason
+    if failure.transient:
+        reason = f"{reason} (giving up after {attempts} attempts: MAILER_RETRY_MAX_ATTEMPTS)"
+    logger.warning("message %s failed for good: %s", message.pk, reason)
+    log = log_fields(message, email, RESULT_FAILURE, reason)
+    block = ()
+    if mailer_settings.DONT_SEND_UNKNOWN_RECIPIENTS and failure.user_unknown and len(set(email.recipients())) == 1:
+        block = tuple(email.recipients())  # one recipient: the reply is about that mailbox
+    if mailer_settings.DEFER_PERMANENT_FAILURES:
+        update = {"priority": PRIORITY_DEFERRED, "attempts": attempts, "last_error": reason, "not_before": None}
+        return Outcome("failed", (log,), pass_over=True, update=update, block=block)
+    return Outcome("failed", (log,), remove=True, block=block)
+
+
+def _will_retry(reason: str, attempts: int, when: Any) -> str:
+    return f"{reason}\n[attempt {attempts} of {mailer_settings.RETRY_MAX_ATTEMPTS}; trying again at {when.isoformat()}]"
+
+
+def _refusals(exc: Exception) -> list[smtp.Refusal] | None:
+    """Every recipient refused at RCPT (``SMTPRecipientsRefused``): each with its own reply."""
+    if not isinstance(exc, smtplib.SMTPRecipientsRefused) or not exc.recipients:
+        return None
+    return [
+        smtp.Refusal(address, code, reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply))
+        for address, (code, reply) in exc.recipients.items()
+    ]
 
 
 def relay_down() -> Outcome:

@@ -37,11 +37,11 @@ from collections.abc import Callable
 from contextlib import closing
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import InterfaceError, OperationalError, connections, router, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, router, transaction
 
 from mailer import smtp
 from mailer.conf import mailer_settings
-from mailer.engine import send_all
+from mailer.engine import send_all, until_due
 from mailer.models import Message
 from mailer.summaries import SendResult
 
@@ -199,6 +199,8 @@ class PostgresSender:
                     return
                 retry_in = self.send_pass(failures)
                 failures = 0 if retry_in is None else failures + 1
+                if retry_in is None:
+                    retry_in = self.until_due()
         except BaseException as exc:
             self.failure = exc
             self.stopping.set()
@@ -229,6 +231,14 @@ class PostgresSender:
         if result is not None and self.on_pass is not None:
             self.on_pass(result)
         return None
+
+    def until_due(self) -> float | None:
+        """Seconds until a message waiting for a retry falls due: the sending thread wakes up for it then."""
+        try:
+            return until_due()
+        except DatabaseError as exc:
+            logger.info("could not look for messages waiting for a retry (%s); the next pass will", _one_line(exc))
+            return None
 
     def check_connection(self) -> None:
         """Drop this thread's database connection if it no longer works (the server restarted...).

@@ -39,6 +39,7 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 
+from mailer import failures
 from mailer.conf import mailer_settings
 
 # A relay that took some recipients and refused the others with this code takes them in a new transaction.
@@ -56,9 +57,14 @@ class Refusal:
     reply: str
 
     @property
+    def failure(self) -> failures.Failure:
+        """What the refusal means (:func:`mailer.failures.from_reply`)."""
+        return failures.from_reply(self.code, self.reply)
+
+    @property
     def transient(self) -> bool:
         """Might a later attempt succeed (a 4xx reply, or no reply at all)?"""
-        return self.code is None or 400 <= self.code < 500
+        return self.failure.transient
 
     def __str__(self) -> str:
         return f"{self.address}: {self.code} {self.reply}" if self.code is not None else f"{self.address}: {self.reply}"

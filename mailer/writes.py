@@ -24,15 +24,38 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 
-from django.db import connections, models, transaction
+from django.db import connections, models, router, transaction
 
-from mailer.models import Message, MessageLog
+from mailer.addresses import address_key
+from mailer.models import DontSendEntry, Message, MessageLog
 
 logger = logging.getLogger(__name__)
 
 
-def record(logs: Sequence[dict], log_pks: Sequence[int | None], done: Sequence[int], using: str) -> None:
-    """Insert the log rows ``logs`` (each for the queued message ``log_pks[i]``) and delete the rows ``done``."""
+def record(
+    logs: Sequence[dict],
+    log_pks: Sequence[int | None],
+    done: Sequence[int],
+    using: str,
+    updates: Sequence[tuple[int, dict]] = (),
+    block: Sequence[str] = (),
+) -> None:
+    """Insert the log rows ``logs`` (each for the queued message ``log_pks[i]``) and delete the rows ``done``.
+
+    Also change the rows of ``updates`` (``(pk, fields)``: messages that stay
+    queued for another attempt) and add the addresses ``block`` to the
+    don't-send list. Those are few (failures), written one statement each,
+    before the bulk writes, each in its own savepoint: one that fails is
+    logged and leaves the message as it was claimed.
+    """
+    for pk, fields in updates:
+        try:
+            with transaction.atomic(using=using):
+                Message.objects.using(using).filter(pk=pk).update(**fields)
+        except Exception:
+            logger.exception("message %s: its next attempt could not be recorded", pk)
+    if block:
+        _block(block)
     if not logs and not done:
         return
     try:
@@ -78,6 +101,22 @@ def record(logs: Sequence[dict], log_pks: Sequence[int | None], done: Sequence[i
         except Exception as exc:
             _defer(pk, using)
             logger.error("message %s could not be removed from the queue (%s): deferred instead", pk, exc)
+
+
+def _block(addresses: Sequence[str]) -> None:
+    """Put ``addresses`` on the don't-send list, once each."""
+    using = router.db_for_write(DontSendEntry)  # the list may live in another database than the queue
+    try:
+        with transaction.atomic(using=using):
+            keys = {address_key(address) for address in addresses} - {""}
+            known = DontSendEntry.objects.using(using).keys_on_list(keys)
+            DontSendEntry.objects.using(using).bulk_create(
+                [DontSendEntry(to_address=key) for key in sorted(keys - known)]
+            )
+    except Exception:
+        logger.exception("could not add %s to the don't-send list", ", ".join(addresses))
+    else:
+        logger.warning("added to the don't-send list (the relay said the mailbox does not exist): %s", ", ".join(keys))
 
 
 def _insert_one(row: dict, using: str) -> str | None:
