@@ -9,12 +9,17 @@ The first tests check the relay itself, with :mod:`smtplib` as the client.
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 import smtplib
 import time
 from collections import Counter
 from contextlib import contextmanager
 
+import pytest
+
+from tests.support import dbconfig
 from tests.support.procs import manage
 from tests.support.project_db import migrated_project, run_in_project, send_mail_in_project, table_counts
 from tests.support.relays import DROP, GREYLISTED, NO_SUCH_USER, THROTTLED, UNAVAILABLE, FlakyRelay
@@ -22,8 +27,8 @@ from tests.support.senders import SenderProcess
 
 # Retries in milliseconds: attempt n + 1 comes at most min(0.5, 0.05 * 2 ** (n - 1)) s after attempt n fails.
 FAST_RETRIES = {"MAILER_RETRY_DELAY": 0.05, "MAILER_RETRY_MAX_DELAY": 0.5, "MAILER_RETRY_MAX_ATTEMPTS": 50}
-# How late a retry may reach the relay after its time: the loop's nap between passes (MAILER_EMPTY_QUEUE_SLEEP,
-# 0.1 s here), starting the pass, and two CPUs shared with the database server and other test runs.
+# How late a retry may reach the relay after its time: starting the pass, and two CPUs shared with the
+# database server and other test runs.
 LATENESS = 0.6
 
 DATA = b"Message-ID: <one@example.com>\r\nSubject: s\r\n\r\nbody\r\n"
@@ -130,14 +135,15 @@ def project(tmp_path, relay: FlakyRelay, prefix: str):
 
 
 @contextmanager
-def runmailer(env: dict, tmp_path, settings: dict):
-    child = SenderProcess("runmailer", env, tmp_path / "runmailer.log", settings=settings)
+def runmailer(env: dict, tmp_path, settings: dict, command: str = "runmailer"):
+    """``runmailer`` (or ``command``) running for the block, then stopped with SIGTERM; its log printed."""
+    child = SenderProcess(command, env, tmp_path / f"{command}.log", settings=settings)
     try:
         yield child
         assert child.stop() == 0, child.log()
     finally:
         child.kill()
-        print(f"--- runmailer ---\n{child.log()[-20000:]}")
+        print(f"--- {command} ---\n{child.log()[-20000:]}")
 
 
 def send_mail(env: dict, settings: dict) -> None:
@@ -158,7 +164,9 @@ def queue_to(env: dict, *addresses: str) -> None:
 
 
 LOGS = """
+import datetime
 import json
+import re
 from mailer.models import MessageLog
 print(json.dumps([
     {"result": log.result, "to": log.email.to if log.email else None, "text": log.log_message,
@@ -168,7 +176,9 @@ print(json.dumps([
 """
 
 QUEUED = """
+import datetime
 import json
+import re
 from mailer.models import Message
 print(json.dumps([
     {"to": m.email.to, "priority": m.priority, "attempts": m.attempts, "last_error": m.last_error,
@@ -197,6 +207,13 @@ def logs(env: dict) -> list[dict]:
 def queued(env: dict) -> list[dict]:
     """Every queued message: recipients, priority, attempts, last_error, not_before (a time.time() value)."""
     return last_json(run_in_project(env, QUEUED))
+
+
+def retry_time(text: str) -> float:
+    """The ``time.time()`` of the "trying again at <ISO time>" a transient failure's log entry ends with."""
+    match = re.search(r"trying again at (\S+)\]", text)
+    assert match, text
+    return datetime.datetime.fromisoformat(match.group(1)).timestamp()
 
 
 def test_2000_messages_through_a_relay_refusing_a_third_of_attempts_are_all_delivered_once(tmp_path):
@@ -270,16 +287,28 @@ def test_a_recipient_refused_with_550_is_tried_once_whatever_runs(tmp_path):
     assert reply in failure["text"], failure
 
 
-def test_greylisted_twice_then_accepted_on_the_third_attempt_within_the_backoff(tmp_path):
-    """451 twice, then 250, for 8 messages under ``runmailer``: each delivered on its third attempt; the gap
-    before attempt n + 1 is at most min(MAX_DELAY, DELAY * 2 ** (n - 1)) plus scheduling, and the gaps
-    differ (full jitter), rather than all being the same fixed delay."""
-    settings = {"MAILER_RETRY_DELAY": 1, "MAILER_RETRY_MAX_DELAY": 1.5, "MAILER_RETRY_MAX_ATTEMPTS": 5}
+@pytest.mark.parametrize("command", ["runmailer", "runmailer_pg"])
+def test_greylisted_twice_then_accepted_on_the_third_attempt_within_the_backoff(tmp_path, command):
+    """451 twice, then 250, for 8 messages under ``runmailer`` (or ``runmailer_pg``): each delivered on its
+    third attempt, never before the time its last failure set; the gap before attempt n + 1 is at most
+    min(MAX_DELAY, DELAY * 2 ** (n - 1)) plus scheduling, and the gaps differ (full jitter), rather than all
+    being the same fixed delay.
+
+    ``MAILER_EMPTY_QUEUE_SLEEP`` is 30 s: the sender must wake up when a retry falls due, not after its nap.
+    """
+    if command == "runmailer_pg" and dbconfig.vendor() != "postgres":
+        pytest.skip("runmailer_pg needs PostgreSQL: runs with MAILER_TEST_DB=postgres")
+    settings = {
+        "MAILER_RETRY_DELAY": 1,
+        "MAILER_RETRY_MAX_DELAY": 1.5,
+        "MAILER_RETRY_MAX_ATTEMPTS": 5,
+        "MAILER_EMPTY_QUEUE_SLEEP": 30,
+    }
     addresses = [f"grey{n}@example.com" for n in range(8)]
     script = {address: [GREYLISTED, GREYLISTED] for address in addresses}
     with FlakyRelay(script=script) as relay, project(tmp_path, relay, "greylist") as env:
         queue_to(env, *addresses)
-        with runmailer(env, tmp_path, settings):
+        with runmailer(env, tmp_path, settings, command):
             for address in addresses:
                 relay.wait_until(lambda r, a=address: r.delivered_to(a), timeout=30, message=f"{address} delivered")
         rows = logs(env)
@@ -297,11 +326,46 @@ def test_greylisted_twice_then_accepted_on_the_third_attempt_within_the_backoff(
         mine = [row for row in rows if row["to"] == [address]]
         assert [row["result"] for row in mine] == ["3", "3", "1"], mine
         assert all("451 4.3.0" in row["text"] for row in mine[:2]), mine
+        # Never before the time the failure set ("trying again at ..." in its log entry: the row's not_before).
+        for n in (1, 2):
+            assert attempts[n].wall >= retry_time(mine[n - 1]["text"]), (attempts[n], mine[n - 1])
     print({n: [round(g, 3) for g in sorted(values)] for n, values in gaps.items()})
     for n, values in gaps.items():
         bound = min(1.5, 1 * 2 ** (n - 1))
         assert max(values) <= bound + LATENESS, (n, values)
         assert max(values) - min(values) > 0.1 * bound, (n, values)  # drawn, not a fixed delay
+
+
+@pytest.mark.parametrize("command", ["runmailer", "runmailer_pg"])
+def test_a_retry_falling_due_during_a_pass_is_sent_without_waiting_for_the_nap(tmp_path, command):
+    """One pass claims both messages: "early" is greylisted (its retry due within 0.5 s), then the relay
+    takes 2 s to refuse "slow" for good. When the pass ends, early's retry is already due: the sender must
+    send it then, not after ``MAILER_EMPTY_QUEUE_SLEEP`` (30 s) or, for ``runmailer_pg``, the next
+    notification."""
+    if command == "runmailer_pg" and dbconfig.vendor() != "postgres":
+        pytest.skip("runmailer_pg needs PostgreSQL: runs with MAILER_TEST_DB=postgres")
+    settings = {
+        "MAILER_RETRY_DELAY": 0.5,
+        "MAILER_RETRY_MAX_DELAY": 0.5,
+        "MAILER_RETRY_MAX_ATTEMPTS": 5,
+        "MAILER_EMPTY_QUEUE_SLEEP": 30,
+    }
+    relay = FlakyRelay(
+        script={"early@example.com": [GREYLISTED]},
+        refuse={"slow@example.com": NO_SUCH_USER},
+        slow={"slow@example.com": 2},
+    )
+    with relay, project(tmp_path, relay, "duepass") as env:
+        queue_to(env, "early@example.com", "slow@example.com")
+        with runmailer(env, tmp_path, settings, command):
+            [refused] = relay.wait_for_attempts("slow@example.com", 1, timeout=15)
+            relay.wait_until(lambda r: r.delivered_to("early@example.com"), timeout=40, message="early delivered")
+
+    first, second = relay.attempts_to("early@example.com")
+    assert first.at < refused.at and first.reply == GREYLISTED
+    answered = refused.at + 2  # the relay answered "slow" then: the pass ended just after
+    print(f"early's retry came {second.at - answered:.2f}s after the pass")
+    assert second.at - answered < LATENESS + 1, second.at - answered
 
 
 def test_send_mail_run_again_and_again_never_sends_before_the_retry_time(tmp_path):

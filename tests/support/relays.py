@@ -180,6 +180,7 @@ class FlakyRelay(ScriptedRelay):
       or ``("DATA", reply)``: the transaction's DATA gets that reply. Transactions a random fate strikes
       consume no step.
     * ``fail_data_first``: ``(n, reply)``: the first ``n`` DATA commands get ``reply`` (``THROTTLED``), then 250.
+    * ``slow``: recipient -> seconds the relay takes before it answers each RCPT of that recipient.
     * ``refuse`` (recipients refused at every RCPT, as ``"550 5.1.1 ..."``) and the other options: as
       :class:`ScriptedRelay`, whose ``transactions`` still hold the accepted ones.
 
@@ -196,6 +197,7 @@ class FlakyRelay(ScriptedRelay):
         seed: int = 14,
         script: dict[str, Iterable] | None = None,
         fail_data_first: tuple[int, str] | None = None,
+        slow: dict[str, float] | None = None,
         **options,
     ):
         super().__init__(**options)
@@ -207,6 +209,7 @@ class FlakyRelay(ScriptedRelay):
         self.random = random.Random(seed)
         self.script = {address.lower(): list(steps) for address, steps in (script or {}).items()}
         self.fail_data_first = fail_data_first
+        self.slow = {address.lower(): seconds for address, seconds in (slow or {}).items()}
         self.attempts: list[Attempt] = []
         self.data_commands = 0  # DATA commands whose data arrived, answered or not
         self.connections = 0  # SMTP connections accepted
@@ -231,6 +234,8 @@ class FlakyRelay(ScriptedRelay):
         attempt: Attempt = envelope.attempt
         with self._cond:
             attempt.rcpt_tos.append(address)
+        if address.lower() in self.slow:
+            await asyncio.sleep(self.slow[address.lower()])  # the scripted slowness: other sessions go on
         if envelope.fate and envelope.fate[0] == "RCPT":
             return await self._answer(server, attempt, "RCPT", envelope.fate[1], address)
         step = self._next_step(address)
