@@ -16,6 +16,7 @@ sent within one commit interval.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import threading
 import time
@@ -328,6 +329,7 @@ def send_loop(*, stop: threading.Event | None = None, on_pass: Callable[[SendRes
                     return
                 close_old_connections()
             outages = 0
+            started = timezone.now()
             result = send_all(stop=stop)
         except ImproperlyConfigured:
             raise
@@ -346,18 +348,25 @@ def send_loop(*, stop: threading.Event | None = None, on_pass: Callable[[SendRes
         if result is not None and on_pass is not None:
             on_pass(result)
         if result is None or result.sent == 0:
-            _nap(idle_wait(sleep), stop)
+            # A retry that fell due while the pass ran was not claimed by it: no nap then.
+            _nap(idle_wait(sleep, since=started), stop)
 
 
-def idle_wait(longest: float) -> float:
-    """Seconds to wait for more mail: ``longest``, or less when a message waiting for a retry falls due sooner."""
-    due_in = until_due()
+def idle_wait(longest: float, since: datetime.datetime | None = None) -> float:
+    """Seconds to wait for more mail: ``longest``, or less when a message waiting for a retry falls due sooner
+    (0 when one fell due after ``since``, the start of the pass that just ended: see :func:`until_due`)."""
+    due_in = until_due(since)
     return longest if due_in is None else min(longest, due_in)
 
 
-def until_due() -> float | None:
-    """Seconds until the first message waiting for a later attempt falls due (``None``: none waits)."""
-    due = Message.objects.next_due()
+def until_due(since: datetime.datetime | None = None) -> float | None:
+    """Seconds until the first message waiting for a later attempt falls due (``None``: none waits).
+
+    With ``since``, the start of a pass, a message that fell due while that pass ran counts (0 s): the
+    pass claimed before its time, so only the next pass sends it. One due before the pass started and
+    left queued by it (held back) does not, so that the sender does not spin on it.
+    """
+    due = Message.objects.next_due(since)
     if due is None:
         return None
     return max(0.0, (due - timezone.now()).total_seconds())

@@ -50,9 +50,15 @@ class MessageQuerySet(models.QuerySet):
         """The :meth:`waiting` messages that failed before: waiting for their next attempt."""
         return self.waiting().filter(attempts__gt=0)
 
-    def next_due(self) -> datetime.datetime | None:
-        """When the first :meth:`waiting` message becomes due (``None``: none waits)."""
-        return self.waiting().order_by("not_before").values_list("not_before", flat=True).first()
+    def next_due(self, since: datetime.datetime | None = None) -> datetime.datetime | None:
+        """When the first :meth:`waiting` message becomes due (``None``: none waits).
+
+        With ``since`` (when a pass started), a message that fell due after it counts too, with its
+        ``not_before`` in the past: that pass claimed before it was due, so the next one must send it.
+        """
+        after = now() if since is None else since
+        waiting = self.non_deferred().filter(not_before__gt=after)
+        return waiting.order_by("not_before").values_list("not_before", flat=True).first()
 
     def retryable(self) -> MessageQuerySet:
         """The deferred messages that retrying puts back on the queue.

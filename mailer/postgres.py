@@ -28,6 +28,7 @@ Failures:
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import logging
 import select
@@ -38,6 +39,7 @@ from contextlib import closing
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, router, transaction
+from django.utils import timezone
 
 from mailer import smtp
 from mailer.conf import mailer_settings
@@ -197,10 +199,11 @@ class PostgresSender:
                 self.wake.clear()
                 if self.stopping.is_set():
                     return
+                started = timezone.now()
                 retry_in = self.send_pass(failures)
                 failures = 0 if retry_in is None else failures + 1
                 if retry_in is None:
-                    retry_in = self.until_due()
+                    retry_in = self.until_due(started)
         except BaseException as exc:
             self.failure = exc
             self.stopping.set()
@@ -232,10 +235,11 @@ class PostgresSender:
             self.on_pass(result)
         return None
 
-    def until_due(self) -> float | None:
-        """Seconds until a message waiting for a retry falls due: the sending thread wakes up for it then."""
+    def until_due(self, since: datetime.datetime) -> float | None:
+        """Seconds until a message waiting for a retry falls due: the sending thread wakes up for it then
+        (at once for one that fell due during the pass started at ``since``)."""
         try:
-            return until_due()
+            return until_due(since)
         except DatabaseError as exc:
             logger.info("could not look for messages waiting for a retry (%s); the next pass will", _one_line(exc))
             return None
