@@ -169,10 +169,10 @@ def _check_classifier(path: Any) -> list[checks.CheckMessage]:
         "Give the dotted path of a function that takes the exception a delivery raised and returns "
         "'transient', 'permanent' or None (None: the built-in rule decides), or leave it None."
     )
-    if path is None:
+    if path is None or callable(path):  # the function itself works too
         return []
     if not isinstance(path, str):
-        problem = "it must be a dotted path (a string) or None"
+        problem = "it must be the dotted path of a function, or None"
     else:
         try:
             classifier = import_string(path)

@@ -91,10 +91,10 @@ def test_max_attempts_that_pass(settings, value):
         ("tests.test_retry_checks.no_such_function", "cannot be imported"),
         ("classify", "cannot be imported: classify doesn't look like a module path"),
         ("tests.test_retry_checks.NOT_A_FUNCTION", "that is a dict, not a function"),
-        (always_transient, "it must be a dotted path (a string) or None"),
-        (42, "it must be a dotted path (a string) or None"),
+        (42, "it must be the dotted path of a function, or None"),
+        (b"tests.test_retry_checks.always_transient", "it must be the dotted path of a function, or None"),
     ],
-    ids=["no-module", "no-attribute", "not-a-path", "not-callable", "a-function-object", "a-number"],
+    ids=["no-module", "no-attribute", "not-a-path", "not-callable", "a-number", "bytes"],
 )
 def test_a_classifier_that_cannot_be_used_is_an_error(settings, value, problem):
     settings.MAILER_FAILURE_CLASSIFIER = value
@@ -105,8 +105,9 @@ def test_a_classifier_that_cannot_be_used_is_an_error(settings, value, problem):
     assert "'transient', 'permanent' or None" in error.hint
 
 
-def test_a_classifier_that_imports_passes(settings):
-    settings.MAILER_FAILURE_CLASSIFIER = "tests.test_retry_checks.always_transient"
+@pytest.mark.parametrize("value", ["tests.test_retry_checks.always_transient", always_transient, None])
+def test_a_classifier_that_imports_or_the_function_itself_passes(settings, value):
+    settings.MAILER_FAILURE_CLASSIFIER = value
     assert check_retries() == []
 
 
