@@ -227,6 +227,9 @@ def with_refusals(
     if mailer_settings.DONT_SEND_UNKNOWN_RECIPIENTS:
         block = tuple(r.address for r in given_up if r.failure.user_unknown)
     if not again:
+        if connection is None and mailer_settings.DEFER_PERMANENT_FAILURES:  # nobody took it: deferred, as in 2.3.2
+            update = {"priority": PRIORITY_DEFERRED, "attempts": attempts, "last_error": note, "not_before": None}
+            return Outcome("failed", tuple(logs), pass_over=True, update=update, block=block)
         counts = "sent" if connection is not None else "failed"
         return Outcome(counts, tuple(logs), remove=True, keep=connection, block=block)
     part = smtp.refused_part(email, again)
