@@ -158,6 +158,12 @@ for to in {addresses!r}:
 """
 
 
+QUEUE_ONE = """
+import mailer
+mailer.send_mail("to many", "body", "from@example.com", {to!r})
+"""
+
+
 def queue_to(env: dict, *addresses: str) -> None:
     """One message to each address, queued in a child process through ``mailer.send_mail()``."""
     run_in_project(env, QUEUE.format(addresses=list(addresses)))
@@ -250,6 +256,44 @@ def test_2000_messages_through_a_relay_refusing_a_third_of_attempts_are_all_deli
     # One failure entry per attempt that failed, no more: no message charged with an attempt that never
     # reached the relay (a connection the relay had closed, used again).
     assert counts["logs"]["3"] == len(refused), (counts, relay.summary())
+
+
+@pytest.mark.parametrize("connections", [1, 3])
+def test_two_runmailers_share_a_flaky_relay_and_deliver_every_message_once(tmp_path, connections):
+    """The scenario above with two ``runmailer`` processes at once (each with ``connections`` connections),
+    on the servers whose row locks let senders share the queue: every message once, none lost."""
+    if dbconfig.vendor() == "sqlite":
+        pytest.skip("two senders at once on SQLite only take turns on its write lock (mailer.W003)")
+    count = 600
+    with FlakyRelay(refuse_rate=0.30, drop_rate=0.05, seed=41) as relay, project(tmp_path, relay, "retry2x") as env:
+        send_mail_in_project(env, count, to="r{n}@example.com")
+        settings = {**FAST_RETRIES, "MAILER_SENDER_CONNECTIONS": connections}
+        started = time.monotonic()
+        with two_runmailers(env, tmp_path, settings):
+            relay.wait_until(lambda r: len(r.transactions) >= count, timeout=120, message=f"{count} delivered")
+        print(f"delivering {time.monotonic() - started:.1f}s; {relay.summary()}")
+        counts = table_counts(env)
+        attempts = relay.snapshot()
+        received = relay.received()
+
+    copies = Counter(received)
+    assert len(copies) == count and set(copies.values()) == {1}, copies.most_common(3)
+    refused = [a for a in attempts if not a.accepted]
+    assert counts["queued"] == 0 and counts["logs"]["1"] == count, counts
+    assert counts["logs"]["3"] == len(refused), (counts, relay.summary())
+
+
+@contextmanager
+def two_runmailers(env: dict, tmp_path, settings: dict):
+    children = [SenderProcess("runmailer", env, tmp_path / f"runmailer-{n}.log", settings=settings) for n in range(2)]
+    try:
+        yield children
+        for child in children:
+            assert child.stop() == 0, child.log()
+    finally:
+        for n, child in enumerate(children):
+            child.kill()
+            print(f"--- runmailer {n} ---\n{child.log()[-10000:]}")
 
 
 def test_a_recipient_refused_with_550_is_tried_once_whatever_runs(tmp_path):
@@ -366,6 +410,53 @@ def test_a_retry_falling_due_during_a_pass_is_sent_without_waiting_for_the_nap(t
     answered = refused.at + 2  # the relay answered "slow" then: the pass ended just after
     print(f"early's retry came {second.at - answered:.2f}s after the pass")
     assert second.at - answered < LATENESS + 1, second.at - answered
+
+
+def test_a_recipient_greylisted_inside_an_accepted_message_gets_it_later_and_nobody_gets_it_twice(tmp_path):
+    """To a, b, c, d: the relay takes a and d, greylists b once, refuses c for good. a and d get it once, b on
+    the retry (a transaction to b alone), c is tried once; the message then leaves the queue."""
+    script = {"b@example.com": [GREYLISTED]}
+    with (
+        FlakyRelay(script=script, refuse={"c@example.com": NO_SUCH_USER}) as relay,
+        project(tmp_path, relay, "part") as env,
+    ):
+        run_in_project(env, QUEUE_ONE.format(to=["a@example.com", "b@example.com", "c@example.com", "d@example.com"]))
+        with runmailer(env, tmp_path, FAST_RETRIES):
+            relay.wait_until(lambda r: r.delivered_to("b@example.com"), timeout=30, message="b delivered")
+            queue_to(env, "later@example.com")  # delivered after the retry: c had its chance to come again
+            relay.wait_until(lambda r: r.delivered_to("later@example.com"), timeout=30, message="later delivered")
+        rows = logs(env)
+        left = queued(env)
+
+    assert sorted(relay.received()) == ["a@example.com", "b@example.com", "d@example.com", "later@example.com"]
+    first, retry = [t for t in relay.transactions if t.rcpt_tos != ["later@example.com"]]
+    assert (first.rcpt_tos, retry.rcpt_tos) == (["a@example.com", "d@example.com"], ["b@example.com"])
+    assert len(relay.attempts_to("c@example.com")) == 1
+    assert left == []
+    failures = [row for row in rows if row["result"] == "3"]
+    assert any(row["to"] == ["c@example.com"] and NO_SUCH_USER in row["text"] for row in failures), rows
+    assert any(row["to"] == ["b@example.com"] and GREYLISTED in row["text"] for row in failures), rows
+
+
+def test_a_recipient_greylisted_for_ever_is_given_up_after_max_attempts(tmp_path):
+    """451 every time, ``MAILER_RETRY_MAX_ATTEMPTS`` = 3: three attempts, then a failure entry saying so and
+    no more attempts; the message leaves the queue."""
+    settings = {**FAST_RETRIES, "MAILER_RETRY_MAX_ATTEMPTS": 3}
+    with FlakyRelay(script={"grey@example.com": [GREYLISTED] * 10}) as relay, project(tmp_path, relay, "maxatt") as env:
+        queue_to(env, "grey@example.com")
+        with runmailer(env, tmp_path, settings):
+            relay.wait_for_attempts("grey@example.com", 3, timeout=30)
+            send_mail(env, settings)
+            queue_to(env, "later@example.com")
+            relay.wait_until(lambda r: r.delivered_to("later@example.com"), timeout=30, message="later delivered")
+        rows = logs(env)
+        left = queued(env)
+
+    assert [a.reply for a in relay.attempts_to("grey@example.com")] == [GREYLISTED] * 3
+    mine = [row for row in rows if row["to"] == ["grey@example.com"]]
+    assert [row["result"] for row in mine] == ["3", "3", "3"], mine
+    assert "MAILER_RETRY_MAX_ATTEMPTS" in mine[-1]["text"] and GREYLISTED in mine[-1]["text"], mine
+    assert left == []
 
 
 def test_send_mail_run_again_and_again_never_sends_before_the_retry_time(tmp_path):
