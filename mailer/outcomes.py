@@ -222,7 +222,10 @@ def with_refusals(
     given_up = [r for r in refusals if r not in again]
     logs = [] if connection is None else [log_fields(message, email, RESULT_SUCCESS, note)]
     if given_up:
-        logs.append(log_fields(message, smtp.refused_part(email, given_up), RESULT_FAILURE, smtp.describe(given_up)))
+        note = smtp.describe(given_up)
+        if any(r.transient for r in given_up):  # out of attempts: say so, as failed_attempt() does
+            note = f"{note}\n{_giving_up(attempts)}"
+        logs.append(log_fields(message, smtp.refused_part(email, given_up), RESULT_FAILURE, note))
     block = ()
     if mailer_settings.DONT_SEND_UNKNOWN_RECIPIENTS:
         block = tuple(r.address for r in given_up if r.failure.user_unknown)
@@ -260,7 +263,7 @@ def failed_attempt(message: Message, email: EmailMessage, failure: Failure) -> O
         return Outcome("deferred", (log,), pass_over=True, update=update)
     reason = failure.reason
     if failure.transient:
-        reason = f"{reason} (giving up after {attempts} attempts: MAILER_RETRY_MAX_ATTEMPTS)"
+        reason = f"{reason} ({_giving_up(attempts)})"
     logger.warning("message %s failed for good: %s", message.pk, reason)
     log = log_fields(message, email, RESULT_FAILURE, reason)
     block = ()
@@ -270,6 +273,10 @@ def failed_attempt(message: Message, email: EmailMessage, failure: Failure) -> O
         update = {"priority": PRIORITY_DEFERRED, "attempts": attempts, "last_error": reason, "not_before": None}
         return Outcome("failed", (log,), pass_over=True, update=update, block=block)
     return Outcome("failed", (log,), remove=True, block=block)
+
+
+def _giving_up(attempts: int) -> str:
+    return f"giving up after {attempts} attempts: MAILER_RETRY_MAX_ATTEMPTS"
 
 
 def _will_retry(reason: str, attempts: int, when: Any) -> str:
