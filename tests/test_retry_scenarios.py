@@ -222,18 +222,23 @@ def retry_time(text: str) -> float:
     return datetime.datetime.fromisoformat(match.group(1)).timestamp()
 
 
-def test_2000_messages_through_a_relay_refusing_a_third_of_attempts_are_all_delivered_once(tmp_path):
+@pytest.mark.parametrize("command", ["runmailer", "runmailer_pg"])
+def test_2000_messages_through_a_relay_refusing_a_third_of_attempts_are_all_delivered_once(tmp_path, command):
     """30% of attempts refused with 451 or 421 (at MAIL, RCPT or DATA), 5% dropped without a reply:
-    ``runmailer`` alone delivers all 2,000 messages, each exactly once, with no ``retry_deferred``.
+    ``runmailer`` alone (or ``runmailer_pg``) delivers all 2,000 messages, each exactly once, with no
+    ``retry_deferred``.
 
-    The longest test of the module (about 20-40 s on two shared CPUs, most of it queueing and delivering);
-    it prints its timings."""
+    The longest test of the module, kept at 2,000 as the issue asks: measured on two shared CPUs, 23 s on
+    MariaDB, 29 s on PostgreSQL (25 s with ``runmailer_pg``), 46 s on SQLite, of which about 4 s queueing
+    and the rest delivering; it prints its timings (``-s``)."""
+    if command == "runmailer_pg" and dbconfig.vendor() != "postgres":
+        pytest.skip("runmailer_pg needs PostgreSQL: runs with MAILER_TEST_DB=postgres")
     count = 2000
     with FlakyRelay(refuse_rate=0.30, drop_rate=0.05, seed=14) as relay, project(tmp_path, relay, "retry2000") as env:
         started = time.monotonic()
         send_mail_in_project(env, count, to="r{n}@example.com")
         queued_at = time.monotonic()
-        with runmailer(env, tmp_path, FAST_RETRIES):
+        with runmailer(env, tmp_path, FAST_RETRIES, command):
             relay.wait_until(lambda r: len(r.transactions) >= count, timeout=120, message=f"{count} delivered")
             delivered_at = time.monotonic()
         counts = table_counts(env)
