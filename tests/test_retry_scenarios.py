@@ -443,6 +443,41 @@ def test_a_recipient_greylisted_inside_an_accepted_message_gets_it_later_and_nob
     assert any(row["to"] == ["b@example.com"] and GREYLISTED in row["text"] for row in failures), rows
 
 
+@pytest.mark.parametrize("step", [UNAVAILABLE, DROP])
+def test_a_421_or_a_drop_at_one_recipient_loses_none_of_the_others(tmp_path, step):
+    """To a, b, c: the relay takes a at RCPT, then answers b with 421 and closes the connection (or drops
+    it). smtplib raises SMTPRecipientsRefused naming b alone (or SMTPServerDisconnected): nobody got the
+    message, so a, b and c must all get it on a later attempt, once each."""
+    script = {"b@example.com": [step]}
+    with FlakyRelay(script=script) as relay, project(tmp_path, relay, "rcpt421") as env:
+        run_in_project(env, QUEUE_ONE.format(to=["a@example.com", "b@example.com", "c@example.com"]))
+        with runmailer(env, tmp_path, FAST_RETRIES):
+            relay.wait_for_attempts("b@example.com", 2, timeout=30)
+            queue_to(env, "later@example.com")
+            relay.wait_until(lambda r: r.delivered_to("later@example.com"), timeout=30, message="later delivered")
+        left = queued(env)
+
+    assert sorted(relay.received()) == ["a@example.com", "b@example.com", "c@example.com", "later@example.com"]
+    assert left == []
+
+
+def test_a_421_in_a_later_transaction_loses_none_of_its_recipients(tmp_path):
+    """To a, b, c, d through a relay taking 2 recipients per transaction: a and b get it in the first; in the
+    second the relay answers c with 421 and closes the connection before d. c and d both still need it."""
+    script = {"c@example.com": [None, UNAVAILABLE]}  # the first RCPT of c is the one "too many" refuses
+    with FlakyRelay(script=script, max_recipients=2) as relay, project(tmp_path, relay, "later421") as env:
+        to = ["a@example.com", "b@example.com", "c@example.com", "d@example.com"]
+        run_in_project(env, QUEUE_ONE.format(to=to))
+        with runmailer(env, tmp_path, FAST_RETRIES):
+            relay.wait_for_attempts("c@example.com", 3, timeout=30)
+            queue_to(env, "later@example.com")
+            relay.wait_until(lambda r: r.delivered_to("later@example.com"), timeout=30, message="later delivered")
+        left = queued(env)
+
+    assert sorted(relay.received()) == [*to, "later@example.com"]
+    assert left == []
+
+
 def test_a_recipient_greylisted_for_ever_is_given_up_after_max_attempts(tmp_path):
     """451 every time, ``MAILER_RETRY_MAX_ATTEMPTS`` = 3: three attempts, then a failure entry saying so and
     no more attempts; the message leaves the queue."""
