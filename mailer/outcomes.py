@@ -171,7 +171,7 @@ def judge(
         failure = failures.classify(exc)
         if failure.kind is not None:
             refusals = _refusals(exc)
-            if refusals is not None:
+            if refusals is not None and smtp.refuses_all(email, (r.address for r in refusals)):
                 return with_refusals(message, email, None, refusals)
             return failed_attempt(message, email, failure)
     connection = delivery.connection

@@ -28,7 +28,7 @@ import smtplib
 import socket
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -134,8 +134,10 @@ class RecordingSMTP:
             except smtplib.SMTPRecipientsRefused as exc:
                 if number == 0:
                     raise
-                result = exc.recipients  # none of these took: keep the replies, stop
-                refused.update(result)
+                # None of these took: keep the replies, stop. A 421 ends the transaction at once, naming only
+                # the recipients smtplib got to (the 421 one last): those it did not get to are refused with it.
+                last = list(exc.recipients.values())[-1] if exc.recipients else (None, "no reply")
+                refused.update({address: exc.recipients.get(address, last) for address in pending})
                 break
             except (smtplib.SMTPResponseException, OSError) as exc:
                 if number == 0:
@@ -267,6 +269,14 @@ def _plain(address: str) -> str:
     except UnicodeError:
         pass
     return f"{local}{at}{domain}"
+
+
+def refuses_all(email: EmailMessage, refused: Iterable[str]) -> bool:
+    """Do the addresses ``refused`` (an ``SMTPRecipientsRefused``'s) name every recipient of ``email``?
+
+    Not when the relay answered 421 part way: smtplib then raises naming only the recipients it got to.
+    """
+    return {_plain(address) for address in email.recipients()} <= {_plain(address) for address in refused}
 
 
 def refused_part(email: EmailMessage, refusals: list[Refusal]) -> EmailMessage:
