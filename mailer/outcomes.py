@@ -227,6 +227,8 @@ def with_refusals(
     if mailer_settings.DONT_SEND_UNKNOWN_RECIPIENTS:
         block = tuple(r.address for r in given_up if r.failure.user_unknown)
     if not again:
+        if connection is None and mailer_settings.DEFER_PERMANENT_FAILURES:  # nobody took it: deferred, as in 2.3.2
+            return _deferred(tuple(logs), attempts, smtp.describe(given_up), block)
         counts = "sent" if connection is not None else "failed"
         return Outcome(counts, tuple(logs), remove=True, keep=connection, block=block)
     part = smtp.refused_part(email, again)
@@ -257,16 +259,28 @@ def failed_attempt(message: Message, email: EmailMessage, failure: Failure) -> O
         return Outcome("deferred", (log,), pass_over=True, update=update)
     reason = failure.reason
     if failure.transient:
-        reason = f"{reason} (giving up after {attempts} attempts: MAILER_RETRY_MAX_ATTEMPTS)"
+        ending = "deferred" if mailer_settings.DEFER_PERMANENT_FAILURES else "giving up"
+        reason = f"{reason} ({ending} after {attempts} attempts: MAILER_RETRY_MAX_ATTEMPTS)"
     logger.warning("message %s failed for good: %s", message.pk, reason)
     log = log_fields(message, email, RESULT_FAILURE, reason)
     block = ()
     if mailer_settings.DONT_SEND_UNKNOWN_RECIPIENTS and failure.user_unknown and len(set(email.recipients())) == 1:
         block = tuple(email.recipients())  # one recipient: the reply is about that mailbox
     if mailer_settings.DEFER_PERMANENT_FAILURES:
-        update = {"priority": PRIORITY_DEFERRED, "attempts": attempts, "last_error": reason, "not_before": None}
-        return Outcome("failed", (log,), pass_over=True, update=update, block=block)
+        return _deferred((log,), attempts, reason, block)
     return Outcome("failed", (log,), remove=True, block=block)
+
+
+def _deferred(logs: tuple[dict, ...], attempts: int, reason: str, block: tuple[str, ...]) -> Outcome:
+    """``MAILER_DEFER_PERMANENT_FAILURES``: deferred as django-mailer 2.3.2 did, so counted as deferred.
+
+    That is what ``MAILER_EMAIL_MAX_DEFERRED`` and the summary count; the
+    message waits for ``retry_deferred``. Its log rows carry the deferred
+    priority, as 2.3.2's, which deferred the message before logging it.
+    """
+    logs = tuple({**log, "priority": PRIORITY_DEFERRED} for log in logs)
+    update = {"priority": PRIORITY_DEFERRED, "attempts": attempts, "last_error": reason, "not_before": None}
+    return Outcome("deferred", logs, pass_over=True, update=update, block=block)
 
 
 def _will_retry(reason: str, attempts: int, when: Any) -> str:
