@@ -168,8 +168,8 @@ def judge(
         # A backend that cannot be set up: leave the message queued as it is, keep what the batch did, stop.
         return Outcome(None, stop=exc)
     if handler is handle_delivery_exception:  # the default policy: known failures are retried or given up
-        failure = failures.classify(exc)
-        if failure.kind is not None:
+        failure = _classify(message, exc)
+        if failure is not None and failure.kind is not None:
             refusals = _refusals(exc)
             if refusals is not None:
                 return with_refusals(message, email, None, refusals)
@@ -222,13 +222,17 @@ def with_refusals(
     given_up = [r for r in refusals if r not in again]
     logs = [] if connection is None else [log_fields(message, email, RESULT_SUCCESS, note)]
     if given_up:
-        logs.append(log_fields(message, smtp.refused_part(email, given_up), RESULT_FAILURE, smtp.describe(given_up)))
+        gone = smtp.describe(given_up)
+        if any(r.transient for r in given_up):  # refused for now, but out of attempts
+            ending = "deferred" if connection is None and mailer_settings.DEFER_PERMANENT_FAILURES else "giving up"
+            gone = f"{gone}\n({ending} after {attempts} attempts: MAILER_RETRY_MAX_ATTEMPTS)"
+        logs.append(log_fields(message, smtp.refused_part(email, given_up), RESULT_FAILURE, gone))
     block = ()
     if mailer_settings.DONT_SEND_UNKNOWN_RECIPIENTS:
         block = tuple(r.address for r in given_up if r.failure.user_unknown)
     if not again:
         if connection is None and mailer_settings.DEFER_PERMANENT_FAILURES:  # nobody took it: deferred, as in 2.3.2
-            return _deferred(tuple(logs), attempts, smtp.describe(given_up), block)
+            return _deferred(tuple(logs), attempts, gone, block)
         counts = "sent" if connection is not None else "failed"
         return Outcome(counts, tuple(logs), remove=True, keep=connection, block=block)
     part = smtp.refused_part(email, again)
@@ -281,6 +285,19 @@ def _deferred(logs: tuple[dict, ...], attempts: int, reason: str, block: tuple[s
     logs = tuple({**log, "priority": PRIORITY_DEFERRED} for log in logs)
     update = {"priority": PRIORITY_DEFERRED, "attempts": attempts, "last_error": reason, "not_before": None}
     return Outcome("deferred", logs, pass_over=True, update=update, block=block)
+
+
+def _classify(message: Message, exc: Exception) -> Failure | None:
+    """:func:`mailer.failures.classify`, which must not raise here: the batch's deliveries are not recorded yet.
+
+    A project's classifier that fails, or an exception that cannot even be
+    described, leaves the failure to the error handler (a poison message, then).
+    """
+    try:
+        return failures.classify(exc)
+    except Exception:
+        logger.exception("message %s: could not classify the failure of its delivery", message.pk)
+        return None
 
 
 def _will_retry(reason: str, attempts: int, when: Any) -> str:
