@@ -254,10 +254,14 @@ def test_full_jitter_draws_are_uniform_between_0_and_the_cap(delays, attempts):
 
 
 def test_retry_delay_without_a_generator_uses_the_random_module(delays):
-    random.seed(7)
-    first = [failures.retry_delay(3) for _ in range(5)]
-    random.seed(7)
-    assert [failures.retry_delay(3) for _ in range(5)] == first
+    state = random.getstate()
+    try:
+        random.seed(7)
+        first = [failures.retry_delay(3) for _ in range(5)]
+        random.seed(7)
+        assert [failures.retry_delay(3) for _ in range(5)] == first
+    finally:
+        random.setstate(state)  # other tests (free ports...) draw from it too
     assert len(set(first)) == 5 and all(0 <= d <= 240 for d in first)
 
 
