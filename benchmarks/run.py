@@ -93,11 +93,18 @@ class Bench:
         self.profiles = 0
         self.sinks: dict[float, SMTPSink] = {}
         ours_python = args.ours_python or sys.executable
-        legacy = Path(args.legacy_python) if args.legacy_python else legacy_python(ours_python, args.db)
         self.ours = Side.create(
             "ours", "ours", ours_python, self.tmp / "ours", [str(REPO_ROOT)], str(REPO_ROOT / "mailer")
         )
-        self.legacy = Side.create("legacy", "2.3.2", legacy, self.tmp / "legacy", [], str(legacy.parent.parent))
+        if args.baseline:
+            # Another checkout of this package (an earlier commit) in place of 2.3.2: "did this change cost speed?"
+            base = Path(args.baseline).resolve()
+            self.legacy = Side.create(
+                "legacy", "baseline", ours_python, self.tmp / "legacy", [str(base)], str(base / "mailer")
+            )
+        else:
+            legacy = Path(args.legacy_python) if args.legacy_python else legacy_python(ours_python, args.db)
+            self.legacy = Side.create("legacy", "2.3.2", legacy, self.tmp / "legacy", [], str(legacy.parent.parent))
         self.sides = (self.ours, self.legacy)
         self.vendors: dict[str, Vendor] = {}
         for name in args.db:
@@ -179,7 +186,7 @@ class Bench:
         for key, senders, with_connections, file_lock in SCALEOUT_VARIANTS:
             extra = {}
             if with_connections:
-                if side is self.legacy or not self.has_connections_setting():
+                if (side is self.legacy and not self.args.baseline) or not self.has_connections_setting():
                     continue  # shown as n/a
                 extra = {self.connections_setting: 4}
             sink = self.sink(self.args.slow_relay_ms / 1000)
@@ -504,6 +511,7 @@ def metadata(bench: Bench) -> dict:
         "sizes": bench.sizes,
         "mode": "quick" if bench.args.quick else "full",
         "extra_settings": bench.args.settings,
+        "other_side": bench.legacy.label,
         "sides": {},
         "databases": {},
     }
@@ -539,7 +547,7 @@ def render(meta: dict, summary: list[dict], elapsed: float, errors: list[str]) -
         "gain = ours/2.3.2 for rates, 2.3.2/ours where lower is better, taken within each round, median."
     )
     out.append("")
-    header = ("Scenario", "DB", "ours", "2.3.2", "gain", "target", "met")
+    header = ("Scenario", "DB", "ours", meta.get("other_side", "2.3.2"), "gain", "target", "met")
     lines = []
     for e in summary:
         unit = f" ({e['unit']})" if e["unit"] and e["unit"] != "x" else ""
@@ -588,6 +596,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--ours-python", help="interpreter for our side (default: this one)")
     parser.add_argument("--legacy-python", help="interpreter of a venv with django-mailer 2.3.2 (default: cached)")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="compare with this checkout of the package (e.g. a git worktree of an earlier commit) instead of 2.3.2",
+    )
     parser.add_argument(
         "--connections-setting",
         default="MAILER_SENDER_CONNECTIONS",

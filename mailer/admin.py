@@ -10,10 +10,12 @@ whatever the user typed, and the admin would otherwise show it as HTML.
 """
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import display_for_value
 from django.db.models import Count, Q
 from django.template.defaultfilters import linebreaksbr
 from django.utils import timezone
-from django.utils.html import escape
+from django.utils.html import escape, format_html
+from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext, ngettext_lazy
 
@@ -27,6 +29,14 @@ UNAVAILABLE = _("<Message data unavailable>")
 # What the actions report: ngettext_lazy picks the plural form from the "count" value.
 RETRIED = ngettext_lazy(
     "%(count)d deferred message put back on the queue.", "%(count)d deferred messages put back on the queue.", "count"
+)
+MADE_DUE = ngettext_lazy(
+    "%(count)d message waiting for a retry is due now.", "%(count)d messages waiting for a retry are due now.", "count"
+)
+NOT_DUE = ngettext_lazy(
+    "%(count)d message not sent: it is waiting for a retry (retry it to send it now).",
+    "%(count)d messages not sent: they are waiting for a retry (retry them to send them now).",
+    "count",
 )
 MAX_RETRIES_REACHED = ngettext_lazy(
     "%(count)d message stays deferred: it reached MAILER_EMAIL_MAX_RETRIES.",
@@ -85,13 +95,91 @@ class EmailFieldsMixin:
         return linebreaksbr(escape(email.body)) if email is not None else _("<Can't decode>")
 
 
+# How much of a message's last error the list shows; the change page shows it all.
+SHORT_ERROR = 60
+
+
+class StateFilter(admin.SimpleListFilter):
+    """Where a message stands: senders take it now, it waits for its next attempt, or it is deferred."""
+
+    title = _("state")
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("due", _("due now")), ("waiting", _("waiting for a retry")), ("deferred", _("deferred"))]
+
+    def queryset(self, request, queryset):
+        # The managers' definitions, so that the list agrees with what the senders take.
+        return {
+            "due": queryset.due,
+            "waiting": queryset.waiting,
+            "deferred": queryset.deferred,
+        }.get(self.value(), queryset.all)()
+
+
+class RetryFieldsMixin:
+    """Columns and fields of automatic retries: failed attempts, the next attempt, the last error."""
+
+    @admin.display(description=_("attempts"), ordering="attempts")
+    def failed_attempts(self, obj):
+        return obj.attempts or 0  # NULL: a row queued by an older version, never tried
+
+    @admin.display(description=_("next attempt"), ordering="not_before")
+    def next_attempt(self, obj):
+        """The retry time while it is ahead; a message whose time has come is due now (unless deferred)."""
+        if obj.priority == Priority.DEFERRED:
+            return Priority.DEFERRED.label
+        if obj.not_before is not None and obj.not_before > timezone.now():
+            return display_for_value(obj.not_before, "")
+        return _("due now")
+
+    @admin.display(description=_("last error"))
+    def last_error_short(self, obj):
+        """The start of the last error, all of it on hover; the change page shows it whole."""
+        if not obj.last_error:
+            return ""
+        return format_html('<span title="{}">{}</span>', obj.last_error, Truncator(obj.last_error).chars(SHORT_ERROR))
+
+
 @admin.register(Message)
-class MessageAdmin(EmailFieldsMixin, admin.ModelAdmin):
-    list_display = ["id", "to", "subject", "when_added", "priority", "retry_count", "mailer"]
-    list_filter = ["priority", "mailer"]
+class MessageAdmin(RetryFieldsMixin, EmailFieldsMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "to",
+        "subject",
+        "when_added",
+        "priority",
+        "retry_count",
+        "failed_attempts",
+        "next_attempt",
+        "last_error_short",
+        "mailer",
+    ]
+    list_filter = [StateFilter, "priority", "mailer"]
     date_hierarchy = "when_added"
-    fields = ["to", "subject", "priority", "mailer", "when_added", "retry_count", "plain_text_body"]
-    readonly_fields = ["to", "subject", "mailer", "when_added", "retry_count", "plain_text_body"]
+    fields = [
+        "to",
+        "subject",
+        "priority",
+        "mailer",
+        "when_added",
+        "retry_count",
+        "failed_attempts",
+        "next_attempt",
+        "last_error",
+        "plain_text_body",
+    ]
+    readonly_fields = [
+        "to",
+        "subject",
+        "mailer",
+        "when_added",
+        "retry_count",
+        "failed_attempts",
+        "next_attempt",
+        "last_error",
+        "plain_text_body",
+    ]
     actions = ["send_messages", "retry_deferred", "move_to_high", "move_to_low", "add_to_dont_send"]
 
     def has_add_permission(self, request):
@@ -116,6 +204,7 @@ class MessageAdmin(EmailFieldsMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Send selected messages"), permissions=["change"])
     def send_messages(self, request, queryset):
+        not_due = queryset.waiting().count()  # senders leave them until their time: so does this action
         result = send_all(queryset)
         if result is None:
             self.message_user(request, _("Another sender is running; nothing was sent."), messages.WARNING)
@@ -125,11 +214,18 @@ class MessageAdmin(EmailFieldsMixin, admin.ModelAdmin):
             ngettext("%(count)d message sent.", "%(count)d messages sent.", result.sent) % {"count": result.sent},
             messages.SUCCESS if result.sent else messages.INFO,
         )
+        if not_due:
+            report(self, request, NOT_DUE, not_due, messages.WARNING)
 
     @admin.action(description=_("Retry selected deferred messages"), permissions=["change"])
     def retry_deferred(self, request, queryset):
-        retried = queryset.retry_deferred()
-        report(self, request, RETRIED, retried)
+        """As ``retry_deferred`` does: deferred messages go back on the queue, waiting ones are due now."""
+        made_due = queryset.waiting_for_retry().update(not_before=None)
+        retried = queryset.retry_deferred()  # the deferred ones: those waiting are due now already
+        if made_due:
+            report(self, request, MADE_DUE, made_due)
+        if retried or not made_due:
+            report(self, request, RETRIED, retried)
         stay = queryset.retries_used_up().count()
         if stay:
             report(self, request, MAX_RETRIES_REACHED, stay, messages.WARNING)

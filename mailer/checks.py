@@ -9,6 +9,7 @@ look at the file lock and the database; the checks of one command
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -97,6 +98,91 @@ def check_timeouts(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             id="mailer.W006",
         )
     ]
+
+
+# The longest wait between two attempts a check lets through: a retry a year on is no use to anyone (RFC 5321
+# suggests giving up after 4 or 5 days), and far larger numbers would overflow the datetime of the next attempt.
+LONGEST_RETRY_DELAY = 365 * 24 * 60 * 60
+
+
+@checks.register()
+def check_retries(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The settings of automatic retries: checked at deploy time, not when the first failure reads them."""
+    errors: list[checks.CheckMessage] = []
+    delays = {}
+    for name, default in (("RETRY_DELAY", "60"), ("RETRY_MAX_DELAY", "21600 (6 hours)")):
+        value = getattr(mailer_settings, name)
+        if _is_number(value) and 0 <= value <= LONGEST_RETRY_DELAY:
+            delays[name] = value
+        else:
+            errors.append(
+                checks.Error(
+                    f"MAILER_{name} is {value!r}; it must be a number of seconds (int or float), from 0 to "
+                    f"{LONGEST_RETRY_DELAY} (one year).",
+                    hint=f"The default is {default}.",
+                    id="mailer.E007",
+                )
+            )
+    if len(delays) == 2 and delays["RETRY_DELAY"] > delays["RETRY_MAX_DELAY"]:
+        errors.append(
+            checks.Error(
+                f"MAILER_RETRY_DELAY ({delays['RETRY_DELAY']!r}) is greater than MAILER_RETRY_MAX_DELAY "
+                f"({delays['RETRY_MAX_DELAY']!r}).",
+                hint="The wait before a retry grows from MAILER_RETRY_DELAY seconds and never exceeds "
+                "MAILER_RETRY_MAX_DELAY: make MAILER_RETRY_DELAY the smaller (the defaults are 60 and 21600).",
+                id="mailer.E008",
+            )
+        )
+    attempts = mailer_settings.RETRY_MAX_ATTEMPTS
+    if not (isinstance(attempts, int) and not isinstance(attempts, bool) and attempts >= 1):
+        errors.append(
+            checks.Error(
+                f"MAILER_RETRY_MAX_ATTEMPTS is {attempts!r}; it must be a whole number of attempts, 1 or more.",
+                hint="The default is 15; 1 means no automatic retry. There is no 'unlimited': a message that "
+                "fails for ever would be tried for ever, so give a number (the wait between attempts is capped "
+                "by MAILER_RETRY_MAX_DELAY).",
+                id="mailer.E009",
+            )
+        )
+    errors.extend(_check_classifier(mailer_settings.FAILURE_CLASSIFIER))
+    for name in ("DEFER_PERMANENT_FAILURES", "DONT_SEND_UNKNOWN_RECIPIENTS"):
+        value = getattr(mailer_settings, name)
+        if not isinstance(value, bool):
+            errors.append(
+                checks.Error(
+                    f"MAILER_{name} is {value!r}; it must be True or False.",
+                    hint="A value read from the environment is a string, and any non-empty string is true: "
+                    "convert it to a bool in your settings. The default is False.",
+                    id="mailer.E011",
+                )
+            )
+    return errors
+
+
+def _is_number(value: Any) -> bool:
+    """An int or a finite float (not a bool, which is an int to Python but not a number of seconds)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_classifier(path: Any) -> list[checks.CheckMessage]:
+    hint = (
+        "Give the dotted path of a function that takes the exception a delivery raised and returns "
+        "'transient', 'permanent' or None (None: the built-in rule decides), or leave it None."
+    )
+    if path is None or callable(path):  # the function itself works too
+        return []
+    if not isinstance(path, str):
+        problem = "it must be the dotted path of a function, or None"
+    else:
+        try:
+            classifier = import_string(path)
+        except Exception as exc:  # ImportError, or whatever importing the module raised
+            problem = f"it cannot be imported: {exc}"
+        else:
+            if callable(classifier):
+                return []
+            problem = f"that is a {type(classifier).__name__}, not a function"
+    return [checks.Error(f"MAILER_FAILURE_CLASSIFIER is {path!r}; {problem}.", hint=hint, id="mailer.E010")]
 
 
 def _routes_quietly() -> list[routing.Route]:

@@ -24,8 +24,6 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage
-from django.core.mail.message import make_msgid
-from django.core.mail.utils import DNS_NAME
 from django.db import DatabaseError, close_old_connections, connections, router, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -37,7 +35,8 @@ from mailer.dispatch import Dispatcher
 from mailer.limits import PassLimits
 from mailer.locking import acquire_lock, release_lock
 from mailer.logtext import loggable
-from mailer.models import PRIORITY_DEFERRED, Message, get_message_id
+from mailer.message_ids import get_message_id, new_message_id
+from mailer.models import PRIORITY_DEFERRED, Message
 from mailer.outcomes import DEFERRABLE_EXCEPTIONS, Batch, Outcome, handle_delivery_exception
 from mailer.reading import QueueNotDecodable, Readable, Reader, release
 from mailer.routing import Route, routes
@@ -163,8 +162,10 @@ class _Pass:
                     continue
                 email = email_or_outcome
                 if self.add_message_id and get_message_id(email) is None:
-                    # Set here, not left to the backend, so that the log records the Message-ID that went out.
-                    email.extra_headers["Message-ID"] = make_msgid(domain=DNS_NAME)
+                    # Mail is given its Message-ID when queued; this is for rows queued by django-mailer 2.x or
+                    # earlier versions of this one. Set here, not left to the backend, so that the log records
+                    # the Message-ID that went out.
+                    email.extra_headers["Message-ID"] = new_message_id()
                 if logger.isEnabledFor(logging.INFO):
                     to = loggable(", ".join(map(str, email.to)))
                     logger.info("sending message '%s' to %s", loggable(email.subject), to)

@@ -19,6 +19,7 @@ from mailer.choices import get_priority  # also importable from here, as before
 from mailer.conf import mailer_settings
 from mailer.dontsend import remove_blocked
 from mailer.logrows import log_fields
+from mailer.message_ids import with_message_id
 from mailer.models import RESULT_DONT_SEND, Message, MessageLog, filter_recipient_list, make_message
 from mailer.validation import validate
 
@@ -31,7 +32,9 @@ def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | No
     Either the whole batch is stored or, if anything is wrong, none of it.
     Emails left without any recipient by the don't-send list are not queued
     but logged with ``RESULT_DONT_SEND``. ``mailer`` is the ``MAILERS`` alias
-    they were queued through, if any.
+    they were queued through, if any. Each email is stored with a Message-ID
+    (see :func:`mailer.message_ids.with_message_id`), which every attempt to
+    send it then uses.
     """
     priority = get_priority(priority)
     for email in emails:
@@ -46,7 +49,7 @@ def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | No
             message = Message(priority=priority, mailer=mailer, when_added=when_added)
             logs.append(log_fields(message, email, RESULT_DONT_SEND, "no recipient left to send to"))
         else:
-            data = serialization.dumps(email)
+            data = serialization.dumps(with_message_id(email))  # the caller's email is left without it
             messages.append({"message_data": data, "when_added": when_added, "priority": priority, "mailer": mailer})
     using = router.db_for_write(Message)
     row_size.check([row["message_data"] for row in messages + logs if row["message_data"]], using)

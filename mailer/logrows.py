@@ -16,6 +16,7 @@ from django.utils.timezone import now
 
 from mailer import serialization
 from mailer.conf import mailer_settings
+from mailer.message_ids import get_message_id
 
 # Text kept in the log is cut to these lengths (in characters): at four bytes each, they fit MySQL's TEXT.
 MESSAGE_ID_LENGTH = 998  # a header line's limit (RFC 5322)
@@ -30,14 +31,6 @@ class Queued(Protocol):
     when_added: datetime.datetime
     priority: int
     mailer: str | None
-
-
-def get_message_id(email: EmailMessage) -> str | None:
-    """The email's Message-ID header, whatever the case of its name."""
-    for key, value in email.extra_headers.items():
-        if key.lower() == "message-id":
-            return value
-    return None
 
 
 def get_provider_message_id(email: EmailMessage) -> str | None:

@@ -33,8 +33,9 @@ from mailer.choices import (  # the 2.x names of the vocabulary, kept importable
     get_priority,
 )
 from mailer.fields import MessageDataField
-from mailer.logrows import PROVIDER_ID_LENGTH, get_message_id, get_provider_message_id
+from mailer.logrows import PROVIDER_ID_LENGTH, get_provider_message_id
 from mailer.managers import DontSendEntryManager, MessageLogManager, MessageManager
+from mailer.message_ids import get_message_id, with_message_id
 from mailer.validation import validate
 
 logger = logging.getLogger(__name__)
@@ -257,7 +258,9 @@ def make_message(
     """An unsaved :class:`Message` for these parameters, to and bcc filtered.
 
     Call ``save()`` on it when it is ready to be queued. The don't-send list is
-    applied again when the message is sent.
+    applied again when the message is sent. The email gets its Message-ID now
+    (unless ``headers`` has one, or ``MAILER_ADD_MESSAGE_ID`` is False), as
+    mail queued any other way does.
     """
     email = EmailMessage(
         subject=subject,
@@ -270,7 +273,7 @@ def make_message(
     )
     validate(email)
     message = Message(priority=get_priority(priority))
-    message.email = email
+    message.email = with_message_id(email)
     row_size.check([message.message_data], router.db_for_write(Message, instance=message))
     return message
 

@@ -2,8 +2,9 @@
 
 :func:`queue_status` makes a handful of cheap queries and decodes no message:
 
-1. the queue, grouped by priority: count and oldest ``when_added`` per priority (the queue's index
-   on ``priority, when_added, id`` covers it);
+1. the queue, grouped by priority: per priority, how many rows, how many wait for a retry (``not_before``
+   still ahead), the next retry, and since when the longest-waiting due row has been due; one pass
+   over the queue table;
 2. the log of the last day: the newest entry attempted before the window is found by walking the
    primary key backwards, and the entries after it are counted by result and window, again along
    the primary key. The log has no index on ``when_attempted``, but entries are written in the
@@ -21,6 +22,7 @@ import datetime
 from dataclasses import asdict, dataclass
 
 from django.db.models import Count, Max, Min, Q
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from mailer import serialization
@@ -52,29 +54,41 @@ class QueueStatus:
     medium: int
     low: int
     deferred: int
-    oldest_queued: datetime.datetime | None  # when_added of the oldest message waiting to be sent (not deferred)
+    # Since when the message due the longest has been due: when it was queued, or when its retry fell due.
+    oldest_queued: datetime.datetime | None
     last_hour: ResultCounts
     last_day: ResultCounts
     last_success: datetime.datetime | None  # when_attempted of the newest successful log entry
     # Waiting messages whose priority is none of the four (0, 5, 99... set by hand): senders send them too.
     other: int = 0
+    # Messages not deferred whose next attempt is still ahead (not_before > checked_at), whatever their
+    # priority: they are counted here, not under high, medium, low or other.
+    waiting: int = 0
+    next_retry: datetime.datetime | None = None  # the earliest not_before of the waiting messages
 
     @property
     def queued(self) -> int:
-        """Messages waiting to be sent: high, medium, low and any other priority but deferred."""
+        """Messages due to be sent now: high, medium, low and any other priority but deferred, not waiting."""
         return self.high + self.medium + self.low + self.other
 
     @property
     def total(self) -> int:
-        """Every message in the queue table, deferred ones included."""
-        return self.queued + self.deferred
+        """Every message in the queue table: due, waiting for a retry and deferred."""
+        return self.queued + self.waiting + self.deferred
 
     @property
     def oldest_queued_age(self) -> float | None:
-        """Seconds since the oldest waiting message was queued (0 if its clock was ahead); None if none waits."""
+        """Seconds the message due the longest has been due (0 if its clock was ahead); None if none is due."""
         if self.oldest_queued is None:
             return None
         return max(0.0, (self.checked_at - self.oldest_queued).total_seconds())
+
+    @property
+    def next_retry_in(self) -> float | None:
+        """Seconds until the first waiting message falls due; None if none waits."""
+        if self.next_retry is None:
+            return None
+        return max(0.0, (self.next_retry - self.checked_at).total_seconds())
 
     @property
     def last_success_age(self) -> float | None:
@@ -97,12 +111,15 @@ class QueueStatus:
                 "high": self.high,
                 "medium": self.medium,
                 "low": self.low,
+                "waiting": self.waiting,
                 "deferred": self.deferred,
                 "other": self.other,
                 "total": self.total,
             },
             "oldest_queued": iso(self.oldest_queued),
             "oldest_queued_age_seconds": seconds(self.oldest_queued_age),
+            "next_retry": iso(self.next_retry),
+            "next_retry_in_seconds": seconds(self.next_retry_in),
             "log": {"last_hour": asdict(self.last_hour), "last_day": asdict(self.last_day)},
             "last_success": iso(self.last_success),
             "last_success_age_seconds": seconds(self.last_success_age),
@@ -112,21 +129,49 @@ class QueueStatus:
 OTHER = "other"
 
 
-def _queue_counts() -> tuple[dict[int | str, int], datetime.datetime | None]:
-    """Rows per priority; those of a priority django-mailer does not write (set by hand) under ``OTHER``.
+@dataclass
+class _QueueCounts:
+    by_priority: dict[int | str, int]  # due rows per priority (OTHER: priorities set by hand); deferred: all
+    waiting: int = 0
+    next_retry: datetime.datetime | None = None
+    oldest_due: datetime.datetime | None = None
 
-    The senders leave out only deferred rows, so every other row waits to be sent.
+
+def _queue_counts(now: datetime.datetime) -> _QueueCounts:
+    """The queue in one ``GROUP BY priority``: due rows per priority, the waiting ones, the deferred ones.
+
+    Priorities django-mailer does not write (set by hand) are counted under ``OTHER``. The senders leave out
+    deferred rows and rows whose ``not_before`` is still ahead (see ``MessageQuerySet.due()``); every other
+    row is due. A row is due since it was queued, or since its ``not_before`` passed if that came later.
     """
-    counts: dict[int | str, int] = {priority.value: 0 for priority in Priority}
-    counts[OTHER] = 0
-    oldest = None
-    rows = Message.objects.order_by().values("priority").annotate(n=Count("id"), oldest=Min("when_added"))
+    ahead = Q(not_before__gt=now)
+    due_since = Greatest("when_added", Coalesce("not_before", "when_added"))
+    rows = (
+        Message.objects.order_by()
+        .values("priority")
+        .annotate(
+            n=Count("id"),
+            waiting=Count("id", filter=ahead),
+            next_retry=Min("not_before", filter=ahead),
+            due_since=Min(due_since, filter=~ahead),
+        )
+    )
+    counts = _QueueCounts({priority.value: 0 for priority in Priority})
+    counts.by_priority[OTHER] = 0
     for row in rows:
         priority = row["priority"]
-        counts[priority if priority in counts else OTHER] += row["n"]
-        if priority != Priority.DEFERRED and row["oldest"] is not None:
-            oldest = row["oldest"] if oldest is None else min(oldest, row["oldest"])
-    return counts, oldest
+        if priority == Priority.DEFERRED:
+            counts.by_priority[priority] += row["n"]
+            continue
+        counts.by_priority[priority if priority in counts.by_priority else OTHER] += row["n"] - row["waiting"]
+        counts.waiting += row["waiting"]
+        counts.next_retry = _earliest(counts.next_retry, row["next_retry"])
+        counts.oldest_due = _earliest(counts.oldest_due, row["due_since"])
+    return counts
+
+
+def _earliest(a: datetime.datetime | None, b: datetime.datetime | None) -> datetime.datetime | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _log_counts(now: datetime.datetime) -> tuple[ResultCounts, ResultCounts, datetime.datetime | None]:
@@ -155,22 +200,26 @@ def _log_counts(now: datetime.datetime) -> tuple[ResultCounts, ResultCounts, dat
 
 
 def queue_status(now: datetime.datetime | None = None) -> QueueStatus:
-    """The queue by priority, the oldest waiting message, the log of the last hour and day, the last success.
+    """The queue by priority, what waits for a retry, the oldest due message, the log of the last hour and day,
+    the last success.
 
     The databases are those the routers give :class:`~mailer.models.Message` and
     :class:`~mailer.models.MessageLog` for reading. ``now`` is for tests.
     """
     now = now or timezone.now()
-    counts, oldest = _queue_counts()
+    counts = _queue_counts(now)
+    by_priority = counts.by_priority
     last_hour, last_day, last_success = _log_counts(now)
     return QueueStatus(
         checked_at=now,
-        high=counts[Priority.HIGH],
-        medium=counts[Priority.MEDIUM],
-        low=counts[Priority.LOW],
-        deferred=counts[Priority.DEFERRED],
-        other=counts[OTHER],
-        oldest_queued=oldest,
+        high=by_priority[Priority.HIGH],
+        medium=by_priority[Priority.MEDIUM],
+        low=by_priority[Priority.LOW],
+        deferred=by_priority[Priority.DEFERRED],
+        other=by_priority[OTHER],
+        waiting=counts.waiting,
+        next_retry=counts.next_retry,
+        oldest_queued=counts.oldest_due,
         last_hour=last_hour,
         last_day=last_day,
         last_success=last_success,
@@ -205,10 +254,12 @@ def undecodable_here(limit: int = 10) -> list[str]:
 def problems(status: QueueStatus, max_age: int | None = None, max_deferred: int | None = None) -> list[str]:
     """The health verdict of ``mailer_status --max-age/--max-deferred``: why the queue looks stuck, if it does.
 
-    An empty list means healthy. ``max_age``: seconds the oldest waiting (not deferred) message may have
-    waited; ``max_deferred``: how many messages may be deferred. With either given, messages this
-    process cannot decode (:func:`undecodable_here`) are problems too: a sender configured as this
-    process is would hold them back. The texts name the command's options.
+    An empty list means healthy. ``max_age``: seconds a message due to be sent (not deferred) may have
+    waited since it fell due; ``max_deferred``: how many messages may be deferred. Messages waiting for a
+    retry are neither: their time has not come, however old they are. Once it has, they count again,
+    from the moment they fell due, so a retry a sender picks up on time never looks stuck. With either
+    limit given, messages this process cannot decode (:func:`undecodable_here`) are problems too: a sender
+    configured as this process is would hold them back. The texts name the command's options.
     """
     found = []
     age = status.oldest_queued_age

@@ -18,6 +18,7 @@ from mailer.models import (
     RESULT_SUCCESS,
     Message,
     MessageLog,
+    get_message_id,
 )
 from mailer.routing import mailers_configured
 from tests.support.queries import inserts_into
@@ -103,7 +104,8 @@ def test_email_message_send_queues():
         ["bcc@example.org"],
         ["reply@example.org"],
     )
-    assert queued.extra_headers == {"X-Tag": "t1"}
+    assert queued.extra_headers == {"X-Tag": "t1", "Message-ID": get_message_id(queued)}  # given when queued
+    assert message.extra_headers == {"X-Tag": "t1"}  # in the stored copy only
     assert queued.connection is None  # the DbBackend it was sent through is not stored
 
     engine.send_all()

@@ -18,6 +18,7 @@ import lockfile
 import pytest
 from django.core import mail
 from django.core.exceptions import ImproperlyConfigured
+from django.core.mail import EmailMessage
 from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
 from django.test import override_settings
 from django.utils import timezone
@@ -118,7 +119,8 @@ def test_prioritize():
 
 
 def test_sent_message_gets_message_id_is_deleted_and_logged():
-    queued = queue("hello", added=BASE_TIME)
+    """A row stored without a Message-ID (as django-mailer 2.x queued them) gets one when it is sent."""
+    queued = queue(email=EmailMessage("hello", "body", "from@example.com", ["to@example.com"]), added=BASE_TIME)
     assert get_message_id(queued.email) is None
     send_all()
 

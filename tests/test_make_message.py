@@ -34,7 +34,7 @@ def test_make_message_unsaved_and_filtered():
     assert email.subject == "S" and email.body == "B" and email.from_email == "from@example.org"
     assert email.to == ["ok@example.org"]
     assert email.bcc == ["hidden@example.org"]
-    assert email.extra_headers == {"X-Key": "v"}
+    assert email.extra_headers == {"X-Key": "v", "Message-ID": get_message_id(email)}
 
     message.save()
     assert Message.objects.get().email.to == ["ok@example.org"]

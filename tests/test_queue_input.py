@@ -132,7 +132,7 @@ NORMALISED = [
 def test_header_values_are_stored_as_text_and_sent(queue, given, stored, smtp_settings):
     assert queue(headers=given) == 1
     headers = Message.objects.get().email.extra_headers
-    assert headers == stored
+    assert headers == {"Message-ID": headers.get("Message-ID"), **stored}  # one given when queued if none was
     assert all(type(value) is str for value in headers.values())
 
     assert send_all().sent == 1

@@ -44,7 +44,15 @@ def test_queue_status_counts_hand_set_priorities(hand_set_queue):
     assert (status.high, status.medium, status.low, status.deferred, status.other) == (0, 1, 0, 1, 3)
     assert (status.queued, status.total) == (4, 5)
     assert status.oldest_queued == hand_set_queue  # the priority 99 row waits longest
-    assert status.as_dict()["queue"] == {"high": 0, "medium": 1, "low": 0, "deferred": 1, "other": 3, "total": 5}
+    assert status.as_dict()["queue"] == {
+        "high": 0,
+        "medium": 1,
+        "low": 0,
+        "waiting": 0,
+        "deferred": 1,
+        "other": 3,
+        "total": 5,
+    }
 
 
 def test_the_counted_rows_are_those_a_sender_sends(hand_set_queue):

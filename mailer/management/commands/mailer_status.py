@@ -13,8 +13,9 @@ EXIT_CHECK_FAILED = 1
 
 class Command(BaseCommand):
     help = (
-        "Show the mail queue by priority, the age of the oldest queued message and the log of the last hour "
-        "and day. With --max-age or --max-deferred, exit with status 1 when the queue is stuck."
+        "Show the mail queue by priority, the messages waiting for a retry, the age of the oldest message due "
+        "and the log of the last hour and day. With --max-age or --max-deferred, exit with status 1 when the "
+        "queue is stuck."
     )
     # A monitoring probe: quick, and nothing on stderr but the reasons it fails.
     requires_system_checks = []
@@ -25,7 +26,10 @@ class Command(BaseCommand):
             "--max-age",
             type=non_negative_int,
             metavar="SECONDS",
-            help="Fail (exit status 1) when the oldest queued, not deferred, message is older than this.",
+            help=(
+                "Fail (exit status 1) when a message due to be sent has waited longer than this since it fell "
+                "due. Messages waiting for a retry or deferred do not count."
+            ),
         )
         parser.add_argument(
             "--max-deferred",
@@ -49,23 +53,25 @@ class Command(BaseCommand):
 
     @staticmethod
     def table(status: QueueStatus) -> str:
-        def when(moment, age):
+        def when(moment, seconds, relative="{} ago"):
             if moment is None:
                 return "-"
             if timezone.is_aware(moment):
                 moment = timezone.localtime(moment)
-            return f"{moment:%Y-%m-%d %H:%M:%S %Z}".rstrip() + f" ({short_duration(age)} ago)"
+            return f"{moment:%Y-%m-%d %H:%M:%S %Z}".rstrip() + f" ({relative.format(short_duration(seconds))})"
 
         lines = [
             "Queue",
             f"  high      {status.high:>9}",
             f"  medium    {status.medium:>9}",
             f"  low       {status.low:>9}",
+            f"  waiting   {status.waiting:>9}",
             f"  deferred  {status.deferred:>9}",
             # Only when some row has a priority set by hand: the senders send those rows too.
             *([f"  other     {status.other:>9}"] if status.other else []),
             f"  total     {status.total:>9}",
             f"  oldest    {when(status.oldest_queued, status.oldest_queued_age)}",
+            f"  next retry  {when(status.next_retry, status.next_retry_in, 'in {}')}",
             "",
             f"Log         {'last hour':>9}  {'last day':>9}",
         ]

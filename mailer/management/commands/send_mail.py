@@ -33,7 +33,7 @@ class Command(BaseCommand):
         """A bar on standard error when it is a terminal (never under cron), sized with one COUNT query."""
         if not self.stderr.isatty():
             return None
-        total = Message.objects.non_deferred().count()
+        total = Message.objects.due().count()
         if mailer_settings.EMAIL_MAX_BATCH is not None:
             total = min(total, mailer_settings.EMAIL_MAX_BATCH)
         return ProgressBar(_RawStream(self.stderr), total)
