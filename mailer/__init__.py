@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -41,15 +42,21 @@ def send_mail(
     fail_silently: bool = False,
     auth_user: str | None = None,
     auth_password: str | None = None,
+    *,
+    send_at: datetime.datetime | None = None,
+    expires_at: datetime.datetime | None = None,
 ) -> int:
-    """Queue one plain text email, like :func:`django.core.mail.send_mail`. Returns 1."""
+    """Queue one plain text email, like :func:`django.core.mail.send_mail`. Returns 1.
+
+    ``send_at``: not sent before this time; ``expires_at``: not sent after it (see docs/usage.rst).
+    """
     from django.core.mail import EmailMessage
     from django.utils.encoding import force_str
 
     from mailer import enqueue
 
     email = EmailMessage(force_str(subject), force_str(message), from_email, _recipients(recipient_list))
-    enqueue.queue([email], priority)
+    enqueue.queue([email], priority, send_at=send_at, expires_at=expires_at)
     return 1
 
 
@@ -64,8 +71,14 @@ def send_html_mail(
     auth_user: str | None = None,
     auth_password: str | None = None,
     headers: dict[str, str] | None = None,
+    *,
+    send_at: datetime.datetime | None = None,
+    expires_at: datetime.datetime | None = None,
 ) -> int:
-    """Queue an email with a plain text body and a ``text/html`` alternative. Returns 1."""
+    """Queue an email with a plain text body and a ``text/html`` alternative. Returns 1.
+
+    ``send_at`` and ``expires_at`` as for :func:`send_mail`.
+    """
     from django.core.mail import EmailMultiAlternatives
     from django.utils.encoding import force_str
 
@@ -75,7 +88,7 @@ def send_html_mail(
         force_str(subject), force_str(message), from_email, _recipients(recipient_list), headers=headers
     )
     email.attach_alternative(force_str(message_html), "text/html")
-    enqueue.queue([email], priority)
+    enqueue.queue([email], priority, send_at=send_at, expires_at=expires_at)
     return 1
 
 
@@ -85,21 +98,27 @@ def send_mass_mail(
     auth_user: str | None = None,
     auth_password: str | None = None,
     connection: Any = None,
+    *,
+    send_at: datetime.datetime | None = None,
+    expires_at: datetime.datetime | None = None,
 ) -> int:
     """Queue one email per ``(subject, message, from_email, recipient_list)``, in one transaction.
 
-    Returns the number queued.
+    Returns the number queued. ``send_at`` and ``expires_at`` (as for :func:`send_mail`) apply to every one.
     """
     from django.core.mail import EmailMessage
     from django.utils.encoding import force_str
 
-    from mailer import enqueue
+    from mailer import enqueue, scheduling
 
     emails = [
         EmailMessage(force_str(subject), force_str(message), sender, _recipients(recipients))
         for subject, message, sender, recipients in datatuple
     ]
-    return enqueue.queue(emails) if emails else 0
+    if not emails:
+        scheduling.checked_schedule(send_at, expires_at)  # refused alike, whether there is mail or not
+        return 0
+    return enqueue.queue(emails, send_at=send_at, expires_at=expires_at)
 
 
 def _recipients(recipient_list: Sequence[str]) -> list[str]:

@@ -30,7 +30,9 @@ class DbBackend(BaseEmailBackend):
 
     Other options are refused the way Django refuses them. ``send_messages()``
     stores the whole batch in one transaction, or nothing if any message is
-    invalid, and returns the number of messages queued.
+    invalid, and returns the number of messages queued. A message's
+    ``send_at`` and ``expires_at`` attributes schedule it
+    (:mod:`mailer.scheduling`); the stored email keeps neither.
     """
 
     def __init__(

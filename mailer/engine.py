@@ -198,7 +198,12 @@ class _Pass:
     def ready(self, message: Message, readable: Readable, route: Route) -> EmailMessage | Outcome:
         """The email to send now that ``message``'s turn has come, or what becomes of the message instead."""
         if readable is None:  # a big message, not read with the claim
-            return self.reader.read_big(message)
+            readable = self.reader.read_big(message)
+            if isinstance(readable, Outcome):
+                return readable
+        if message.expires_at is not None and message.expires_at <= timezone.now():
+            # Never sent once expired, whatever else is true of it (read here, or not: its data is logged as is).
+            return outcomes.expired(message, readable if isinstance(readable, EmailMessage) else None)
         if isinstance(readable, serialization.NotDecodableHere):
             return outcomes.held(message, readable)  # passed over now that its turn has come
         if route in self.down:
@@ -354,14 +359,16 @@ def send_loop(*, stop: threading.Event | None = None, on_pass: Callable[[SendRes
 
 
 def idle_wait(longest: float, since: datetime.datetime | None = None) -> float:
-    """Seconds to wait for more mail: ``longest``, or less when a message waiting for a retry falls due sooner
-    (0 when one fell due after ``since``, the start of the pass that just ended: see :func:`until_due`)."""
+    """Seconds to wait for more mail: ``longest``, or less when a message waiting (for a retry, or scheduled
+    with ``send_at``) falls due sooner (0 when one fell due after ``since``, the start of the pass that just
+    ended: see :func:`until_due`)."""
     due_in = until_due(since)
     return longest if due_in is None else min(longest, due_in)
 
 
 def until_due(since: datetime.datetime | None = None) -> float | None:
-    """Seconds until the first message waiting for a later attempt falls due (``None``: none waits).
+    """Seconds until the first message waiting for a later attempt or for its ``send_at`` falls due (``None``:
+    none waits).
 
     With ``since``, the start of a pass, a message that fell due while that pass ran counts (0 s): the
     pass claimed before its time, so only the next pass sends it. One due before the pass started and

@@ -7,6 +7,7 @@ live with the model, in :mod:`mailer.models`, and are importable from here too.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from django.core.mail import EmailMessage
 from django.db import router, transaction
 from django.utils.timezone import now
 
-from mailer import row_size, serialization, writes
+from mailer import row_size, scheduling, serialization, writes
 from mailer.choices import get_priority  # also importable from here, as before
 from mailer.conf import mailer_settings
 from mailer.dontsend import remove_blocked
@@ -26,7 +27,14 @@ from mailer.validation import validate
 __all__ = ["queue", "validate", "get_priority", "make_message", "filter_recipient_list"]
 
 
-def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | None = None) -> int:
+def queue(
+    emails: Sequence[EmailMessage],
+    priority: Any = None,
+    mailer: str | None = None,
+    *,
+    send_at: datetime.datetime | None = None,
+    expires_at: datetime.datetime | None = None,
+) -> int:
     """Store ``emails`` on the queue in one transaction; return how many were queued.
 
     Either the whole batch is stored or, if anything is wrong, none of it.
@@ -34,11 +42,15 @@ def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | No
     but logged with ``RESULT_DONT_SEND``. ``mailer`` is the ``MAILERS`` alias
     they were queued through, if any. Each email is stored with a Message-ID
     (see :func:`mailer.message_ids.with_message_id`), which every attempt to
-    send it then uses.
+    send it then uses. ``send_at`` and ``expires_at`` apply to every email
+    that does not carry its own (:mod:`mailer.scheduling`).
     """
     priority = get_priority(priority)
+    schedule = scheduling.checked_schedule(send_at, expires_at)
+    schedules = {}
     for email in emails:
         validate(email)
+        schedules[id(email)] = scheduling.schedule_of(email, schedule)
     empty = {id(email) for email in remove_blocked(emails, queueing=True)}
     when_added = now()  # one reading for the batch (the model default would read the clock per message)
     messages = []
@@ -47,10 +59,23 @@ def queue(emails: Sequence[EmailMessage], priority: Any = None, mailer: str | No
         if id(email) in empty:
             # log_fields() encodes the email for the log: once, as for a queued one.
             message = Message(priority=priority, mailer=mailer, when_added=when_added)
-            logs.append(log_fields(message, email, RESULT_DONT_SEND, "no recipient left to send to"))
+            logs.append(
+                log_fields(message, scheduling.unscheduled(email), RESULT_DONT_SEND, "no recipient left to send to")
+            )
         else:
-            data = serialization.dumps(with_message_id(email))  # the caller's email is left without it
-            messages.append({"message_data": data, "when_added": when_added, "priority": priority, "mailer": mailer})
+            # Copies, if anything is to change: the caller's email is left as it is.
+            data = serialization.dumps(with_message_id(scheduling.unscheduled(email)))
+            not_before, expires = schedules[id(email)]
+            messages.append(
+                {
+                    "message_data": data,
+                    "when_added": when_added,
+                    "priority": priority,
+                    "mailer": mailer,
+                    "not_before": not_before,
+                    "expires_at": expires,
+                }
+            )
     using = router.db_for_write(Message)
     row_size.check([row["message_data"] for row in messages + logs if row["message_data"]], using)
     if len(messages) == 1 and not logs:

@@ -152,7 +152,10 @@ def _text(reply: bytes | str) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    try:
+        text = " ".join(str(exc).split())
+    except Exception:  # a third-party exception whose __str__ fails (anymail's, given a status but no response)
+        text = " ".join(repr(exc.args).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -43,12 +43,17 @@ class MessageQuerySet(models.QuerySet):
         return self.non_deferred().filter(models.Q(not_before__isnull=True) | models.Q(not_before__lte=now()))
 
     def waiting(self) -> MessageQuerySet:
-        """The messages not deferred but not due yet (``not_before`` still ahead)."""
+        """The messages not deferred but not due yet (``not_before`` still ahead): :meth:`waiting_for_retry` and
+        :meth:`scheduled`."""
         return self.non_deferred().filter(not_before__gt=now())
 
     def waiting_for_retry(self) -> MessageQuerySet:
         """The :meth:`waiting` messages that failed before: waiting for their next attempt."""
         return self.waiting().filter(attempts__gt=0)
+
+    def scheduled(self) -> MessageQuerySet:
+        """The :meth:`waiting` messages not tried yet: queued with a ``send_at`` still ahead."""
+        return self.waiting().filter(models.Q(attempts=0) | models.Q(attempts__isnull=True))
 
     def next_due(self, since: datetime.datetime | None = None) -> datetime.datetime | None:
         """When the first :meth:`waiting` message becomes due (``None``: none waits).

@@ -7,6 +7,7 @@ manager) is in :mod:`mailer.managers`; the log row that records a message's outc
 
 from __future__ import annotations
 
+import datetime
 import logging
 from typing import Any
 
@@ -36,6 +37,7 @@ from mailer.fields import MessageDataField
 from mailer.logrows import PROVIDER_ID_LENGTH, get_provider_message_id
 from mailer.managers import DontSendEntryManager, MessageLogManager, MessageManager
 from mailer.message_ids import get_message_id, with_message_id
+from mailer.scheduling import checked_schedule
 from mailer.validation import validate
 
 logger = logging.getLogger(__name__)
@@ -88,6 +90,13 @@ class Message(models.Model):
     )
     last_error = models.TextField(
         _("last error"), null=True, blank=True, help_text=_("Why the last attempt failed, as the mailer said it.")
+    )
+    # Scheduling (migration 0014; send_at is stored in not_before). Nullable, as above: NULL never expires.
+    expires_at = models.DateTimeField(
+        _("expires at"),
+        null=True,
+        blank=True,
+        help_text=_("The message is not sent after this time: a sender that reaches it later logs it as expired."),
     )
 
     objects = MessageManager()
@@ -254,14 +263,20 @@ def make_message(
     attachments: list | None = None,
     headers: dict | None = None,
     priority: Any = None,
+    *,
+    send_at: datetime.datetime | None = None,
+    expires_at: datetime.datetime | None = None,
 ) -> Message:
     """An unsaved :class:`Message` for these parameters, to and bcc filtered.
 
     Call ``save()`` on it when it is ready to be queued. The don't-send list is
     applied again when the message is sent. The email gets its Message-ID now
     (unless ``headers`` has one, or ``MAILER_ADD_MESSAGE_ID`` is False), as
-    mail queued any other way does.
+    mail queued any other way does. ``send_at`` and ``expires_at`` schedule
+    it (see :mod:`mailer.scheduling`); they are checked here, before anything
+    else, as queueing checks them.
     """
+    send_at, expires_at = checked_schedule(send_at, expires_at)
     email = EmailMessage(
         subject=subject,
         body=body,
@@ -272,7 +287,7 @@ def make_message(
         headers=headers,
     )
     validate(email)
-    message = Message(priority=get_priority(priority))
+    message = Message(priority=get_priority(priority), not_before=send_at, expires_at=expires_at)
     message.email = with_message_id(email)
     row_size.check([message.message_data], router.db_for_write(Message, instance=message))
     return message

@@ -22,7 +22,8 @@ The rules, in the order :func:`judge` applies them:
    (:func:`failed_attempt`): a transient one is tried again later, with
    backoff, until ``MAILER_RETRY_MAX_ATTEMPTS``; a permanent one leaves the
    queue (or is deferred, with ``MAILER_DEFER_PERMANENT_FAILURES``). Both
-   are logged with the relay's reply.
+   are logged with the relay's reply. A message whose next attempt would
+   come at or after its ``expires_at`` expires instead (:func:`expired`).
 5. Anything else goes to ``MAILER_ERROR_HANDLER``, whose ``"sent"`` or
    ``"deferred"`` is followed. A handler that raises (the default one does
    for exceptions it does not know) marks a *poison message*: it is put
@@ -168,8 +169,8 @@ def judge(
         # A backend that cannot be set up: leave the message queued as it is, keep what the batch did, stop.
         return Outcome(None, stop=exc)
     if handler is handle_delivery_exception:  # the default policy: known failures are retried or given up
-        failure = failures.classify(exc)
-        if failure.kind is not None:
+        failure = _classify(message, exc)
+        if failure is not None and failure.kind is not None:
             refusals = _refusals(exc)
             if refusals is not None and smtp.refuses_all(email, (r.address for r in refusals)):
                 return with_refusals(message, email, None, refusals)
@@ -222,22 +223,26 @@ def with_refusals(
     given_up = [r for r in refusals if r not in again]
     logs = [] if connection is None else [log_fields(message, email, RESULT_SUCCESS, note)]
     if given_up:
-        note = smtp.describe(given_up)
-        if any(r.transient for r in given_up):  # out of attempts: say so, as failed_attempt() does
-            note = f"{note}\n{_giving_up(attempts)}"
-        logs.append(log_fields(message, smtp.refused_part(email, given_up), RESULT_FAILURE, note))
+        gone = smtp.describe(given_up)
+        if any(r.transient for r in given_up):  # refused for now, but out of attempts
+            ending = "deferred" if connection is None and mailer_settings.DEFER_PERMANENT_FAILURES else "giving up"
+            gone = f"{gone}\n({ending} after {attempts} attempts: MAILER_RETRY_MAX_ATTEMPTS)"
+        logs.append(log_fields(message, smtp.refused_part(email, given_up), RESULT_FAILURE, gone))
     block = ()
     if mailer_settings.DONT_SEND_UNKNOWN_RECIPIENTS:
         block = tuple(r.address for r in given_up if r.failure.user_unknown)
+    when = failures.next_attempt(attempts) if again else None
+    reason = smtp.describe(again)
+    too_late = bool(again) and _too_late(message, when)
+    if too_late:  # the next attempt would come after the message expires
+        logs.append(expired(message, smtp.refused_part(email, again), when, reason).logs[0])
+        again = []
     if not again:
-        if connection is None and mailer_settings.DEFER_PERMANENT_FAILURES:  # nobody took it: deferred, as in 2.3.2
-            update = {"priority": PRIORITY_DEFERRED, "attempts": attempts, "last_error": note, "not_before": None}
-            return Outcome("failed", tuple(logs), pass_over=True, update=update, block=block)
+        if connection is None and mailer_settings.DEFER_PERMANENT_FAILURES and not too_late:
+            return _deferred(tuple(logs), attempts, gone, block)  # nobody took it: deferred, as in 2.3.2
         counts = "sent" if connection is not None else "failed"
         return Outcome(counts, tuple(logs), remove=True, keep=connection, block=block)
     part = smtp.refused_part(email, again)
-    when = failures.next_attempt(attempts)
-    reason = smtp.describe(again)
     logs.append(log_fields(message, part, RESULT_FAILURE, _will_retry(reason, attempts, when)))
     update = {"not_before": when, "attempts": attempts, "last_error": reason, "message_data": serialization.dumps(part)}
     counts = "sent" if connection is not None else "deferred"
@@ -255,6 +260,8 @@ def failed_attempt(message: Message, email: EmailMessage, failure: Failure) -> O
     attempts = (message.attempts or 0) + 1
     if failure.transient and failures.attempts_left(attempts):
         when = failures.next_attempt(attempts)
+        if _too_late(message, when):
+            return expired(message, email, when, f"attempt {attempts} failed: {failure.reason}")
         logger.info(
             "message %s: attempt %d failed (%s); trying again at %s", message.pk, attempts, failure.reason, when
         )
@@ -263,20 +270,62 @@ def failed_attempt(message: Message, email: EmailMessage, failure: Failure) -> O
         return Outcome("deferred", (log,), pass_over=True, update=update)
     reason = failure.reason
     if failure.transient:
-        reason = f"{reason} ({_giving_up(attempts)})"
+        ending = "deferred" if mailer_settings.DEFER_PERMANENT_FAILURES else "giving up"
+        reason = f"{reason} ({ending} after {attempts} attempts: MAILER_RETRY_MAX_ATTEMPTS)"
     logger.warning("message %s failed for good: %s", message.pk, reason)
     log = log_fields(message, email, RESULT_FAILURE, reason)
     block = ()
     if mailer_settings.DONT_SEND_UNKNOWN_RECIPIENTS and failure.user_unknown and len(set(email.recipients())) == 1:
         block = tuple(email.recipients())  # one recipient: the reply is about that mailbox
     if mailer_settings.DEFER_PERMANENT_FAILURES:
-        update = {"priority": PRIORITY_DEFERRED, "attempts": attempts, "last_error": reason, "not_before": None}
-        return Outcome("failed", (log,), pass_over=True, update=update, block=block)
+        return _deferred((log,), attempts, reason, block)
     return Outcome("failed", (log,), remove=True, block=block)
 
 
-def _giving_up(attempts: int) -> str:
-    return f"giving up after {attempts} attempts: MAILER_RETRY_MAX_ATTEMPTS"
+def _deferred(logs: tuple[dict, ...], attempts: int, reason: str, block: tuple[str, ...]) -> Outcome:
+    """``MAILER_DEFER_PERMANENT_FAILURES``: deferred as django-mailer 2.3.2 did, so counted as deferred.
+
+    That is what ``MAILER_EMAIL_MAX_DEFERRED`` and the summary count; the
+    message waits for ``retry_deferred``. Its log rows carry the deferred
+    priority, as 2.3.2's, which deferred the message before logging it.
+    """
+    logs = tuple({**log, "priority": PRIORITY_DEFERRED} for log in logs)
+    update = {"priority": PRIORITY_DEFERRED, "attempts": attempts, "last_error": reason, "not_before": None}
+    return Outcome("deferred", logs, pass_over=True, update=update, block=block)
+
+
+def _classify(message: Message, exc: Exception) -> Failure | None:
+    """:func:`mailer.failures.classify`, which must not raise here: the batch's deliveries are not recorded yet.
+
+    A project's classifier that fails, or an exception that cannot even be
+    described, leaves the failure to the error handler (a poison message, then).
+    """
+    try:
+        return failures.classify(exc)
+    except Exception:
+        logger.exception("message %s: could not classify the failure of its delivery", message.pk)
+        return None
+
+
+def expired(message: Message, email: EmailMessage | None, next_attempt: Any = None, reason: str = "") -> Outcome:
+    """Its ``expires_at`` passed before it could be sent, or comes before its ``next_attempt``: never sent.
+
+    Removed from the queue (also with ``MAILER_DEFER_PERMANENT_FAILURES``: a
+    deferred message could be sent by ``retry_deferred``) and logged as a
+    failure whose text starts with ``expired:`` and says when.
+    """
+    text = f"expired: at {message.expires_at.isoformat()} (expires_at), before it could be sent"
+    if next_attempt is not None:
+        text = f"{text}: its next attempt would have been at {next_attempt.isoformat()}"
+    if reason:
+        text = f"{text}\n{reason}"
+    logger.warning("message %s not sent: %s", message.pk, text.replace("\n", "; "))
+    return Outcome("failed", (log_fields(message, email, RESULT_FAILURE, text),), remove=True)
+
+
+def _too_late(message: Message, when: Any) -> bool:
+    """Would an attempt at ``when`` come at or after the message's ``expires_at``?"""
+    return message.expires_at is not None and when >= message.expires_at
 
 
 def _will_retry(reason: str, attempts: int, when: Any) -> str:

@@ -109,14 +109,18 @@ def _block(addresses: Sequence[str]) -> None:
     try:
         with transaction.atomic(using=using):
             keys = {address_key(address) for address in addresses} - {""}
-            known = DontSendEntry.objects.using(using).keys_on_list(keys)
-            DontSendEntry.objects.using(using).bulk_create(
-                [DontSendEntry(to_address=key) for key in sorted(keys - known)]
-            )
+            # db_manager(), not using(): keys_on_list() and bulk_create() are the manager's (which also tells
+            # queueing that the list is no longer empty); a QuerySet has the first not, and the second bare.
+            entries = DontSendEntry.objects.db_manager(using)
+            added = sorted(keys - entries.keys_on_list(keys))
+            entries.bulk_create([DontSendEntry(to_address=key) for key in added])
     except Exception:
         logger.exception("could not add %s to the don't-send list", ", ".join(addresses))
     else:
-        logger.warning("added to the don't-send list (the relay said the mailbox does not exist): %s", ", ".join(keys))
+        if added:
+            logger.warning(
+                "added to the don't-send list (the relay said the mailbox does not exist): %s", ", ".join(added)
+            )
 
 
 def _insert_one(row: dict, using: str) -> str | None:

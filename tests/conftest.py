@@ -94,3 +94,15 @@ def sqlite_project(tmp_path, smtp_server):
     done = manage("migrate", "--no-input", env=env)
     assert done.returncode == 0, done.stderr
     return {**env, "db": str(db)}
+
+
+@pytest.fixture
+def legacy_policy(settings):
+    """django-mailer 2.3.2's failure policy: no automatic retry, every failure defers the message (priority 4).
+
+    For tests of the deferring mechanism itself (``MAILER_EMAIL_MAX_DEFERRED``, ``retry_deferred``, the admin's
+    requeue), which projects keep using with these two settings.
+    """
+    settings.MAILER_RETRY_MAX_ATTEMPTS = 1
+    settings.MAILER_DEFER_PERMANENT_FAILURES = True
+    return settings

@@ -94,8 +94,13 @@ def test_undecodable_message_still_renders(admin_client):
 
 
 @pytest.fixture
-def logs(queued, settings):
-    """Send two, fail one: two success rows and one failure row."""
+def logs(queued, legacy_policy):
+    """Send two, fail one: two success rows and one failure row, the failed message deferred.
+
+    With 2.3.2's policy (``legacy_policy``: MAILER_RETRY_MAX_ATTEMPTS=1, MAILER_DEFER_PERMANENT_FAILURES=True), so
+    that a deferred message is there for the actions that deal with those (retry_deferred, requeue).
+    """
+    settings = legacy_policy
     settings.MAILER_EMAIL_BACKEND = f"{backends.HERE}.FailingBackend"
     backends.FAILURES["third subject"] = smtplib.SMTPRecipientsRefused({"cat@example.com": (550, b"no")})
     try:

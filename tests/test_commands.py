@@ -50,9 +50,10 @@ def test_send_mail_sends_and_logs_a_summary(caplog):
 
 def test_send_mail_summary_counts_deferred_and_skipped(settings, caplog):
     settings.MAILER_EMAIL_BACKEND = f"{backends.HERE}.FailingBackend"
-    backends.FAILURES["refused"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"no")})
+    # 451: transient, so the message waits for its retry, and that is what "deferred" counts.
+    backends.FAILURES["refused"] = smtplib.SMTPRecipientsRefused({"to@example.com": (451, b"4.3.0 later")})
     try:
-        queue("refused", priority=PRIORITY_HIGH)
+        refused = queue("refused", priority=PRIORITY_HIGH)
         queue("fine")
         skipped = queue("skipped", to=["blocked@example.com"])
         # Put on the don't-send list after the message was queued: honoured at send time.
@@ -67,6 +68,7 @@ def test_send_mail_summary_counts_deferred_and_skipped(settings, caplog):
     assert "sent 1, deferred 1, skipped 1, failed 0" in summary[0]
     assert not Message.objects.filter(pk=skipped.pk).exists()
     assert MessageLog.objects.filter(result=RESULT_DONT_SEND).count() == 1
+    assert list(Message.objects.waiting_for_retry()) == [refused]
 
 
 def test_send_mail_paused_sends_nothing_and_says_so(settings, caplog):

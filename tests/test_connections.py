@@ -70,17 +70,32 @@ def test_max_batch_is_not_overshot_by_deliveries_in_flight(settings, relay):
     assert Message.objects.count() == 15
 
 
-def test_a_deferrable_failure_defers_that_message_only(settings, failures):
+def test_a_transient_failure_holds_back_that_message_only(settings, failures):
     settings.MAILER_SENDER_CONNECTIONS = 3
     for n in range(9):
         queue(f"m{n}", minutes=n)
-    failures["m4"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"no such user")})
+    failures["m4"] = smtplib.SMTPRecipientsRefused({"to@example.com": (451, b"4.2.2 mailbox full")})
 
     result = send_all()
 
     assert (result.sent, result.deferred) == (8, 1)
     assert sorted(sent_subjects()) == [f"m{n}" for n in range(9) if n != 4]
-    assert [(m.subject, m.priority) for m in Message.objects.all()] == [("m4", PRIORITY_DEFERRED)]
+    assert [(m.subject, m.attempts) for m in Message.objects.waiting_for_retry()] == [("m4", 1)]
+    assert Message.objects.count() == 1
+    assert MessageLog.objects.get(result=RESULT_FAILURE).subject == "m4"
+
+
+def test_a_permanent_failure_removes_that_message_only(settings, failures):
+    settings.MAILER_SENDER_CONNECTIONS = 3
+    for n in range(9):
+        queue(f"m{n}", minutes=n)
+    failures["m4"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"5.1.1 no such user")})
+
+    result = send_all()
+
+    assert (result.sent, result.deferred, result.failed) == (8, 0, 1)
+    assert sorted(sent_subjects()) == [f"m{n}" for n in range(9) if n != 4]
+    assert not Message.objects.exists()
     assert MessageLog.objects.get(result=RESULT_FAILURE).subject == "m4"
 
 

@@ -203,18 +203,27 @@ def test_max_batch_stops_after_n_sends_and_next_run_sends_the_rest(settings):
     assert send_all().sent == 0
 
 
-def test_max_batch_counts_successful_sends_only(settings, failures):
+@pytest.mark.parametrize(
+    ("reply", "counts"),
+    [
+        pytest.param((451, b"4.3.0 try again later"), (2, 1, 0), id="transient"),
+        pytest.param((550, b"5.1.1 no such user"), (2, 0, 1), id="permanent"),
+    ],
+)
+def test_max_batch_counts_successful_sends_only(settings, failures, reply, counts):
     settings.MAILER_EMAIL_MAX_BATCH = 2
-    failures["refused"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"no such user")})
+    failures["refused"] = smtplib.SMTPRecipientsRefused({"to@example.com": reply})
     queue("refused", priority=PRIORITY_HIGH, added=BASE_TIME)
     for n in range(4):
         queue(f"m{n}", added=at(n))
     result = send_all()
-    assert (result.sent, result.deferred) == (2, 1)
+    assert (result.sent, result.deferred, result.failed) == counts
     assert sent_subjects() == ["m0", "m1"]
 
 
-def test_max_deferred_stops_the_run_with_a_warning(settings, failures, caplog):
+def test_max_deferred_stops_the_run_with_a_warning(legacy_policy, failures, caplog):
+    """2.3.2's MAILER_EMAIL_MAX_DEFERRED, with 2.3.2's policy (every failure deferred: ``legacy_policy``)."""
+    settings = legacy_policy
     settings.MAILER_EMAIL_MAX_DEFERRED = 2
     for n in range(3):
         failures[f"bad{n}"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"no")})
@@ -228,6 +237,24 @@ def test_max_deferred_stops_the_run_with_a_warning(settings, failures, caplog):
     assert len(warnings) == 1 and "stopping for this round" in warnings[0].getMessage()
     assert sorted(m.subject for m in Message.objects.deferred()) == ["bad0", "bad1"]
     assert sorted(m.subject for m in Message.objects.non_deferred()) == ["bad2", "good"]
+
+
+def test_max_deferred_counts_messages_left_waiting_for_a_retry(settings, failures, caplog):
+    """With the default policy, a transient failure is what counts as deferred: it stops the run the same way."""
+    settings.MAILER_EMAIL_MAX_DEFERRED = 2
+    for n in range(3):
+        failures[f"bad{n}"] = smtplib.SMTPRecipientsRefused({"to@example.com": (451, b"4.3.0 later")})
+        queue(f"bad{n}", added=at(n))
+    queue("good", added=at(10))
+    with caplog.at_level(logging.INFO, logger="mailer"):
+        result = send_all()
+    assert result.deferred == 2
+    assert mail.outbox == []
+    warnings = records(caplog, logging.WARNING, "EMAIL_MAX_DEFERRED")
+    assert len(warnings) == 1 and "stopping for this round" in warnings[0].getMessage()
+    assert sorted(m.subject for m in Message.objects.waiting_for_retry()) == ["bad0", "bad1"]
+    assert sorted(m.subject for m in Message.objects.due()) == ["bad2", "good"]
+    assert not Message.objects.deferred().exists()
 
 
 def test_throttle_sleeps_between_messages(settings):
@@ -291,18 +318,43 @@ def test_handle_delivery_exception_reraises_anything_else(exc):
     assert MessageLog.objects.count() == 0
 
 
+# What the default policy makes of each (mailer.failures.classify()), and the text its log entry holds.
+RETRIED_OR_DROPPED = {
+    "auth": ("transient", "535 5.7.8 bad credentials"),
+    "data": ("permanent", "554 5.6.0 rejected"),
+    "recipients": ("permanent", "to@example.com: 550 no such user"),
+    "sender": ("permanent", "553 sender not allowed"),
+    "oserror": ("transient", "OSError: network is unreachable"),
+    "refused": ("transient", "ConnectionRefusedError: [Errno 111] Connection refused"),
+    "timeout": ("transient", "TimeoutError: timed out"),
+}
+
+
 @pytest.mark.parametrize("exc", DEFERRABLE)
-def test_send_all_defers_on_deferrable_errors_and_goes_on(failures, exc):
+def test_send_all_retries_or_drops_a_failed_message_and_goes_on(request, failures, exc):
+    """2.3.2 deferred all of these; now a transient one waits for its retry, a permanent one leaves the queue."""
+    kind, reason = RETRIED_OR_DROPPED[request.node.callspec.id]
     failures["fails"] = exc
     queue("fails", priority=PRIORITY_HIGH, added=BASE_TIME)
     queue("fine", added=BASE_TIME)
+    before = timezone.now()
     result = send_all()
-    assert (result.sent, result.deferred, result.failed) == (1, 1, 0)
     assert sent_subjects() == ["fine"]
-    assert Message.objects.get().priority == PRIORITY_DEFERRED
     failure = MessageLog.objects.get(result=RESULT_FAILURE)
-    assert failure.log_message == str(exc)
+    assert reason in failure.log_message
     assert failure.email.subject == "fails"
+    assert not Message.objects.deferred().exists()
+    if kind == "transient":
+        assert (result.sent, result.deferred, result.failed) == (1, 1, 0)
+        waiting = Message.objects.get()
+        assert (waiting.priority, waiting.attempts, waiting.last_error) == (PRIORITY_HIGH, 1, reason)
+        assert waiting.not_before > before
+        assert "trying again at" in failure.log_message
+        assert list(Message.objects.waiting_for_retry()) == [waiting]
+    else:
+        assert (result.sent, result.deferred, result.failed) == (1, 0, 1)
+        assert not Message.objects.exists()
+        assert "trying again" not in failure.log_message
 
 
 def test_custom_error_handler_gets_connection_message_exc_and_sent_is_honoured(settings, failures):
@@ -584,7 +636,8 @@ def test_one_smtp_connection_is_reused_for_many_messages(smtp_settings):
     assert wire_ids == sorted(MessageLog.objects.values_list("message_id", flat=True))
 
 
-def test_smtp_failure_defers_and_a_new_connection_is_opened(smtp_settings):
+def test_smtp_failure_drops_the_message_and_a_new_connection_is_opened(smtp_settings):
+    """554 at DATA is permanent: logged with the reply and removed; the next message goes on a new connection."""
     smtp_server = smtp_settings
     accept = smtp_server.handle_DATA
 
@@ -600,24 +653,29 @@ def test_smtp_failure_defers_and_a_new_connection_is_opened(smtp_settings):
     queue("last", priority=PRIORITY_LOW, added=BASE_TIME)
     result = send_all()
 
-    assert (result.sent, result.deferred) == (2, 1)
+    assert (result.sent, result.deferred, result.failed) == (2, 0, 1)
     assert [r.message["Subject"] for r in smtp_server.messages] == ["first", "last"]
     assert smtp_server.connections == 2
-    rejected.refresh_from_db()
-    assert rejected.priority == PRIORITY_DEFERRED
-    assert "rejected by test" in MessageLog.objects.get(result=RESULT_FAILURE).log_message
+    assert not Message.objects.filter(pk=rejected.pk).exists()
+    failure = MessageLog.objects.get(result=RESULT_FAILURE)
+    assert "554 5.6.0 rejected by test" in failure.log_message
+    assert failure.subject == "reject me"
 
 
-def test_smtp_server_down_defers_the_first_message_and_leaves_the_rest_queued(smtp_settings):
-    """Connection refused: one attempt per pass; the other messages wait, untouched, for the next pass."""
+def test_smtp_server_down_holds_back_the_first_message_and_leaves_the_rest_queued(smtp_settings):
+    """Connection refused (transient): one attempt per pass, and that message waits for its retry; the other
+    messages wait, untouched, for the next pass."""
     smtp_server = smtp_settings
     smtp_server.stop()
     for n in range(3):
         queue(f"m{n}", added=at(n))
     result = send_all()
     assert (result.sent, result.deferred) == (0, 1)
-    assert Message.objects.deferred().count() == 1
-    assert Message.objects.non_deferred().count() == 2
+    [waiting] = Message.objects.waiting_for_retry()
+    assert (waiting.subject, waiting.attempts) == ("m0", 1)
+    assert [m.subject for m in Message.objects.due().order_by("when_added")] == ["m1", "m2"]
+    assert Message.objects.filter(attempts=0).count() == 2
+    assert not Message.objects.deferred().exists()
     assert MessageLog.objects.filter(result=RESULT_FAILURE).count() == 1
 
 

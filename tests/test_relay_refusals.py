@@ -11,7 +11,7 @@ from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 
 import mailer
 from mailer.engine import send_all
-from mailer.models import RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
+from mailer.models import PRIORITY_DEFERRED, RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
 from mailer.routing import mailers_configured
 from tests.support.relays import ScriptedRelay, send_through
 
@@ -78,15 +78,38 @@ def test_too_many_and_a_hard_refusal_together(settings):
     assert "550 5.7.1 rejected" in failure.log_message
 
 
-def test_every_recipient_refused_defers_the_message_as_before(settings):
+def test_every_recipient_refused_for_good_removes_the_message_with_the_reply(settings):
     with ScriptedRelay(refuse={"bob@example.com": "550 5.1.1 no such user"}) as relay:
         send_through(settings, relay)
         mailer.send_mail("only bob", "body", SENDER, ["bob@example.com"])
         result = send_all()
 
-    assert result.deferred == 1
+    assert (result.sent, result.deferred, result.failed) == (0, 0, 1)
     assert relay.transactions == []
-    assert Message.objects.deferred().count() == 1
+    assert not Message.objects.exists()
+    failure = MessageLog.objects.get()
+    assert failure.result == RESULT_FAILURE
+    assert failure.email.to == ["bob@example.com"]
+    assert "bob@example.com: 550 5.1.1 no such user" in failure.log_message
+
+
+@pytest.mark.parametrize("reply", ["550 5.1.1 no such user", "451 4.3.0 try again later"])
+def test_every_recipient_refused_defers_the_message_as_before_with_the_legacy_policy(legacy_policy, reply):
+    """MAILER_RETRY_MAX_ATTEMPTS=1 + MAILER_DEFER_PERMANENT_FAILURES=True (``legacy_policy``) is 2.3.2's
+    behaviour: the message refused by every recipient is deferred, counted as deferred, logged at priority 4."""
+    with ScriptedRelay(refuse={"bob@example.com": reply}) as relay:
+        send_through(legacy_policy, relay)
+        mailer.send_mail("only bob", "body", SENDER, ["bob@example.com"])
+        result = send_all()
+
+    assert (result.sent, result.deferred, result.failed) == (0, 1, 0)
+    assert relay.transactions == []
+    deferred = Message.objects.deferred().get()
+    assert (deferred.attempts, deferred.not_before) == (1, None)
+    assert reply in deferred.last_error
+    failure = MessageLog.objects.get()
+    assert (failure.result, failure.priority) == (RESULT_FAILURE, PRIORITY_DEFERRED)
+    assert reply in failure.log_message
 
 
 class RelayBackend(SMTPBackend):
@@ -123,16 +146,27 @@ def test_a_subclass_of_the_smtp_backend_records_refusals_too(settings):
 
 
 def test_a_later_transaction_that_fails_records_its_recipients_and_sends_nobody_twice(settings):
-    """2 recipients per transaction; the second transaction's DATA gets 451: the third recipient is recorded."""
+    """2 recipients per transaction; the second transaction's DATA gets 451: the third recipient is recorded,
+    and kept queued alone for a retry that sends to nobody else."""
     recipients = ["a@example.com", "b@example.com", "c@example.com"]
     with ScriptedRelay(max_recipients=2, fail_data_after=(1, "451 4.3.0 try again later")) as relay:
         send_through(settings, relay)
         mailer.send_mail("partly", "body", SENDER, recipients)
         result = send_all()
 
-    assert relay.received() == ["a@example.com", "b@example.com"]
-    assert (result.sent, result.deferred) == (1, 0)  # not deferred: a and b have it
+        assert relay.received() == ["a@example.com", "b@example.com"]
+        assert (result.sent, result.deferred) == (1, 0)  # counted sent: a and b have it
+        failure = MessageLog.objects.get(result=RESULT_FAILURE)
+        assert failure.email.to == ["c@example.com"]
+        assert "refused c@example.com: 451 4.3.0 try again later" in failure.log_message
+        assert "trying again at" in failure.log_message
+        waiting = Message.objects.waiting_for_retry().get()
+        assert (waiting.email.to, waiting.attempts) == (["c@example.com"], 1)
+        assert "451 4.3.0" in waiting.last_error
+
+        relay.fail_data_after = None
+        assert send_all().sent == 0  # not before its time
+        Message.objects.update(not_before=None)
+        assert send_all().sent == 1
+    assert relay.received() == ["a@example.com", "b@example.com", "c@example.com"]
     assert not Message.objects.exists()
-    failure = MessageLog.objects.get(result=RESULT_FAILURE)
-    assert failure.email.to == ["c@example.com"]
-    assert "refused c@example.com: 451 4.3.0 try again later" in failure.log_message

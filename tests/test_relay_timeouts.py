@@ -28,7 +28,8 @@ from tests.support.services import fresh_database
 
 COUNT = (
     "from mailer.models import Message, MessageLog\n"
-    "print(Message.objects.non_deferred().count(), Message.objects.deferred().count(),"
+    "print(Message.objects.due().count(), Message.objects.waiting_for_retry().count(),"
+    " Message.objects.deferred().count(),"
     " MessageLog.objects.filter(result='1').count(), MessageLog.objects.filter(result='3').count())\n"
 )
 
@@ -54,7 +55,7 @@ class Project:
         send_mail_in_project(self.env, count, to="to{n}@example.com")
 
     def counts(self) -> tuple[int, ...]:
-        """Queued (not deferred), deferred, success log entries, failure log entries."""
+        """Queued and due, waiting for a retry, deferred, success log entries, failure log entries."""
         return tuple(int(n) for n in self.manage("shell", "-v0", "-c", COUNT).split())
 
     def start(self, command: str, settings: dict) -> SenderProcess:
@@ -104,7 +105,8 @@ def test_a_silent_relay_costs_a_pass_one_timeout(silent_project, silent_relay, s
     # About one timeout plus the start of Django; five timeouts would be 5 s more.
     assert elapsed < 4.5, f"{elapsed:.1f}s\n{child.log()}"
     assert silent_relay.connections == 1, child.log()
-    assert silent_project.counts() == (4, 1, 0, 1)  # the message in hand deferred as before, the rest untouched
+    # The message in hand waits for its retry (a timeout is transient), the rest untouched.
+    assert silent_project.counts() == (4, 1, 0, 0, 1)
     assert not silent_project.lock_held()
     assert "did not answer" in child.log()
 
@@ -123,7 +125,7 @@ def test_sigterm_stops_a_sender_blocked_on_a_silent_relay(silent_project, silent
     print(f"{command} stopped {time.monotonic() - stopping:.2f}s after SIGTERM")
     assert time.monotonic() - stopping < smtp.INTERRUPT_GRACE + 3, child.log()
     assert status == 0, child.log()
-    assert silent_project.counts() == (3, 0, 0, 0), child.log()  # still queued, not deferred, nothing logged
+    assert silent_project.counts() == (3, 0, 0, 0, 0), child.log()  # still queued, not deferred, nothing logged
     assert not silent_project.lock_held()
 
 
@@ -142,7 +144,7 @@ def test_sigterm_mid_delivery_keeps_what_was_sent(tmp_path, command):
             status = child.stop(signal.SIGTERM, timeout=30)
             assert time.monotonic() - stopping < smtp.INTERRUPT_GRACE + 3, child.log()
             assert status == 0, child.log()
-            assert project.counts() == (2, 0, 2, 0), child.log()
+            assert project.counts() == (2, 0, 0, 2, 0), child.log()
             assert not project.lock_held()
         finally:
             child.kill()
@@ -242,8 +244,9 @@ def test_other_relays_keep_sending_while_one_does_not_answer(settings, monkeypat
     assert sorted(m.message["Subject"] for m in smtp_server.messages) == ["m0", "m2", "m4"]
     assert (result.sent, result.deferred) == (3, 1)
     assert silent_relay.connections == 1
-    assert Message.objects.deferred().count() == 1
-    assert Message.objects.non_deferred().count() == 2  # the silent relay's other two wait for the next pass
+    assert Message.objects.waiting_for_retry().count() == 1  # the timeout is transient: retried later
+    assert not Message.objects.deferred().exists()
+    assert Message.objects.due().count() == 2  # the silent relay's other two wait for the next pass
 
 
 @pytest.mark.skipif(
@@ -259,7 +262,7 @@ def test_sigterm_stops_runmailer_pg_blocked_on_a_silent_relay(silent_project, si
     status = child.stop(signal.SIGTERM, timeout=30)
     assert time.monotonic() - stopping < smtp.INTERRUPT_GRACE + 3, child.log()
     assert status == 0, child.log()
-    assert silent_project.counts() == (2, 0, 0, 0), child.log()
+    assert silent_project.counts() == (2, 0, 0, 0, 0), child.log()
 
 
 # --- The system check of MAILER_EMAIL_TIMEOUT ------------------------------------------------------------

@@ -67,7 +67,8 @@ def test_send_mail_logs_its_summary_once(caplog):
 
 
 def test_send_mail_summary_with_every_count(failures, caplog):
-    failures["refused"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"no")})
+    # Deferred: a transient refusal (451) leaves the message waiting for its retry; failed: the corrupt row.
+    failures["refused"] = smtplib.SMTPRecipientsRefused({"to@example.com": (451, b"4.3.0 later")})
     queue("refused", priority=PRIORITY_HIGH)
     queue("fine")
     queue("blocked", to=["blocked@example.com"])
@@ -133,7 +134,7 @@ def test_send_mail_prints_nothing_on_stdout_nor_a_bar_when_stderr_is_not_a_termi
 
 
 def test_send_all_calls_progress_after_each_message_with_a_copy(failures):
-    failures["refused"] = smtplib.SMTPRecipientsRefused({"to@example.com": (550, b"no")})
+    failures["refused"] = smtplib.SMTPRecipientsRefused({"to@example.com": (451, b"4.3.0 later")})
     queue("a", priority=PRIORITY_HIGH)
     queue("refused")
     queue("blocked", to=["blocked@example.com"])

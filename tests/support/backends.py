@@ -56,3 +56,11 @@ def handler_says_deferred(connection, message, exc):
 def sent_subjects() -> list[str]:
     """The subjects of what the locmem backends sent (``mail.outbox``), in order."""
     return [email.subject for email in mail.outbox]
+
+
+def handler_delegates_to_default(connection, message, exc):
+    """A project's handler that records, then hands over to 2.3.2's default (which defers and logs)."""
+    from mailer.engine import handle_delivery_exception
+
+    HANDLED.append((connection, message, exc))
+    return handle_delivery_exception(connection, message, exc)
