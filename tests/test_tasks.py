@@ -3,11 +3,13 @@
 With the immediate backend, an enqueued task runs at once, in this process, as a worker would run it.
 """
 
+import datetime
 import importlib
 
 import django
 import pytest
 from django.core import mail
+from django.utils import timezone
 
 from mailer.models import Message
 from tests.support.queueing import queue
@@ -59,3 +61,16 @@ def test_enqueued_when_the_transaction_commits(tasks, django_capture_on_commit_c
         assert mail.outbox == []  # nothing before the commit: a worker could not see the message yet
     assert len(callbacks) == 1
     assert [email.subject for email in mail.outbox] == ["from a view"]
+
+
+def test_a_task_leaves_a_message_waiting_for_its_retry_until_it_is_due(tasks):
+    """The task is one pass of the engine: a message whose next attempt is ahead waits, as with every sender."""
+    ahead = timezone.now() + datetime.timedelta(minutes=5)
+    queue("waiting", not_before=ahead, attempts=1, last_error="451 4.3.0 Try again later")
+    queue("due")
+    result = tasks.send_queued_mail.enqueue()
+    assert result.return_value["sent"] == 1
+    assert [email.subject for email in mail.outbox] == ["due"]
+    Message.objects.update(not_before=timezone.now() - datetime.timedelta(seconds=1))
+    assert tasks.send_queued_mail.enqueue().return_value["sent"] == 1
+    assert [email.subject for email in mail.outbox] == ["due", "waiting"]
