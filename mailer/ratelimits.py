@@ -184,17 +184,20 @@ def reserve(
     if not limits or not wanted:
         return Grant(relay, wanted, now)
     using = using or router.db_for_write(RelayState)
-    with transaction.atomic(using=using):
-        _lock(relay, using)
-        used = _window_sums(relay, limits, now, using)
-        granted = max(0, min(wanted, *(limit.count - used[limit] for limit in limits)))
-        reservation = None
-        if granted:
-            reservation = RateReservation.objects.using(using).create(relay=relay, at=now, count=granted).pk
-        retry_at = None
-        if granted < wanted:
-            after = {limit: used[limit] + granted for limit in limits}
-            retry_at = _retry_at(relay, limits, after, now, using)
+    while True:
+        with transaction.atomic(using=using):
+            if _lock(relay, using):
+                used = _window_sums(relay, limits, now, using)
+                granted = max(0, min(wanted, *(limit.count - used[limit] for limit in limits)))
+                reservation = None
+                if granted:
+                    reservation = RateReservation.objects.using(using).create(relay=relay, at=now, count=granted).pk
+                retry_at = None
+                if granted < wanted:
+                    after = {limit: used[limit] + granted for limit in limits}
+                    retry_at = _retry_at(relay, limits, after, now, using)
+                break
+        _create_state(relay, using)  # the first reservation for this relay: then lock it as above
     _purge_now_and_then(relay, limits, now, using)
     return Grant(relay, granted, now, retry_at, reservation)
 
@@ -250,8 +253,8 @@ def _all_limits() -> dict[str, list[Limit]]:
     return {relay: limits_for(relay) for relay in setting} if isinstance(setting, Mapping) else {}
 
 
-def _lock(relay: str, using: str) -> None:
-    """Hold the relay's row lock until the transaction ends, creating the row the first time.
+def _lock(relay: str, using: str) -> bool:
+    """Hold the relay's row lock until the transaction ends; False if the relay has no row yet.
 
     PostgreSQL and MariaDB/MySQL: ``SELECT ... FOR UPDATE``. SQLite has no row locks, and a transaction
     that reads first and writes later fails at once (not after the busy timeout) when another process
@@ -260,18 +263,21 @@ def _lock(relay: str, using: str) -> None:
     """
     states = RelayState.objects.using(using).filter(relay=relay)
     if connections[using].features.has_select_for_update:
-        found = states.select_for_update().exists()
-    else:
-        found = states.update(relay=relay) > 0
-    if found:
-        return
+        return states.select_for_update().exists()
+    return states.update(relay=relay) > 0
+
+
+def _create_state(relay: str, using: str) -> None:
+    """Create the relay's row, in a transaction of its own, unless another process just did.
+
+    Not inside the transaction that then locks it: on MariaDB/MySQL, processes that failed to insert the
+    same key keep a shared lock on it, and two of them asking for the row lock deadlock.
+    """
     try:
-        with transaction.atomic(using=using):  # a savepoint: a concurrent creator's row makes this one fail
+        with transaction.atomic(using=using):
             RelayState.objects.using(using).create(relay=relay)
     except IntegrityError:
-        pass  # created by another process meanwhile; after its commit, locking it below waits no more
-    if connections[using].features.has_select_for_update:
-        states.select_for_update().exists()
+        pass  # created by another process meanwhile
 
 
 def _window_sums(relay: str, limits: Sequence[Limit], now: datetime.datetime, using: str) -> dict[Limit, int]:
