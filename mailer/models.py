@@ -249,11 +249,15 @@ class RelayState(models.Model):
     """One row per relay with rate limits: its row lock orders the relay's reservations (:mod:`mailer.ratelimits`).
 
     ``paused_until`` and ``pause_seconds``: the pause every sender keeps after the relay asked to slow down.
+    ``windows``: ``{"<seconds>": [tokens, edge]}``, the tokens reserved after each window's edge.
     """
 
     relay = models.CharField(_("relay"), max_length=100, unique=True)
     paused_until = models.DateTimeField(_("paused until"), null=True, blank=True)
     pause_seconds = models.FloatField(_("pause seconds"), null=True, blank=True)
+    # The latest reservation's time, and the running sums of the windows (see mailer.ratewindows).
+    last_at = models.DateTimeField(_("last reservation"), null=True, blank=True)
+    windows = models.JSONField(_("windows"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("relay state")
