@@ -241,8 +241,8 @@ def test_limits_follow_the_setting(settings):
 
 # --- A day of bursts from several senders -------------------------------------------------------------------
 
-# The day binds after four hours of demand above the hour's limit; each reserve() sums the day's rows.
-DAY_LIMITS = ["10/s", "200/m", "3000/h", "12000/d"]
+# The day binds after two hours of demand above the hour's limit.
+DAY_LIMITS = ["20/s", "400/m", "6000/h", "12000/d"]
 
 
 def test_a_day_of_bursts_never_overflows_a_window_and_reaches_the_limits(settings):
@@ -266,7 +266,7 @@ def test_a_day_of_bursts_never_overflows_a_window_and_reaches_the_limits(setting
             now += datetime.timedelta(seconds=rng.choice([0, 1, 30, 600, 3600]) * rng.random())
             burst_until = now + datetime.timedelta(seconds=rng.choice([2, 90, 1800, 10800]) * rng.random())
         sender = rng.randrange(4)
-        wanted = rng.randint(1, 30)
+        wanted = rng.randint(1, 40)
         grant = reserve("default", wanted, now=now)
         if grant.granted:
             positions[grant.reservation] = timeline.add(grant.at, grant.granted)
