@@ -61,7 +61,7 @@ def db_to_email(data: str | bytes | None) -> Any:
 
 QUEUE_INDEX = "mailer_message_queue_idx"  # what senders claim the queue by (migration 0008)
 WAITING_INDEX = "mailer_message_waiting_idx"  # messages waiting for a later attempt (migration 0013)
-RESERVATION_INDEX = "mailer_reservation_window_idx"  # a relay's rate reservations by time (migration 0014)
+RESERVATION_INDEX = "mailer_reservation_window_idx"  # a relay's rate reservations by time (migration 0015)
 
 
 def _mailer_field(help_text: str) -> models.CharField:

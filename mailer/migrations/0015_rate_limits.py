@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     """
 
     dependencies = [
-        ("mailer", "0013_retries"),
+        ("mailer", "0014_scheduling"),
     ]
 
     operations = [
