@@ -159,6 +159,26 @@ def check_retries(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
     return errors
 
 
+@checks.register()
+def check_rate_limits(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``MAILER_RATE_LIMITS``: a dict from relay to limits such as ``["14/s", "50000/d"]``, for relays that send."""
+    from mailer import ratelimits
+
+    try:
+        ratelimits.parse_limits(mailer_settings.RATE_LIMITS)
+    except ratelimits.LimitError as exc:
+        return [
+            checks.Error(
+                str(exc),
+                hint="For example MAILER_RATE_LIMITS = {'default': ['14/s', '50000/d']}: 'default' is the relay of "
+                "MAILER_EMAIL_BACKEND, otherwise a MAILERS alias that delivers; each limit is N (1 or more) per "
+                "s, m, h or d.",
+                id="mailer.E012",
+            )
+        ]
+    return []
+
+
 def _is_number(value: Any) -> bool:
     """An int or a finite float (not a bool, which is an int to Python but not a number of seconds)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

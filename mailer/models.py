@@ -61,6 +61,7 @@ def db_to_email(data: str | bytes | None) -> Any:
 
 QUEUE_INDEX = "mailer_message_queue_idx"  # what senders claim the queue by (migration 0008)
 WAITING_INDEX = "mailer_message_waiting_idx"  # messages waiting for a later attempt (migration 0013)
+RESERVATION_INDEX = "mailer_reservation_window_idx"  # a relay's rate reservations by time (migration 0015)
 
 
 def _mailer_field(help_text: str) -> models.CharField:
@@ -244,6 +245,47 @@ class MessageLog(models.Model):
         return email.subject if email is not None else None
 
 
+class RelayState(models.Model):
+    """One row per relay with rate limits: its row lock orders the relay's reservations (:mod:`mailer.ratelimits`).
+
+    ``paused_until`` and ``pause_seconds``: the pause every sender keeps after the relay asked to slow down.
+    ``windows``: ``{"<seconds>": [tokens, edge]}``, the tokens reserved after each window's edge.
+    """
+
+    relay = models.CharField(_("relay"), max_length=100, unique=True)
+    paused_until = models.DateTimeField(_("paused until"), null=True, blank=True)
+    pause_seconds = models.FloatField(_("pause seconds"), null=True, blank=True)
+    # The latest reservation's time, and the running sums of the windows (see mailer.ratewindows).
+    last_at = models.DateTimeField(_("last reservation"), null=True, blank=True)
+    windows = models.JSONField(_("windows"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("relay state")
+        verbose_name_plural = _("relay states")
+
+    def __str__(self) -> str:
+        return self.relay
+
+
+class RateReservation(models.Model):
+    """``count`` deliveries to ``relay`` that a sender was allowed at ``at`` (see :mod:`mailer.ratelimits`)."""
+
+    id = models.BigAutoField(auto_created=True, primary_key=True, verbose_name="ID")
+    relay = models.CharField(_("relay"), max_length=100)
+    at = models.DateTimeField(_("at"))
+    count = models.PositiveIntegerField(_("count"))
+
+    class Meta:
+        verbose_name = _("rate reservation")
+        verbose_name_plural = _("rate reservations")
+        # The window sums and the walk for retry_at are range scans of one relay's rows by time; with the
+        # count in the index too, the sums read the index alone.
+        indexes = [models.Index(fields=["relay", "at", "count"], name=RESERVATION_INDEX)]
+
+    def __str__(self) -> str:
+        return f"{self.count} to {self.relay} at {self.at}"
+
+
 def filter_recipient_list(lst: list[str] | None) -> list[str] | None:
     """``lst`` without the addresses on the don't-send list (one query)."""
     if lst is None:
@@ -309,6 +351,8 @@ __all__ = [
     "Message",
     "MessageLog",
     "DontSendEntry",
+    "RelayState",
+    "RateReservation",
     "email_to_db",
     "db_to_email",
     "get_message_id",

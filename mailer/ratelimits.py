@@ -1,0 +1,262 @@
+"""Rate limits per relay (``MAILER_RATE_LIMITS``), shared by every sender process on every host.
+
+The shared state is a reservation log in the database: before handing mail to a relay, a sender
+:func:`reserve` s tokens, which writes one :class:`~mailer.models.RateReservation` row (relay, when,
+how many). A reservation is decided while holding the relay's :class:`~mailer.models.RelayState` row
+lock, so reservations of one relay are decided one at a time, whichever process or host makes them,
+and each one sees every earlier one. A grant is the largest number that keeps every window of every
+limit at or under its N, counting every reservation stamped after the window's start, so the guarantee
+
+    no sliding window of T seconds (any start, not calendar-aligned) holds more than N reserved tokens
+
+holds on the timestamps the reservations carry. Those are read from ``timezone.now()`` of the reserving
+process: across hosts the limit is as exact as their clocks agree (NTP keeps them within milliseconds).
+Stamps never go back: a host whose clock is behind stamps its reservation with the latest stamp so far,
+so it never reserves past a limit by not seeing another's. How the window sums stay cheap however many
+rows a day holds: :mod:`mailer.ratewindows`.
+
+Tokens taken and not used (a sender reserved for a batch and sent fewer) go back with :func:`give_back`,
+which shrinks the sender's own row, so that the window is not wasted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import router, transaction
+from django.utils import timezone
+
+from mailer import ratewindows, routing
+from mailer.conf import mailer_settings
+from mailer.models import RateReservation, RelayState
+from mailer.ratewindows import UNITS, Limit
+
+__all__ = [
+    "Grant",
+    "Limit",
+    "LimitError",
+    "give_back",
+    "known_relays",
+    "limits_for",
+    "parse_limits",
+    "purge",
+    "relay_of",
+    "reserve",
+]
+
+LIMIT_FORMAT = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
+
+
+class LimitError(ValueError):
+    """``MAILER_RATE_LIMITS`` is malformed; the message names the entry."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What :func:`reserve` granted: ``granted`` tokens (deliveries) to ``relay``, taken at ``at``.
+
+    ``retry_at``: when fewer were granted than wanted, the earliest time at which :func:`reserve` would
+    grant at least one more (if nobody else reserves meanwhile); otherwise ``None``. ``reservation``: the
+    id of the row that holds the tokens, for :func:`give_back` (``None``: nothing was written, because
+    nothing was granted or the relay has no limit).
+    """
+
+    relay: str
+    granted: int
+    at: datetime.datetime
+    retry_at: datetime.datetime | None = None
+    reservation: int | None = None
+
+
+# --- The setting ----------------------------------------------------------------------------------------
+
+
+def parse_limit(text: Any) -> Limit:
+    """``"14/s"`` -> ``Limit(14, 1)``. Raises :class:`LimitError` saying what is wrong."""
+    if not isinstance(text, str):
+        raise LimitError(f"{text!r} is not a string like '14/s'")
+    match = LIMIT_FORMAT.match(text)
+    if not match:
+        raise LimitError(f"{text!r} is not of the form 'N/s', 'N/m', 'N/h' or 'N/d'")
+    count, unit = int(match[1]), match[2]
+    if unit not in UNITS:
+        raise LimitError(f"{text!r} has the unknown unit {unit!r}; use s, m, h or d")
+    if count < 1:
+        raise LimitError(f"{text!r} allows nothing; N must be 1 or more (remove the relay's entry for no limit)")
+    return Limit(count, UNITS[unit])
+
+
+def parse_limits(setting: Any, relays: Iterable[str] | None = None) -> dict[str, list[Limit]]:
+    """The limits of ``MAILER_RATE_LIMITS``, by relay; raises :class:`LimitError` naming the bad entry.
+
+    ``relays``: the relay names a key may be (default: :func:`known_relays`).
+    """
+    if not isinstance(setting, Mapping):
+        raise LimitError(f"MAILER_RATE_LIMITS is {setting!r}; it must be a dict of relay name to a list of limits")
+    known = set(known_relays() if relays is None else relays)
+    parsed: dict[str, list[Limit]] = {}
+    for relay, texts in setting.items():
+        entry = f"MAILER_RATE_LIMITS[{relay!r}]"
+        if relay not in known:
+            names = ", ".join(repr(name) for name in sorted(known)) or "none"
+            raise LimitError(f"{entry}: {relay!r} is not a relay that delivers mail (those are: {names})")
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+            raise LimitError(f"{entry} is {texts!r}; it must be a list of limits such as ['14/s', '50000/d']")
+        limits = []
+        for text in texts:
+            try:
+                limits.append(parse_limit(text))
+            except LimitError as exc:
+                raise LimitError(f"{entry}: {exc}") from None
+        parsed[relay] = limits
+    return parsed
+
+
+def relay_of(route: routing.Route) -> str:
+    """The relay name of a route: its ``MAILERS`` alias, or ``"default"`` for ``MAILER_EMAIL_BACKEND``."""
+    return route.alias if route.alias is not None else routing.DEFAULT_ALIAS
+
+
+def known_relays() -> set[str]:
+    """The names ``MAILER_RATE_LIMITS`` may use: every ``MAILERS`` alias that delivers, and the relay of
+    every route that resolves ("default" for ``MAILER_EMAIL_BACKEND``)."""
+    names = set()
+    if routing.mailers_configured():
+        names.update(alias for alias, config in settings.MAILERS.items() if not routing.queues(config))
+    for alias in routing.aliases():
+        try:
+            names.add(relay_of(routing.route(alias)))
+        except Exception:  # reported by check_delivery
+            pass
+    return names
+
+
+_parsed: tuple[Any, dict[str, list[Limit]]] | None = None
+
+
+def limits_for(relay: str) -> list[Limit]:
+    """The configured limits of ``relay`` (``[]``: none). The setting is parsed once per value."""
+    global _parsed
+    setting = mailer_settings.RATE_LIMITS
+    if _parsed is None or _parsed[0] is not setting:
+        relays = setting.keys() if isinstance(setting, Mapping) else ()  # the system check judges the names
+        _parsed = (setting, parse_limits(setting, relays))
+    return _parsed[1].get(relay, [])
+
+
+# --- Reserving and giving back --------------------------------------------------------------------------
+
+
+def reserve(
+    relay: str,
+    wanted: int,
+    *,
+    now: datetime.datetime | None = None,
+    using: str | None = None,
+    limits: Sequence[Limit] | None = None,
+) -> Grant:
+    """Take up to ``wanted`` tokens for deliveries to ``relay`` now; as many as every limit allows.
+
+    Runs in its own short transaction on the database of :class:`~mailer.models.RelayState` (or
+    ``using``), which holds the relay's row lock until it commits. Call it OUTSIDE any transaction that
+    holds row locks on messages: inside one, the relay lock would be held until that transaction ends,
+    serialising every sender of the relay behind it (and two senders could deadlock, each holding
+    messages the other waits for). A relay without limits is granted everything with no query.
+
+    ``now``: the time of the reservation (default ``timezone.now()``, read at call time); tests pass a
+    controlled clock. The grant's ``at`` is later when another process already reserved at a later time
+    (its clock is ahead). ``limits``: instead of the relay's ``MAILER_RATE_LIMITS`` entry.
+    """
+    if wanted < 0:
+        raise ValueError(f"wanted must be 0 or more, not {wanted!r}")
+    now = now or timezone.now()
+    limits = list(limits_for(relay) if limits is None else limits)
+    if not limits or not wanted:
+        return Grant(relay, wanted, now)
+    using = using or router.db_for_write(RelayState)
+    while True:
+        with transaction.atomic(using=using):
+            state = ratewindows.lock(relay, using)
+            if state is not None:
+                grant = _reserve_locked(state, limits, wanted, now, using)
+                break
+        ratewindows.create_state(relay, using)  # the relay's first reservation: then lock it as above
+    ratewindows.purge_now_and_then(relay, limits, now, using)
+    return grant
+
+
+def _reserve_locked(
+    state: RelayState, limits: Sequence[Limit], wanted: int, now: datetime.datetime, using: str
+) -> Grant:
+    at = ratewindows.stamp(state, now)
+    used = ratewindows.current_sums(state, limits, at, using)
+    granted = max(0, min(wanted, *(limit.count - used[limit.seconds] for limit in limits)))
+    reservation = retry_at = None
+    if granted:
+        reservation = RateReservation.objects.using(using).create(relay=state.relay, at=at, count=granted).pk
+        ratewindows.add(state, at, granted)
+    if granted < wanted:
+        after = {seconds: tokens + granted for seconds, tokens in used.items()}
+        retry_at = ratewindows.retry_at(state, limits, after, at, using)
+    state.last_at = at
+    state.save(using=using, update_fields=["windows", "last_at"])
+    return Grant(state.relay, granted, at, retry_at, reservation)
+
+
+def give_back(grant: Grant, unused: int | None = None, *, using: str | None = None) -> int:
+    """Return ``unused`` tokens of ``grant`` (default: all it still holds), so that they count for no window.
+
+    For a sender that reserved more than it delivered. Only the grant's own row shrinks (or goes, when
+    nothing of it was used): tokens are given back at the time they were taken, so no window that holds
+    the other reservations changes. A short transaction holding the relay's lock, as :func:`reserve`.
+    Returns the number given back, which is less than ``unused`` when earlier calls gave some back already.
+    """
+    if grant.reservation is None:
+        return 0
+    if unused is not None and not 0 <= unused <= grant.granted:
+        raise ValueError(f"unused must be from 0 to {grant.granted}, not {unused!r}")
+    using = using or router.db_for_write(RelayState)
+    with transaction.atomic(using=using):
+        state = ratewindows.lock(grant.relay, using)
+        rows = RateReservation.objects.using(using).filter(pk=grant.reservation)
+        held = rows.values_list("count", flat=True).first() or 0
+        unused = held if unused is None else min(unused, held)
+        if not unused or state is None:
+            return 0
+        if unused == held:
+            rows.delete()
+        else:
+            rows.update(count=held - unused)
+        ratewindows.add(state, grant.at, -unused)
+        state.save(using=using, update_fields=["windows"])
+    return unused
+
+
+def purge(
+    older_than: datetime.timedelta | None = None,
+    *,
+    now: datetime.datetime | None = None,
+    using: str | None = None,
+) -> int:
+    """Delete the reservations of every relay taken more than ``older_than`` ago; the number deleted.
+
+    Never younger than the longest configured window (a day when none is configured) and a minute: the
+    running sums still pass those. :func:`reserve` already purges the rows of the relay it reserves for,
+    once a minute per process; this is for housekeeping, and for relays whose limits were removed.
+    """
+    windows = [limit.seconds for limits in _all_limits().values() for limit in limits]
+    shortest = datetime.timedelta(seconds=max(windows, default=UNITS["d"])) + ratewindows.PURGE_MARGIN
+    older_than = shortest if older_than is None else max(older_than, shortest)
+    now = now or timezone.now()
+    rows = RateReservation.objects.using(using or router.db_for_write(RateReservation))
+    return rows.filter(at__lte=now - older_than).delete()[0]
+
+
+def _all_limits() -> dict[str, list[Limit]]:
+    setting = mailer_settings.RATE_LIMITS
+    return {relay: limits_for(relay) for relay in setting} if isinstance(setting, Mapping) else {}
