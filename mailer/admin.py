@@ -137,7 +137,7 @@ class RetryFieldsMixin:
     def last_error_short(self, obj):
         """The start of the last error, all of it on hover; the change page shows it whole."""
         if not obj.last_error:
-            return ""
+            return None  # the admin's empty value ("-") on every Django version; "" shows as "" on 4.2
         return format_html('<span title="{}">{}</span>', obj.last_error, Truncator(obj.last_error).chars(SHORT_ERROR))
 
 
