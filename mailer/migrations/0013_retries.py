@@ -2,6 +2,25 @@
 
 from django.db import migrations, models
 
+WAITING_INDEX = "mailer_message_waiting_idx"
+
+
+def _index():
+    return models.Index(fields=["not_before"], name=WAITING_INDEX, condition=models.Q(not_before__isnull=False))
+
+
+def add_waiting_index(apps, schema_editor):
+    # When the next waiting message falls due (MessageQuerySet.next_due()): partial, so that the rows
+    # due now (NULL) cost it nothing, where the database has partial indexes (PostgreSQL, SQLite). Not in
+    # the model's Meta, so that Django's check does not warn about it on MySQL and MariaDB, which have none.
+    if schema_editor.connection.features.supports_partial_indexes:
+        schema_editor.add_index(apps.get_model("mailer", "Message"), _index())
+
+
+def remove_waiting_index(apps, schema_editor):
+    if schema_editor.connection.features.supports_partial_indexes:
+        schema_editor.remove_index(apps.get_model("mailer", "Message"), _index())
+
 
 class Migration(migrations.Migration):
     """Automatic retries: when a message may be tried again, how many attempts failed, and why the last one did.
@@ -9,8 +28,8 @@ class Migration(migrations.Migration):
     All three columns are nullable, so that a process of an older version (django-mailer 2.x, or this one
     before 0013) still running during the upgrade keeps queueing: its rows get NULL, read as "due now, no
     attempt yet". Adding a nullable column rewrites no row on PostgreSQL 11+ and MariaDB 10.3+. The index
-    is partial (rows with a ``not_before`` only) where the database has partial indexes; MySQL and MariaDB
-    have none, and Django creates no index there.
+    is partial (rows with a ``not_before`` only), made where the database has partial indexes; MySQL and
+    MariaDB have none and get no index.
     """
 
     dependencies = [
@@ -45,12 +64,5 @@ class Migration(migrations.Migration):
                 verbose_name="not before",
             ),
         ),
-        migrations.AddIndex(
-            model_name="message",
-            index=models.Index(
-                condition=models.Q(("not_before__isnull", False)),
-                fields=["not_before"],
-                name="mailer_message_waiting_idx",
-            ),
-        ),
+        migrations.RunPython(add_waiting_index, remove_waiting_index, elidable=True),
     ]
