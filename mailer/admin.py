@@ -169,17 +169,7 @@ class MessageAdmin(RetryFieldsMixin, EmailFieldsMixin, admin.ModelAdmin):
         "last_error",
         "plain_text_body",
     ]
-    readonly_fields = [
-        "to",
-        "subject",
-        "mailer",
-        "when_added",
-        "retry_count",
-        "failed_attempts",
-        "next_attempt",
-        "last_error",
-        "plain_text_body",
-    ]
+    readonly_fields = [name for name in fields if name != "priority"]  # the priority is the one thing to change
     actions = ["send_messages", "retry_deferred", "move_to_high", "move_to_low", "add_to_dont_send"]
 
     def has_add_permission(self, request):
