@@ -28,9 +28,8 @@ import smtplib
 import socket
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Any
 
@@ -70,27 +69,29 @@ class Refusal:
         return f"{self.address}: {self.code} {self.reply}" if self.code is not None else f"{self.address}: {self.reply}"
 
 
-@dataclass
 class Capture:
-    """What the relay refused during one delivery (see :func:`capturing`)."""
+    """What the relay refused during one delivery: a context manager that collects them for this thread."""
 
-    refusals: list[Refusal] = field(default_factory=list)
-    transactions: int = 0
+    def __init__(self) -> None:
+        self.refusals: list[Refusal] = []
+        self.transactions = 0
+        self._previous: Capture | None = None
+
+    def __enter__(self) -> Capture:
+        self._previous = getattr(_local, "capture", None)
+        _local.capture = self
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _local.capture = self._previous
 
 
 _local = threading.local()
 
 
-@contextmanager
-def capturing() -> Iterator[Capture]:
-    """Collect the refusals of the deliveries this thread makes inside the block."""
-    capture = Capture()
-    previous = getattr(_local, "capture", None)
-    _local.capture = capture
-    try:
-        yield capture
-    finally:
-        _local.capture = previous
+def capturing() -> Capture:
+    """Collect the refusals of the deliveries this thread makes inside the ``with`` block."""
+    return Capture()
 
 
 def _decode(reply: Any) -> str:

@@ -334,6 +334,19 @@ def test_a_custom_handler_saying_deferred_leaves_the_message_as_it_left_it(setti
     assert len(HANDLED) == 2
 
 
+def test_a_custom_handler_reads_the_rows_retry_fields_though_the_claim_leaves_them_out(settings, failures):
+    settings.MAILER_ERROR_HANDLER = f"{HERE}.handler_says_deferred"
+    failures["handled"] = GREYLISTED
+    message = queue("handled")
+    earlier = timezone.now() - datetime.timedelta(minutes=5)
+    Message.objects.filter(pk=message.pk).update(not_before=earlier, attempts=2, last_error="421 try later")
+
+    send_all()
+
+    ((_, handled, _),) = HANDLED
+    assert (handled.not_before, handled.attempts, handled.last_error) == (earlier, 2, "421 try later")
+
+
 def test_a_custom_handler_calling_the_default_one_defers_as_2_3_2_did(settings, failures):
     settings.MAILER_ERROR_HANDLER = f"{HERE}.handler_delegates_to_default"
     failures["handled"] = NO_SUCH_USER
