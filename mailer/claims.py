@@ -23,7 +23,7 @@ from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models, router
-from django.db.models import Case, Exists, F, Func, IntegerField, QuerySet, TextField, When
+from django.db.models import Case, Exists, F, Func, IntegerField, Q, QuerySet, TextField, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Length
 from django.utils import timezone
@@ -56,22 +56,23 @@ class Claimer:
         self.statements: dict[tuple, tuple[str, tuple] | None] = {}
         self.reader: _Reader | None = None
 
-    def __call__(self, limit: int, after: Position | None = None) -> list[Message]:
+    def __call__(self, limit: int, after: Position | None = None, mailers: Mailers | None = None) -> list[Message]:
         """Claim up to ``limit`` messages; only those after ``after`` in send order, if given.
 
         ``after`` is the ``(priority, when_added, id)`` of a message the sender
         passed over: the claim starts after it, whatever number of messages were
         passed over before, so its SQL and parameters stay the same size.
+        ``mailers``: only the messages of some ``Message.mailer`` values (see :data:`Mailers`).
         """
-        key = (limit, after is not None)
+        key = (limit, after is not None, mailers)
         if key not in self.statements:
-            self.statements[key] = self.statement(limit, after is not None)
+            self.statements[key] = self.statement(limit, after is not None, mailers)
         if self.connection.vendor == "sqlite":
             _take_sqlite_write_lock(self.connection)
         statement = self.statements[key]
         now = self.connection.ops.adapt_datetimefield_value(timezone.now())
         if statement is None:  # a query the database must get from the ORM each time
-            return list(self.queryset_for(limit, self.position_values(after), now))
+            return list(self.queryset_for(limit, self.position_values(after), now, mailers))
         sql, params = statement
         values = {_NOW: now}
         if after is not None:
@@ -92,8 +93,12 @@ class Claimer:
         priority, when_added, pk = after
         return priority, self.connection.ops.adapt_datetimefield_value(when_added), pk
 
-    def queryset_for(self, limit: int, after: tuple | None, now: Any) -> QuerySet:
+    def queryset_for(self, limit: int, after: tuple | None, now: Any, mailers: Mailers | None = None) -> QuerySet:
         queryset = self.queryset.filter(_due(self.connection, now))
+        if mailers is not None:
+            which, aliases = mailers
+            in_aliases = Q(mailer__in=sorted(aliases))
+            queryset = queryset.filter(in_aliases if which == "only" else ~in_aliases)
         if after is not None:
             queryset = queryset.filter(_after_position(self.connection, after))
         # A big row's data is not fetched with the claim, only its length: see read_data(). The sender
@@ -115,9 +120,10 @@ class Claimer:
             queryset = queryset.select_for_update()
         return queryset[:limit]
 
-    def statement(self, limit: int, positioned: bool) -> tuple[str, tuple] | None:
+    def statement(self, limit: int, positioned: bool, mailers: Mailers | None = None) -> tuple[str, tuple] | None:
         try:
-            sql, params = self.queryset_for(limit, _SLOTS if positioned else None, _NOW).query.sql_with_params()
+            query = self.queryset_for(limit, _SLOTS if positioned else None, _NOW, mailers).query
+            sql, params = query.sql_with_params()
         except EmptyResultSet:
             return None
         if self.connection.vendor == "mysql":
@@ -159,6 +165,10 @@ def _data_length(connection) -> Func:
 
 
 Position = tuple  # (priority, when_added, id) of a message, in send order
+
+# Which messages a claim may take by their ``mailer`` column: ("only", aliases) or ("except", aliases).
+# ``Message.mailer`` is NULL for the default mailer; "except" keeps those, "only" does not.
+Mailers = tuple[str, frozenset[str]]
 
 
 class _Slot:

@@ -16,7 +16,6 @@ sent within one commit interval.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
 import threading
 import time
@@ -39,9 +38,11 @@ from mailer.logtext import loggable
 from mailer.message_ids import get_message_id, new_message_id
 from mailer.models import PRIORITY_DEFERRED, Message
 from mailer.outcomes import DEFERRABLE_EXCEPTIONS, Batch, Outcome, handle_delivery_exception
+from mailer.pacing import Pacer
 from mailer.reading import QueueNotDecodable, Readable, Reader, release
 from mailer.routing import Route, routes
 from mailer.summaries import SendResult, log_sent
+from mailer.wakeups import idle_wait, until_due
 
 __all__ = [
     "DEFERRABLE_EXCEPTIONS",
@@ -49,10 +50,12 @@ __all__ = [
     "SendResult",
     "acquire_lock",
     "handle_delivery_exception",
+    "idle_wait",
     "prioritize",
     "release_lock",
     "send_all",
     "send_loop",
+    "until_due",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,8 +82,10 @@ class _Pass:
         stop: threading.Event | None = None,
         progress: Callable[[SendResult], None] | None = None,
         on_commit: Callable[[SendResult], None] | None = None,
+        wait_for_limits: bool = False,
     ) -> None:
         self.routes = routes
+        self.wait_for_limits = wait_for_limits
         self.stop = stop
         self.progress = progress
         self.on_commit = on_commit
@@ -90,7 +95,9 @@ class _Pass:
         self.error_handler = import_string(mailer_settings.ERROR_HANDLER)
         self.throttle = mailer_settings.EMAIL_THROTTLE
         # A throttle means one message at a time, whatever the number of connections.
-        self.dispatcher = Dispatcher(1 if self.throttle else max(1, int(mailer_settings.SENDER_CONNECTIONS)))
+        connections = 1 if self.throttle else max(1, int(mailer_settings.SENDER_CONNECTIONS))
+        self.dispatcher = Dispatcher(connections)
+        self.pacer = Pacer(routes, connections)
         self.result = SendResult()
         # The last message (in send order) left queued and not to be claimed again in this pass.
         self.position: claims.Position | None = None
@@ -107,18 +114,29 @@ class _Pass:
         started = time.monotonic()
         try:
             while not self.limits.reached(self.result) and not self.stopping():
+                # Rate limits and pauses are settled outside the claim's transaction: no message row stays
+                # locked while a relay's row is, nor while the pass waits for a relay.
+                size = self.pacer.allowance(1 if self.throttle else self.claim_size)
+                if not size:
+                    if self.wait_for_limits and not _nap(self.pacer.opens_in(), self.stop):
+                        continue
+                    self.result.paced_for = self.pacer.opens_in()
+                    break
                 batch = Batch()
-                with transaction.atomic(using=self.using):
-                    messages = self.claim(1 if self.throttle else self.claim_size, self.position)
-                    if not messages:
-                        break
-                    batch.claimed = len(messages)
-                    try:
-                        self.send(messages, batch)
-                    except (KeyboardInterrupt, SystemExit) as stop:
-                        # Keep what was sent before the interruption, then stop.
-                        batch.error = stop
-                    writes.record(batch.logs, batch.log_pks, batch.done, self.using, batch.updates, batch.block)
+                try:
+                    with transaction.atomic(using=self.using):
+                        messages = self.claim(size, self.position, self.pacer.mailers())
+                        if not messages:
+                            break
+                        batch.claimed = len(messages)
+                        try:
+                            self.send(messages, batch)
+                        except (KeyboardInterrupt, SystemExit) as stop:
+                            # Keep what was sent before the interruption, then stop.
+                            batch.error = stop
+                        writes.record(batch.logs, batch.log_pks, batch.done, self.using, batch.updates, batch.block)
+                finally:
+                    self.pacer.settle()
                 # Committed: only now do this batch's outcomes count for those who were told about commits.
                 if self.on_commit is not None:
                     self.on_commit(dataclasses.replace(self.result, seconds=0.0))
@@ -157,6 +175,8 @@ class _Pass:
                 message, readable = item
                 route = self.routes.get(message.mailer, self.routes[None])
                 email_or_outcome = self.ready(message, readable, route)
+                if not isinstance(email_or_outcome, Outcome) and not self.pacer.take(route):
+                    email_or_outcome = outcomes.UNTOUCHED  # at its relay's limit: claimed again next batch
                 if isinstance(email_or_outcome, Outcome):
                     self.apply(message, email_or_outcome, batch)
                     release(message)
@@ -219,6 +239,8 @@ class _Pass:
             message.priority = PRIORITY_DEFERRED
         if outcome.pass_over:
             self.pass_over(message)
+        if outcome.throttled is not None:
+            self.pacer.throttle(self.routes.get(message.mailer, self.routes[None]), outcome.throttled)
         if outcome.dealt_with:
             self.report()
 
@@ -280,6 +302,7 @@ def send_all(
     stop: threading.Event | None = None,
     progress: Callable[[SendResult], None] | None = None,
     on_commit: Callable[[SendResult], None] | None = None,
+    wait_for_limits: bool = False,
 ) -> SendResult | None:
     """Send the queue once (or the messages of ``queryset``).
 
@@ -296,6 +319,9 @@ def send_all(
     outcomes that a failure or an interruption rolled back.
     Re-raises an exception the error handler re-raised, after putting that
     message aside (deferred, with the traceback in the log).
+    When every relay with mail is at its ``MAILER_RATE_LIMITS`` or paused, the
+    pass ends (``paced_for`` of the result says for how long), or with
+    ``wait_for_limits`` waits for the first to open, holding no message row.
     """
     routes_now = routes()  # Refuse a configuration that cannot send before touching anything.
     lock = None
@@ -304,7 +330,7 @@ def send_all(
         if not acquired:
             return None
     try:
-        result = _Pass(queryset, routes_now, stop, progress, on_commit).run()
+        result = _Pass(queryset, routes_now, stop, progress, on_commit, wait_for_limits).run()
     finally:
         if lock is not None:
             release_lock(lock)
@@ -336,7 +362,7 @@ def send_loop(*, stop: threading.Event | None = None, on_pass: Callable[[SendRes
                 close_old_connections()
             outages = 0
             started = timezone.now()
-            result = send_all(stop=stop)
+            result = send_all(stop=stop, wait_for_limits=True)
         except ImproperlyConfigured:
             raise
         except DatabaseError as exc:
@@ -356,28 +382,6 @@ def send_loop(*, stop: threading.Event | None = None, on_pass: Callable[[SendRes
         if result is None or result.sent == 0:
             # A retry that fell due while the pass ran was not claimed by it: no nap then.
             _nap(idle_wait(sleep, since=started), stop)
-
-
-def idle_wait(longest: float, since: datetime.datetime | None = None) -> float:
-    """Seconds to wait for more mail: ``longest``, or less when a message waiting (for a retry, or scheduled
-    with ``send_at``) falls due sooner (0 when one fell due after ``since``, the start of the pass that just
-    ended: see :func:`until_due`)."""
-    due_in = until_due(since)
-    return longest if due_in is None else min(longest, due_in)
-
-
-def until_due(since: datetime.datetime | None = None) -> float | None:
-    """Seconds until the first message waiting for a later attempt or for its ``send_at`` falls due (``None``:
-    none waits).
-
-    With ``since``, the start of a pass, a message that fell due while that pass ran counts (0 s): the
-    pass claimed before its time, so only the next pass sends it. One due before the pass started and
-    left queued by it (held back) does not, so that the sender does not spin on it.
-    """
-    due = Message.objects.next_due(since)
-    if due is None:
-        return None
-    return max(0.0, (due - timezone.now()).total_seconds())
 
 
 MAX_DATABASE_RETRY_DELAY = 30  # seconds between attempts to reach a database that is down, at most

@@ -16,13 +16,14 @@ failed together do not come back together).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import email.utils
 import random
 import re
 import smtplib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -41,14 +42,15 @@ _ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 _THROTTLING = re.compile(r"throttl|rate limit|too many (messages|connections)|slow down", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Failure:
     """What one failed delivery attempt means.
 
     ``kind`` is ``"transient"``, ``"permanent"`` or ``None`` (not known).
     ``code`` is the SMTP reply code or the HTTP status, if there was one;
     ``enhanced`` the RFC 3463 status ("5.1.1") found in the reply.
-    ``throttled`` says that the relay asked the sender to slow down.
+    ``throttled`` says that the relay asked the sender to slow down, and ``retry_after`` for how many
+    seconds, when it said so (an HTTP ``Retry-After``).
     """
 
     kind: Kind | None
@@ -56,6 +58,7 @@ class Failure:
     code: int | None = None
     enhanced: str | None = None
     throttled: bool = False
+    retry_after: float | None = None
 
     @property
     def transient(self) -> bool:
@@ -83,7 +86,7 @@ def classify(exc: BaseException) -> Failure:
     if custom is not None:
         kind = custom(exc)
         if kind in (TRANSIENT, PERMANENT) and kind != failure.kind:
-            return Failure(kind, failure.reason, failure.code, failure.enhanced, failure.throttled)
+            return dataclasses.replace(failure, kind=kind)
     return failure
 
 
@@ -140,11 +143,30 @@ def _anymail_failure(exc: BaseException) -> Failure | None:
             return Failure(TRANSIENT, _describe(exc))
         if status in (401, 403, 408, 429) or status >= 500:
             # Busy, down, or refusing our credentials: nothing the message did.
-            return Failure(TRANSIENT, _describe(exc), status, throttled=status == 429)
+            retry_after = _retry_after(getattr(exc, "response", None)) if status == 429 else None
+            return Failure(TRANSIENT, _describe(exc), status, throttled=status == 429, retry_after=retry_after)
         return Failure(PERMANENT, _describe(exc), status)
     if isinstance(exc, (anymail.AnymailUnsupportedFeature, anymail.AnymailSerializationError)):
         return Failure(PERMANENT, _describe(exc))  # this message asks for what the ESP cannot do
     return None
+
+
+def _retry_after(response: Any) -> float | None:
+    """The seconds an HTTP response's ``Retry-After`` header asks for (a number, or an HTTP date), if any."""
+    value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - timezone.now()).total_seconds())
 
 
 def _text(reply: bytes | str) -> str:

@@ -17,7 +17,10 @@ The rules, in the order :func:`judge` applies them:
    message's; it stays queued.
 3. ``ImproperlyConfigured``: the configuration, not the message, is at
    fault; the message stays queued and the pass stops.
-4. With ``MAILER_ERROR_HANDLER`` left at its default, a failure that
+4. With ``MAILER_ERROR_HANDLER`` left at its default, a relay asking to
+   slow down (454, a 421 that says so, HTTP 429) is not the message's
+   failure: it stays queued as it is and the relay is paused
+   (:func:`throttled`). Any other failure that
    :func:`mailer.failures.classify` knows is a failed attempt
    (:func:`failed_attempt`): a transient one is tried again later, with
    backoff, until ``MAILER_RETRY_MAX_ATTEMPTS``; a permanent one leaves the
@@ -98,6 +101,7 @@ class Outcome:
     keep: BaseEmailBackend | None = None
     stop: BaseException | None = None  # end the pass (re-raised) once the batch is recorded
     update: dict[str, Any] | None = None  # fields to change on the row, which stays queued (a retry)
+    throttled: Failure | None = None  # the relay asked to slow down: pause it (mailer.pacing)
     block: tuple[str, ...] = ()  # addresses to add to the don't-send list
 
     @property
@@ -109,6 +113,10 @@ class Outcome:
     def may_go_on(self) -> bool:
         """May the pass start more deliveries in this batch?"""
         return self.stop is None and not self.put_aside
+
+
+# Left queued as it was, to be claimed again by the next batch (a relay at its rate limit).
+UNTOUCHED = Outcome(None)
 
 
 @dataclass
@@ -170,6 +178,8 @@ def judge(
         return Outcome(None, stop=exc)
     if handler is handle_delivery_exception:  # the default policy: known failures are retried or given up
         failure = _classify(message, exc)
+        if failure is not None and failure.throttled:
+            return throttled(message, failure)
         if failure is not None and failure.kind is not None:
             refusals = _refusals(exc)
             if refusals is not None and smtp.refuses_all(email, (r.address for r in refusals)):
@@ -247,6 +257,12 @@ def with_refusals(
     update = {"not_before": when, "attempts": attempts, "last_error": reason, "message_data": serialization.dumps(part)}
     counts = "sent" if connection is not None else "deferred"
     return Outcome(counts, tuple(logs), pass_over=True, keep=connection, update=update, block=block)
+
+
+def throttled(message: Message, failure: Failure) -> Outcome:
+    """The relay asked to slow down: not a failed attempt. The message stays as it was, for after the pause."""
+    logger.info("message %s: the relay asked to slow down (%s); it goes after the pause", message.pk, failure.reason)
+    return Outcome(None, throttled=failure)
 
 
 def failed_attempt(message: Message, email: EmailMessage, failure: Failure) -> Outcome:

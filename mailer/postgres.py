@@ -43,9 +43,10 @@ from django.utils import timezone
 
 from mailer import smtp
 from mailer.conf import mailer_settings
-from mailer.engine import send_all, until_due
+from mailer.engine import send_all
 from mailer.models import Message
 from mailer.summaries import SendResult
+from mailer.wakeups import until_due
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ class PostgresSender:
         """
         self.check_connection()
         try:
-            result = send_all(stop=self.stopping)
+            result = send_all(stop=self.stopping, wait_for_limits=True)
         except (ImproperlyConfigured, ImportError):
             raise
         except Exception as exc:

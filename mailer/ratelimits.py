@@ -21,6 +21,7 @@ which shrinks the sender's own row, so that the window is not wasted.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -44,6 +45,8 @@ __all__ = [
     "known_relays",
     "limits_for",
     "parse_limits",
+    "pause",
+    "pauses",
     "purge",
     "relay_of",
     "reserve",
@@ -159,6 +162,7 @@ def reserve(
     now: datetime.datetime | None = None,
     using: str | None = None,
     limits: Sequence[Limit] | None = None,
+    slack: float = 0.0,
 ) -> Grant:
     """Take up to ``wanted`` tokens for deliveries to ``relay`` now; as many as every limit allows.
 
@@ -170,12 +174,14 @@ def reserve(
 
     ``now``: the time of the reservation (default ``timezone.now()``, read at call time); tests pass a
     controlled clock. The grant's ``at`` is later when another process already reserved at a later time
-    (its clock is ahead). ``limits``: instead of the relay's ``MAILER_RATE_LIMITS`` entry.
+    (its clock is ahead). ``limits``: instead of the relay's ``MAILER_RATE_LIMITS`` entry. ``slack``:
+    seconds added to every window (see :class:`Limit`), so that the grant keeps the limit for deliveries
+    made up to that much later than their reservation.
     """
     if wanted < 0:
         raise ValueError(f"wanted must be 0 or more, not {wanted!r}")
     now = now or timezone.now()
-    limits = list(limits_for(relay) if limits is None else limits)
+    limits = [dataclasses.replace(limit, slack=slack) for limit in (limits_for(relay) if limits is None else limits)]
     if not limits or not wanted:
         return Grant(relay, wanted, now)
     using = using or router.db_for_write(RelayState)
@@ -195,13 +201,13 @@ def _reserve_locked(
 ) -> Grant:
     at = ratewindows.stamp(state, now)
     used = ratewindows.current_sums(state, limits, at, using)
-    granted = max(0, min(wanted, *(limit.count - used[limit.seconds] for limit in limits)))
+    granted = max(0, min(wanted, *(limit.count - used[limit.span] for limit in limits)))
     reservation = retry_at = None
     if granted:
         reservation = RateReservation.objects.using(using).create(relay=state.relay, at=at, count=granted).pk
         ratewindows.add(state, at, granted)
     if granted < wanted:
-        after = {seconds: tokens + granted for seconds, tokens in used.items()}
+        after = {span: tokens + granted for span, tokens in used.items()}
         retry_at = ratewindows.retry_at(state, limits, after, at, using)
     state.last_at = at
     state.save(using=using, update_fields=["windows", "last_at"])
@@ -235,6 +241,57 @@ def give_back(grant: Grant, unused: int | None = None, *, using: str | None = No
         ratewindows.add(state, grant.at, -unused)
         state.save(using=using, update_fields=["windows"])
     return unused
+
+
+# --- Pauses ----------------------------------------------------------------------------------------------
+
+
+def pause(
+    relay: str,
+    retry_after: float | None = None,
+    *,
+    now: datetime.datetime | None = None,
+    using: str | None = None,
+) -> datetime.datetime:
+    """Pause ``relay`` for every sender, because it answered "slow down"; when the pause ends.
+
+    ``MAILER_RETRY_DELAY`` seconds the first time; twice the last pause when the relay slows us down again
+    within that long after its last pause ended, up to ``MAILER_RETRY_MAX_DELAY``; or ``retry_after``
+    seconds when the relay said how long (a Retry-After header), within the same bounds. A relay that
+    another sender paused already keeps that pause. A short transaction holding the relay's lock.
+    ``now``: for tests, a controlled clock.
+    """
+    using = using or router.db_for_write(RelayState)
+    while True:
+        with transaction.atomic(using=using):
+            state = ratewindows.lock(relay, using)
+            if state is not None:
+                return _pause_locked(state, retry_after, now or timezone.now(), using)
+        ratewindows.create_state(relay, using)
+
+
+def _pause_locked(
+    state: RelayState, retry_after: float | None, now: datetime.datetime, using: str
+) -> datetime.datetime:
+    if state.paused_until is not None and state.paused_until > now:
+        return state.paused_until
+    first, longest = float(mailer_settings.RETRY_DELAY), float(mailer_settings.RETRY_MAX_DELAY)
+    last = state.pause_seconds or 0.0
+    again = state.paused_until is not None and now - state.paused_until <= datetime.timedelta(seconds=last)
+    seconds = min(longest, 2 * last) if again else first
+    if retry_after is not None:
+        seconds = min(longest, max(0.0, retry_after))
+    state.paused_until = now + datetime.timedelta(seconds=seconds)
+    state.pause_seconds = seconds
+    state.save(using=using, update_fields=["paused_until", "pause_seconds"])
+    return state.paused_until
+
+
+def pauses(now: datetime.datetime | None = None, *, using: str | None = None) -> dict[str, datetime.datetime]:
+    """The relays paused at ``now`` (default: now), with the end of each pause. One query, no lock."""
+    now = now or timezone.now()
+    rows = RelayState.objects.using(using or router.db_for_read(RelayState)).filter(paused_until__gt=now)
+    return dict(rows.values_list("relay", "paused_until"))
 
 
 def purge(

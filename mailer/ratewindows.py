@@ -3,13 +3,13 @@
 Every function here runs inside the transaction that holds the relay's :class:`RelayState` row lock,
 except :func:`create_state` and :func:`purge_now_and_then`.
 
-Summing a day's reservations on every call would cost time in proportion to the rows of the day (35 ms
-for 20,000 rows on MariaDB, while the relay is locked). So the lock row keeps, per window length ``T``, the
-tokens reserved after an *edge* time, ``{"T": [tokens, edge]}`` in ``RelayState.windows`` (edge in
-microseconds since the epoch). A call moves each edge up to ``stamp - T`` and subtracts only the rows it
-passes: a few rows, whatever the window's length. After a pause longer than :data:`REBUILD_AFTER`, or for a
-window length seen for the first time, the sum is taken afresh from the log (the purge may have deleted
-rows the edge would pass).
+Summing a day's reservations on every call would cost time in proportion to the rows of the day (35 ms for
+20,000 rows on MariaDB, while the relay is locked). So the lock row keeps, per window length ``T``
+(:attr:`Limit.span`, in microseconds), the tokens reserved after an *edge* time, ``{"T": [tokens, edge]}`` in
+``RelayState.windows`` (edge in microseconds since the epoch). A call moves each edge up to ``stamp - T`` and
+subtracts only the rows it passes: a few rows, whatever the window's length. After a pause longer than
+:data:`REBUILD_AFTER`, or for a window length seen for the first time, the sum is taken afresh from the log
+(the purge may have deleted rows the edge would pass).
 
 Reservations are stamped in order: ``stamp = max(now, RelayState.last_at)``. A host whose clock is behind
 stamps its rows at the latest stamp so far, so the rows a window holds are those after its start, and the
@@ -45,10 +45,21 @@ UNITS = {"s": 1, "m": 60, "h": 60 * 60, "d": 24 * 60 * 60}
 
 @dataclass(frozen=True)
 class Limit:
-    """At most ``count`` tokens in any window of ``seconds`` seconds (``mailer.ratelimits.Limit``)."""
+    """At most ``count`` tokens in any window of ``seconds`` seconds (``mailer.ratelimits.Limit``).
+
+    ``slack``: seconds added to the window when reserving, so that deliveries that reach the relay a
+    little later than their reservation (up to ``slack`` seconds later than others) still keep the limit
+    there; :mod:`mailer.pacing` sets it. The running sums are kept per :attr:`span`.
+    """
 
     count: int
     seconds: int
+    slack: float = 0.0
+
+    @property
+    def span(self) -> int:
+        """The window reserved against, in microseconds: ``seconds`` and the slack."""
+        return round((self.seconds + self.slack) * 1_000_000)
 
     def __str__(self) -> str:
         unit = next(name for name, length in UNITS.items() if length == self.seconds)
@@ -96,24 +107,24 @@ def stamp(state: RelayState, now: datetime.datetime) -> datetime.datetime:
 
 
 def current_sums(state: RelayState, limits: Sequence[Limit], at: datetime.datetime, using: str) -> dict[int, int]:
-    """Tokens in each window ending at ``at`` (by window length); moves ``state.windows`` up to ``at``.
+    """Tokens in each window ending at ``at`` (by :attr:`Limit.span`); moves ``state.windows`` up to ``at``.
 
     The caller saves ``state``. Windows of lengths no limit has any more are dropped.
     """
     rows = RateReservation.objects.using(using).filter(relay=state.relay)
     kept = state.windows or {}
     windows: dict[str, list[int]] = {}
-    for seconds in sorted({limit.seconds for limit in limits}):
-        edge = micros(at) - seconds * 1_000_000
-        entry = kept.get(str(seconds))
+    for span in sorted({limit.span for limit in limits}):
+        edge = micros(at) - span
+        entry = kept.get(str(span))
         if entry is None or edge - entry[1] > REBUILD_AFTER // MICROSECOND:
             entry = [_sum(rows.filter(at__gt=from_micros(edge))), edge]
         elif edge > entry[1]:
             left = _sum(rows.filter(at__gt=from_micros(entry[1]), at__lte=from_micros(edge)))
             entry = [entry[0] - left, edge]
-        windows[str(seconds)] = entry
+        windows[str(span)] = entry
     state.windows = windows
-    return {int(seconds): tokens for seconds, (tokens, _) in windows.items()}
+    return {int(span): tokens for span, (tokens, _) in windows.items()}
 
 
 def add(state: RelayState, at: datetime.datetime, tokens: int) -> None:
@@ -132,17 +143,17 @@ def retry_at(
 ) -> datetime.datetime:
     """The earliest time at which every limit has room for one more token, if nobody reserves meanwhile.
 
-    ``used``: the tokens in each window ending at ``at`` (by length). A limit with ``used`` tokens in its
+    ``used``: the tokens in each window ending at ``at`` (by :attr:`Limit.span`). A limit with ``used`` tokens in its
     window has room once ``used - (N - 1)`` of them left it; a reservation stamped ``s`` leaves the window
     of ``T`` seconds at ``s + T`` exactly (windows are ``(t - T, t]``). The answer is the latest of these
     times over the limits that are full: walk each full window's rows oldest first, a few at a time.
     """
     found = at
     for limit in limits:
-        excess = used[limit.seconds] - (limit.count - 1)
+        excess = used[limit.span] - (limit.count - 1)
         if excess <= 0:
             continue
-        window = datetime.timedelta(seconds=limit.seconds)
+        window = datetime.timedelta(microseconds=limit.span)
         rows = (
             RateReservation.objects.using(using)
             .filter(relay=state.relay, at__gt=at - window)

@@ -2,7 +2,7 @@
 
 A message queued with ``send_at`` is stored with ``Message.not_before`` set to it: the claim
 (:mod:`mailer.claims`) already skips rows whose ``not_before`` is ahead, and the long-running
-senders wake up for the next one (:func:`mailer.engine.until_due`). A *scheduled* message is
+senders wake up for the next one (:func:`mailer.wakeups.until_due`). A *scheduled* message is
 one with ``not_before`` set and no failed attempt yet. ``expires_at`` is ``Message.expires_at``:
 a sender that claims the message after it, or whose next attempt would come after it, drops
 the message instead of sending it (:func:`mailer.outcomes.expired`).
@@ -10,7 +10,7 @@ the message instead of sending it (:func:`mailer.outcomes.expired`).
 Both are taken from keyword arguments of the queueing functions or from attributes of the
 ``EmailMessage`` (``email.send_at = ...``, django-anymail's name for ESP-side scheduling). The
 stored email keeps neither attribute: the queue honours them, and a django-anymail backend that
-delivers the message must not schedule it a second time. Nothing here touches the database.
+delivers the message must not schedule it a second time.
 """
 
 from __future__ import annotations

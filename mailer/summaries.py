@@ -33,12 +33,16 @@ class SendResult:
     failed: int = 0  # undecodable data, or an exception the error handler re-raised
     seconds: float = 0.0
     held: int = 0  # intact rows this process cannot decode (another SECRET_KEY, a class it lacks): left queued
+    # Set when the pass ended because every relay with mail was at its rate limit or paused: the seconds
+    # until the first of them may be sent to again.
+    paced_for: float | None = None
 
     def __str__(self) -> str:
         held = f", held back {self.held}" if self.held else ""
+        paced = f"; rate limits: the rest can go in {self.paced_for:.1f}s" if self.paced_for is not None else ""
         return (
             f"sent {self.sent}, deferred {self.deferred}, skipped {self.skipped}, "
-            f"failed {self.failed}{held} in {self.seconds:.2f}s"
+            f"failed {self.failed}{held} in {self.seconds:.2f}s{paced}"
         )
 
     def add(self, outcome: Outcome) -> None:

@@ -38,9 +38,11 @@ def send_queued_mail() -> dict[str, Any] | None:
 
     Runs like any sending run: with the file lock (set ``MAILER_USE_FILE_LOCK =
     False`` when workers run on several machines and the database is
-    PostgreSQL or MySQL/MariaDB), and raising what ``send_mail`` raises.
+    PostgreSQL or MySQL/MariaDB), and raising what ``send_mail`` raises. When
+    every relay with mail is at its ``MAILER_RATE_LIMITS`` or paused, it waits
+    for the first to open, as ``runmailer`` does.
     """
-    result = send_all()
+    result = send_all(wait_for_limits=True)
     return None if result is None else asdict(result)
 
 

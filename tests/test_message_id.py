@@ -181,12 +181,12 @@ def message_id_of(data: bytes) -> str:
     ids=["mailer.send_mail", "EmailMessage.send"],
 )
 def test_a_message_refused_at_data_then_accepted_arrives_with_the_id_the_refused_attempt_had(settings, queue):
-    with RecordingRelay(fail_data_after=(0, "454 4.7.0 Throttling failure: Maximum sending rate exceeded")) as relay:
+    with RecordingRelay(fail_data_after=(0, "451 4.3.0 Temporary local problem, try again later")) as relay:
         send_through(settings, relay)
         queue()
         [stored] = stored_ids()
         send_all()
-        assert [reply[:3] for reply, _ in relay.attempts] == ["454"]
+        assert [reply[:3] for reply, _ in relay.attempts] == ["451"]
         assert Message.objects.count() == 1  # kept for another attempt
         assert MessageLog.objects.get(result=RESULT_FAILURE).message_id == stored
 

@@ -200,7 +200,7 @@ def running_sums_match_the_log(limits):
     """The sums kept in the lock row are those of the log, window by window."""
     state = RelayState.objects.get(relay="default")
     for limit in limits:
-        tokens, edge = state.windows[str(limit.seconds)]
+        tokens, edge = state.windows[str(limit.span)]
         rows = RateReservation.objects.filter(relay="default", at__gt=ratewindows.from_micros(edge))
         assert tokens == sum(rows.values_list("count", flat=True)), limit
 

@@ -4,6 +4,8 @@
 The ``failures`` fixture (``tests/conftest.py``) installs ``FailingBackend`` and empties the two registries.
 """
 
+import time
+
 from django.core import mail
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
@@ -24,6 +26,18 @@ class FailingBackend(LocmemBackend):
             exc = FAILURES.get(message.subject)
             if exc is not None:
                 raise exc
+        return super().send_messages(messages)
+
+
+# time.monotonic() of each message TimingBackend was handed, in order.
+SEND_TIMES: list[float] = []
+
+
+class TimingBackend(LocmemBackend):
+    """Locmem that notes when each message reached it (``SEND_TIMES``)."""
+
+    def send_messages(self, messages):
+        SEND_TIMES.extend(time.monotonic() for _ in messages)
         return super().send_messages(messages)
 
 

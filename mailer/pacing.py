@@ -1,0 +1,129 @@
+"""How fast one sending pass may go to each relay: ``MAILER_RATE_LIMITS`` and the pauses relays ask for.
+
+A :class:`Pacer` is a pass's view of the shared state in :mod:`mailer.ratelimits`. Before each claim,
+outside the claim's transaction (no message row is locked while the relay's row is), it reads which
+relays are paused and reserves a few tokens for each limited relay, then tells the pass how many
+messages to claim and which relays to leave out of the claim. Each message handed to a limited relay
+takes one token; the tokens a batch did not use go back once its transaction has committed. A relay
+that answers "slow down" (:attr:`mailer.failures.Failure.throttled`) is paused for every sender,
+with the same backoff as retries (:func:`mailer.ratelimits.pause`).
+
+Reserving a few tokens at a time keeps the time between a token's reservation and the delivery it
+pays for short (no more than :data:`RESERVE_AHEAD` seconds' worth of the tightest limit at a time,
+and at least one per connection), and reserving against windows :data:`SLACK` longer than the limits
+absorbs what that time varies by: the relay sees what the reservations say.
+
+With no limit configured the pacer costs one query per claimed batch (the pauses) and nothing per
+message.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+from collections.abc import Mapping
+
+from django.utils import timezone
+
+from mailer import claims, ratelimits
+from mailer.failures import Failure
+from mailer.ratelimits import Grant, Limit
+from mailer.routing import Route
+
+logger = logging.getLogger("mailer.engine")
+
+# Tokens are reserved for about this many seconds of the tightest limit at a time (at least one per
+# connection): a delivery then reaches the relay within a few milliseconds of its token's time stamp.
+RESERVE_AHEAD = 0.05
+# Every window is reserved against as this much longer (see mailer.ratewindows.Limit): deliveries that
+# reach the relay up to 50 ms later than others, relative to their reservations, still keep the limit
+# there. It costs a limit per second 5% of its rate, and longer windows next to nothing.
+SLACK = 0.05
+
+
+class Pacer:
+    """The rate limits and pauses of one pass over ``routes`` (alias -> route, as the pass has them)."""
+
+    def __init__(self, routes: Mapping[str | None, Route], connections: int) -> None:
+        self.relay_of = {route: ratelimits.relay_of(route) for route in set(routes.values())}
+        self.aliases = {alias: route for alias, route in routes.items() if alias is not None}
+        self.default = routes[None]
+        self.limits = {relay: ratelimits.limits_for(relay) for relay in set(self.relay_of.values())}
+        self.chunk = {relay: _chunk(limits, connections) for relay, limits in self.limits.items() if limits}
+        self.tokens: dict[str, int] = {}
+        self.grants: dict[str, Grant] = {}
+        self.closed: dict[str, datetime.datetime] = {}  # relay -> when it may be sent to again
+        self.throttled: dict[str, Failure] = {}  # pauses to record once the batch has committed
+
+    def allowance(self, wanted: int) -> int:
+        """How many messages the next claim may take (0: every relay is closed for now); call between batches."""
+        now = timezone.now()
+        self.closed = {relay: until for relay, until in ratelimits.pauses(now).items() if relay in self.limits}
+        for relay, chunk in self.chunk.items():
+            if relay in self.closed:
+                continue
+            grant = ratelimits.reserve(relay, min(wanted, chunk), limits=self.limits[relay], slack=SLACK)
+            self.tokens[relay] = grant.granted
+            if grant.reservation is not None:
+                self.grants[relay] = grant
+            if not grant.granted:
+                self.closed[relay] = grant.retry_at or now
+        open_relays = set(self.limits) - set(self.closed)
+        if not open_relays:
+            return 0
+        if any(relay not in self.chunk for relay in open_relays):
+            return wanted  # a relay without limits: claim as usual
+        return min(wanted, sum(self.tokens[relay] for relay in open_relays))
+
+    def mailers(self) -> claims.Mailers | None:
+        """Which messages the next claim may take: not those of closed relays (``None``: all)."""
+        closed = {route for route, relay in self.relay_of.items() if relay in self.closed}
+        if not closed:
+            return None
+        if self.default in closed:  # messages of every alias not listed go to the default mailer
+            return "only", frozenset(alias for alias, route in self.aliases.items() if route not in closed)
+        return "except", frozenset(alias for alias, route in self.aliases.items() if route in closed)
+
+    def take(self, route: Route) -> bool:
+        """May a message go to ``route`` now? Takes one of its tokens if it has limits."""
+        relay = self.relay_of[route]
+        if relay in self.closed:
+            return False
+        if relay not in self.chunk:
+            return True
+        if not self.tokens.get(relay):
+            return False
+        self.tokens[relay] -= 1
+        return True
+
+    def throttle(self, route: Route, failure: Failure) -> None:
+        """``route``'s relay asked to slow down: send it nothing more in this batch, pause it after the commit."""
+        relay = self.relay_of[route]
+        self.closed[relay] = timezone.now()
+        self.throttled.setdefault(relay, failure)
+
+    def settle(self) -> None:
+        """After a batch has committed: give back the tokens it did not use, record the pauses it met."""
+        for relay, grant in self.grants.items():
+            unused = self.tokens.get(relay, 0)
+            if unused:
+                ratelimits.give_back(grant, unused)
+        self.grants, self.tokens = {}, {}
+        for relay, failure in self.throttled.items():
+            until = ratelimits.pause(relay, failure.retry_after)
+            self.closed[relay] = until
+            logger.warning("%s asked to slow down (%s): paused until %s", relay, failure.reason, until.isoformat())
+        self.throttled = {}
+
+    def opens_in(self) -> float:
+        """Seconds until the first closed relay may be sent to again (0 if none is closed)."""
+        if not self.closed:
+            return 0.0
+        return max(0.0, (min(self.closed.values()) - timezone.now()).total_seconds())
+
+
+def _chunk(limits: list[Limit], connections: int) -> int:
+    """Tokens to reserve at a time for a relay with ``limits``."""
+    per_second = min(limit.count / limit.seconds for limit in limits)
+    return max(connections, math.ceil(per_second * RESERVE_AHEAD))

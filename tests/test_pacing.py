@@ -1,0 +1,199 @@
+"""The senders keep ``MAILER_RATE_LIMITS`` and the pauses relays ask for (issue 15), in one process.
+
+Real processes sharing one limit, and a real relay answering 454, are in ``test_pacing_processes.py``.
+"""
+
+import datetime
+import smtplib
+import time
+
+import pytest
+from anymail.exceptions import AnymailAPIError
+from django.core import mail
+from django.db import transaction
+from django.utils import timezone
+
+from mailer import claims, ratelimits, ratewindows
+from mailer.engine import send_all
+from mailer.failures import classify
+from mailer.models import Message, MessageLog, RateReservation, RelayState
+from tests.support.backends import HERE, SEND_TIMES
+from tests.support.queueing import queue
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime.datetime(2026, 12, 1, 8, 0, tzinfo=datetime.UTC)
+THROTTLED = smtplib.SMTPRecipientsRefused({"to@example.com": (454, b"4.7.0 Throttling failure: Maximum sending rate")})
+
+
+@pytest.fixture(autouse=True)
+def fresh_purge_memory():
+    ratewindows._last_purge.clear()
+    yield
+    ratewindows._last_purge.clear()
+
+
+def sent_subjects():
+    return [email.subject for email in mail.outbox]
+
+
+# --- Limits ---------------------------------------------------------------------------------------------
+
+
+def test_a_pass_ends_at_the_limit_and_says_when_the_rest_can_go(settings):
+    settings.MAILER_RATE_LIMITS = {"default": ["3/m"]}
+    for n in range(5):
+        queue(f"m{n}")
+
+    result = send_all()
+
+    assert sent_subjects() == ["m0", "m1", "m2"]
+    assert 50 < result.paced_for <= 60.05  # a minute, and the slack (mailer.pacing.SLACK)
+    assert "rate limits: the rest can go in" in str(result)
+    assert Message.objects.count() == 2
+    # The next run (cron) sends nothing until the window allows, and touches no message meanwhile.
+    assert send_all().sent == 0
+    assert sent_subjects() == ["m0", "m1", "m2"]
+    assert list(Message.objects.values_list("attempts", flat=True)) == [0, 0]
+
+
+def test_a_pass_that_waits_for_the_window_sends_everything_within_the_limit(settings):
+    settings.MAILER_RATE_LIMITS = {"default": ["4/s"]}
+    settings.MAILER_EMAIL_BACKEND = f"{HERE}.TimingBackend"
+    SEND_TIMES.clear()
+    for n in range(10):
+        queue(f"m{n}")
+
+    started = time.monotonic()
+    result = send_all(wait_for_limits=True)
+
+    assert result.sent == 10 and result.paced_for is None
+    times = list(SEND_TIMES)
+    assert len(times) == 10
+    # Ten messages at four a second: the tenth cannot go before two windows have passed.
+    assert time.monotonic() - started >= 2.0
+    for i, at in enumerate(times):
+        window = [t for t in times[i:] if t - at < 1.0]
+        assert len(window) <= 4, f"{len(window)} messages within 1 s of message {i}"
+
+
+def test_tokens_a_batch_did_not_use_are_given_back(settings):
+    settings.MAILER_RATE_LIMITS = {"default": ["100/h"]}
+    settings.MAILER_SENDER_CONNECTIONS = 4  # reserves four at a time
+    queue("only one")
+
+    assert send_all().sent == 1
+
+    assert sum(RateReservation.objects.values_list("count", flat=True)) == 1
+
+
+def test_messages_of_a_relay_without_limits_are_not_held_back(settings):
+    settings.MAILER_RATE_LIMITS = {}
+    for n in range(30):
+        queue(f"m{n}")
+
+    assert send_all().sent == 30
+    assert not RateReservation.objects.exists()
+    assert not RelayState.objects.exists()
+
+
+# --- The claim leaves out closed relays ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mailers", "expected"),
+    [
+        (None, ["default", "bulk", "alerts"]),
+        (("except", frozenset({"bulk"})), ["default", "alerts"]),
+        (("only", frozenset({"alerts"})), ["alerts"]),
+        (("only", frozenset()), []),
+    ],
+)
+def test_a_claim_takes_only_the_mailers_it_is_given(mailers, expected):
+    queue("default")
+    queue("bulk", mailer="bulk")
+    queue("alerts", mailer="alerts")
+    with transaction.atomic():
+        claimed = claims.Claimer(None, "default")(10, None, mailers)
+        assert [m.mailer or "default" for m in claimed] == expected
+
+
+# --- Pauses ---------------------------------------------------------------------------------------------
+
+
+def test_a_throttling_reply_pauses_the_relay_without_failing_the_message(settings, failures):
+    settings.MAILER_RETRY_DELAY = 30
+    failures["slow down"] = THROTTLED
+    queue("slow down")
+    queue("next")
+
+    result = send_all()
+
+    message = Message.objects.order_by("pk").first()
+    assert message.attempts == 0 and message.not_before is None and message.last_error is None
+    assert not MessageLog.objects.filter(result="2").exists()  # no failure logged
+    assert result.failed == 0 and result.deferred == 0 and 25 < result.paced_for <= 30
+    state = RelayState.objects.get(relay="default")
+    assert state.pause_seconds == 30
+    assert Message.objects.count() == 2  # "next" waits for the pause too
+    # Another pass (another sender) sees the pause and leaves the relay alone.
+    failures.clear()
+    assert send_all().sent == 0
+    RelayState.objects.update(paused_until=timezone.now() - datetime.timedelta(seconds=1))
+    assert send_all().sent == 2
+
+
+def test_pauses_double_while_the_relay_keeps_asking_and_start_again_after_a_quiet_spell(settings):
+    settings.MAILER_RETRY_DELAY = 10
+    settings.MAILER_RETRY_MAX_DELAY = 35
+    second = datetime.timedelta(seconds=1)
+
+    assert ratelimits.pause("default", now=T0) == T0 + 10 * second
+    assert ratelimits.pause("default", now=T0 + 5 * second) == T0 + 10 * second  # paused already: kept
+    assert ratelimits.pause("default", now=T0 + 12 * second) == T0 + 32 * second  # right after it: 20 s
+    assert ratelimits.pause("default", now=T0 + 33 * second) == T0 + 68 * second  # 40 s, capped at 35
+    assert ratelimits.pause("default", now=T0 + 500 * second) == T0 + 510 * second  # quiet for long: 10 s again
+    assert ratelimits.pause("default", 3, now=T0 + 600 * second) == T0 + 603 * second  # Retry-After: 3 s
+    assert ratelimits.pauses(T0 + 601 * second) == {"default": T0 + 603 * second}
+    assert ratelimits.pauses(T0 + 604 * second) == {}
+
+
+class _Response:
+    def __init__(self, headers):
+        self.headers = headers
+        self.status_code = 429
+        self.text = "slow down"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("7", 7.0), ("0", 0.0), (None, None), ("soon", None)],
+)
+def test_an_esps_429_is_throttling_with_its_retry_after(header, expected):
+    headers = {"Retry-After": header} if header is not None else {}
+    exc = AnymailAPIError("too many requests", status_code=429, response=_Response(headers))
+
+    failure = classify(exc)
+
+    assert failure.throttled and failure.transient
+    assert failure.retry_after == expected
+
+
+def test_a_retry_after_given_as_a_date_counts_from_now():
+    when = timezone.now() + datetime.timedelta(seconds=90)
+    header = when.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    exc = AnymailAPIError("too many requests", status_code=429, response=_Response({"Retry-After": header}))
+
+    assert 85 < classify(exc).retry_after <= 90
+
+
+def test_the_slack_makes_each_window_a_little_longer():
+    limit = ratelimits.Limit(2, 1)
+    second = datetime.timedelta(seconds=1)
+
+    assert ratelimits.reserve("default", 2, now=T0, limits=[limit], slack=0.05).granted == 2
+    grant = ratelimits.reserve("default", 1, now=T0 + second, limits=[limit], slack=0.05)
+
+    assert grant.granted == 0
+    assert grant.retry_at == T0 + datetime.timedelta(seconds=1.05)
+    assert ratelimits.reserve("default", 1, now=grant.retry_at, limits=[limit], slack=0.05).granted == 1
