@@ -127,6 +127,8 @@ class _Pass:
                     with transaction.atomic(using=self.using):
                         messages = self.claim(size, self.position, self.pacer.mailers())
                         if not messages:
+                            if self.pacer.closed:  # what is left may be for a relay at its limit
+                                self.result.paced_for = self.pacer.opens_in()
                             break
                         batch.claimed = len(messages)
                         try:
@@ -381,7 +383,10 @@ def send_loop(*, stop: threading.Event | None = None, on_pass: Callable[[SendRes
             on_pass(result)
         if result is None or result.sent == 0:
             # A retry that fell due while the pass ran was not claimed by it: no nap then.
-            _nap(idle_wait(sleep, since=started), stop)
+            wait = idle_wait(sleep, since=started)
+            if result is not None and result.paced_for is not None:
+                wait = min(wait, result.paced_for)  # mail left for a relay at its rate limit
+            _nap(wait, stop)
 
 
 MAX_DATABASE_RETRY_DELAY = 30  # seconds between attempts to reach a database that is down, at most

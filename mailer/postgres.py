@@ -187,6 +187,7 @@ class PostgresSender:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.failure: BaseException | None = None
+        self.paced_for: float | None = None  # of the last pass (SendResult.paced_for)
         self.thread = threading.Thread(target=self.work, name="mailer-sender", daemon=True)
 
     # The sending thread.
@@ -205,6 +206,8 @@ class PostgresSender:
                 failures = 0 if retry_in is None else failures + 1
                 if retry_in is None:
                     retry_in = self.until_due(started)
+                    if self.paced_for is not None:  # mail left for a relay at its rate limit
+                        retry_in = self.paced_for if retry_in is None else min(retry_in, self.paced_for)
         except BaseException as exc:
             self.failure = exc
             self.stopping.set()
@@ -232,6 +235,7 @@ class PostgresSender:
             # Normally a message the backend choked on: the engine has deferred it and logged the traceback.
             logger.exception("sending failed; carrying on")
             return 0.0 if failures < IMMEDIATE_RETRIES else RECONNECT_DELAY
+        self.paced_for = None if result is None else result.paced_for
         if result is not None and self.on_pass is not None:
             self.on_pass(result)
         return None
