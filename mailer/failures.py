@@ -139,8 +139,9 @@ def _anymail_failure(exc: BaseException) -> Failure | None:
         return Failure(PERMANENT, _describe(exc))
     if isinstance(exc, anymail.AnymailAPIError):
         status = getattr(exc, "status_code", None)
-        if status is None:  # no answer from the ESP's API at all: a network error
-            return Failure(TRANSIENT, _describe(exc))
+        if status is None:  # a network error; or an SDK's error without a status (SES's "Throttling")
+            reason = _describe(exc)
+            return Failure(TRANSIENT, reason, throttled=bool(_THROTTLING.search(reason)))
         if status in (401, 403, 408, 429) or status >= 500:
             # Busy, down, or refusing our credentials: nothing the message did.
             retry_after = _retry_after(getattr(exc, "response", None)) if status == 429 else None

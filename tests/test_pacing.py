@@ -197,3 +197,14 @@ def test_the_slack_makes_each_window_a_little_longer():
     assert grant.granted == 0
     assert grant.retry_at == T0 + datetime.timedelta(seconds=1.05)
     assert ratelimits.reserve("default", 1, now=grant.retry_at, limits=[limit], slack=0.05).granted == 1
+
+
+def test_an_sdk_throttling_error_without_a_status_is_throttling_too():
+    exc = AnymailAPIError(
+        "An error occurred (Throttling) when calling the SendEmail operation: Maximum sending rate exceeded."
+    )
+
+    failure = classify(exc)
+
+    assert failure.throttled and failure.transient and failure.code is None
+    assert not classify(AnymailAPIError("Connection refused")).throttled
