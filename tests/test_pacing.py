@@ -7,6 +7,7 @@ import datetime
 import smtplib
 import time
 
+import django
 import pytest
 from anymail.exceptions import AnymailAPIError
 from django.core import mail
@@ -208,3 +209,31 @@ def test_an_sdk_throttling_error_without_a_status_is_throttling_too():
 
     assert failure.throttled and failure.transient and failure.code is None
     assert not classify(AnymailAPIError("Connection refused")).throttled
+
+
+@pytest.mark.skipif(django.VERSION < (6, 1), reason="MAILERS is new in Django 6.1")
+def test_a_relay_at_its_limit_waits_while_the_others_send(settings, smtp_server, second_smtp_server):
+    smtp = "django.core.mail.backends.smtp.EmailBackend"
+    settings.MAILERS = {
+        "default": {"BACKEND": "mailer.backend.DbBackend", "OPTIONS": {"deliver_using": "transactional"}},
+        "bulk": {"BACKEND": "mailer.backend.DbBackend", "OPTIONS": {"deliver_using": "bulk-relay"}},
+        "transactional": {"BACKEND": smtp, "OPTIONS": {"host": smtp_server.host, "port": smtp_server.port}},
+        "bulk-relay": {"BACKEND": smtp, "OPTIONS": {"host": second_smtp_server.host, "port": second_smtp_server.port}},
+    }
+    del settings.MAILER_EMAIL_BACKEND
+    settings.MAILER_RATE_LIMITS = {"bulk-relay": ["2/m"]}
+    for n in range(4):
+        mail.send_mail(f"bulk {n}", "N", "f@example.org", ["b@example.org"], using="bulk")
+    for n in range(3):
+        mail.send_mail(f"receipt {n}", "R", "f@example.org", ["a@example.org"])
+
+    result = send_all()
+
+    assert result.sent == 5
+    assert len(smtp_server.messages) == 3 and len(second_smtp_server.messages) == 2
+    assert 55 < result.paced_for <= 60.05  # when the bulk relay's window opens again
+    # A new receipt goes at once; the bulk mail left waits for its window, untouched.
+    mail.send_mail("receipt 3", "R", "f@example.org", ["a@example.org"])
+    again = send_all()
+    assert again.sent == 1 and again.paced_for is not None
+    assert list(Message.objects.values_list("mailer", "attempts")) == [("bulk", 0), ("bulk", 0)]
