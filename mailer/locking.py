@@ -32,20 +32,31 @@ def lock_path() -> str:
 
 
 def acquire_lock() -> tuple[bool, lockfile.FileLock]:
-    """Take the lock, waiting at most ``MAILER_LOCK_WAIT_TIMEOUT`` seconds (-1: not at all)."""
-    lock = lockfile.FileLock(lock_path())
+    """Take the lock, waiting at most ``MAILER_LOCK_WAIT_TIMEOUT`` seconds (-1: not at all).
+
+    Asks of the lock only what django-mailer 2.x did (``lockfile.FileLock(path)``, looked up when
+    called, and its ``acquire()``), so that a test suite's stand-in for it works as it did with 2.x.
+    The lock file is only looked at when the lock could not be taken: if its owner is dead, the
+    stale lock is broken and taken once more.
+    """
+    path = lock_path()
+    lock = lockfile.FileLock(path)
     timeout = mailer_settings.LOCK_WAIT_TIMEOUT
-    logger.debug("acquiring lock %s", lock.lock_file)
-    _break_if_stale(lock.lock_file)
-    try:
-        lock.acquire(timeout)
-    except lockfile.AlreadyLocked:
-        logger.error("lock already in place. quitting.")
-        return False, lock
-    except lockfile.LockTimeout:
-        logger.error("waiting for the lock timed out. quitting.")
-        return False, lock
-    _write_owner(lock.lock_file)
+    lock_file = os.path.abspath(path) + ".lock"  # lockfile's own naming
+    logger.debug("acquiring lock %s", lock_file)
+    for last_try in (False, True):
+        try:
+            lock.acquire(timeout)
+        except (lockfile.AlreadyLocked, lockfile.LockTimeout) as exc:
+            if not last_try and _break_if_stale(lock_file):
+                continue
+            if isinstance(exc, lockfile.AlreadyLocked):
+                logger.error("lock already in place. quitting.")
+            else:
+                logger.error("waiting for the lock timed out. quitting.")
+            return False, lock
+        break
+    _write_owner(lock_file)
     logger.debug("acquired.")
     return True, lock
 
@@ -77,9 +88,11 @@ def _boot_time() -> float | None:
 
 
 def _write_owner(lock_file: str) -> None:
+    """Write the owner into the lock file ``lockfile`` created; never create one (a stand-in lock makes none)."""
     pid = os.getpid()
     try:
-        with open(lock_file, "w") as f:
+        with open(lock_file, "r+") as f:
+            f.truncate()
             f.write(f"{socket.gethostname()} {pid} {_process_start(pid)}\n")
     except OSError:
         logger.debug("could not record the lock's owner", exc_info=True)
@@ -127,23 +140,25 @@ def _identity(lock_file: str) -> tuple | None:
     return stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_nlink, content
 
 
-def _break_if_stale(lock_file: str) -> None:
+def _break_if_stale(lock_file: str) -> bool:
+    """Delete the lock file if its owner is known to be dead; True if it did (the lock is free now)."""
     stale = _identity(lock_file)
     if stale is None:
-        return
+        return False
     reason = _owner_is_gone(lock_file)
     if reason is None:
-        return
+        return False
     if _identity(lock_file) != stale:
-        return  # Broken and taken again by another run meanwhile: that lock is alive.
+        return False  # Broken and taken again by another run meanwhile: that lock is alive.
     logger.warning("breaking stale lock %s: %s", lock_file, reason)
     try:
         os.unlink(lock_file)
     except FileNotFoundError:
-        return
+        return True
     device, inode, _mtime, links, _content = stale
     if links > 1:  # Otherwise the inode is free now, and may be another file's already.
         _remove_owner_file(lock_file, device, inode)
+    return True
 
 
 def _remove_owner_file(lock_file: str, device: int, inode: int) -> None:

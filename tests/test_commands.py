@@ -193,6 +193,14 @@ def test_purge_mail_log_zero_days_deletes_everything_of_that_result(logs):
     assert remaining(logs) == set(logs) - {(RESULT_SUCCESS, "old"), (RESULT_SUCCESS, "new")}
 
 
+def test_purge_mail_log_reads_the_clock_2_x_test_suites_patch(logs, monkeypatch):
+    """django-mailer 2.x read ``mailer.models.datetime_now`` when purging: moving it moves "now" (issue 16)."""
+    ten_days_on = timezone.now() + datetime.timedelta(days=10)
+    monkeypatch.setattr("mailer.models.datetime_now", lambda: ten_days_on)
+    call_command("purge_mail_log", "7")
+    assert remaining(logs) == set(logs) - {(RESULT_SUCCESS, "old"), (RESULT_SUCCESS, "new")}
+
+
 @pytest.mark.parametrize("args", [["-1"], ["abc"], ["1.5"], ["7", "-r", "bogus"], []])
 def test_purge_mail_log_bad_arguments_delete_nothing(logs, args):
     with pytest.raises(CommandError):

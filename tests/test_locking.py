@@ -12,8 +12,9 @@ import lockfile
 import pytest
 
 from mailer import locking
-from mailer.engine import acquire_lock, release_lock
+from mailer.engine import acquire_lock, release_lock, send_all
 from tests.support.procs import manage, running_command
+from tests.support.queueing import queue
 from tests.support.sqlite_project import child_env, query, queue_in
 from tests.support.waiting import wait_until
 
@@ -131,3 +132,52 @@ def test_the_lock_records_its_owner(lock_path):
         assert (host, int(pid)) == (socket.gethostname(), os.getpid())
     finally:
         release_lock(lock)
+
+
+# --- A test suite's stand-in for lockfile.FileLock, as 2.x users' suites have (issue 16) ------------------
+
+
+class StandInLock:
+    """Only what django-mailer 2.x asked of a lock: built from a path, ``acquire(timeout)``, ``release()``."""
+
+    made: list = []
+
+    def __init__(self, path, raises=None):
+        self.path, self.raises, self.calls = path, raises, []
+        StandInLock.made.append(self)
+
+    def acquire(self, timeout=None):
+        self.calls.append(("acquire", timeout))
+        if self.raises is not None:
+            raise self.raises
+
+    def release(self):
+        self.calls.append(("release",))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("raises", "logged"),
+    [
+        (lockfile.AlreadyLocked, "lock already in place. quitting."),
+        (lockfile.LockTimeout, "waiting for the lock timed out. quitting."),
+        (None, None),
+    ],
+)
+def test_a_stand_in_lock_decides_as_it_did_with_2_x(settings, tmp_path, monkeypatch, caplog, raises, logged):
+    settings.MAILER_LOCK_PATH = str(tmp_path / "send_mail")
+    settings.MAILER_LOCK_WAIT_TIMEOUT = 5
+    StandInLock.made = []
+    monkeypatch.setattr(lockfile, "FileLock", lambda path: StandInLock(path, raises and raises("held")))
+    queue("one")
+
+    result = send_all()
+
+    [lock] = StandInLock.made
+    assert lock.path == settings.MAILER_LOCK_PATH
+    if raises is None:
+        assert result.sent == 1 and lock.calls == [("acquire", 5), ("release",)]
+    else:
+        assert result is None and lock.calls == [("acquire", 5)]  # the queue was not touched
+        assert logged in caplog.text
+    assert list(tmp_path.iterdir()) == []  # no lock file of our own next to a stand-in
