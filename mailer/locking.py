@@ -21,14 +21,14 @@ import socket
 
 import lockfile
 
-from mailer.conf import mailer_settings
+from mailer import legacy_names
 
 logger = logging.getLogger(__name__)
 
 
 def lock_path() -> str:
     """``MAILER_LOCK_PATH``, or ``send_mail`` in the working directory (``.lock`` is appended)."""
-    return mailer_settings.LOCK_PATH or "send_mail"
+    return legacy_names.setting("LOCK_PATH") or "send_mail"
 
 
 def acquire_lock() -> tuple[bool, lockfile.FileLock]:
@@ -41,7 +41,7 @@ def acquire_lock() -> tuple[bool, lockfile.FileLock]:
     """
     path = lock_path()
     lock = lockfile.FileLock(path)
-    timeout = mailer_settings.LOCK_WAIT_TIMEOUT
+    timeout = legacy_names.setting("LOCK_WAIT_TIMEOUT")
     lock_file = os.path.abspath(path) + ".lock"  # lockfile's own naming
     logger.debug("acquiring lock %s", lock_file)
     for last_try in (False, True):

@@ -1,4 +1,4 @@
-"""When a long-running sender wakes up: for the next message waiting for a retry or for its ``send_at``.
+"""When a sender wakes up: for the next message waiting for a retry or for its ``send_at``; naps.
 
 ``runmailer`` (:func:`mailer.engine.send_loop`) and ``runmailer_pg`` (:mod:`mailer.postgres`) nap
 between passes; these say for how long, so that mail due later goes within moments of its time.
@@ -7,6 +7,8 @@ between passes; these say for how long, so that mail due later goes within momen
 from __future__ import annotations
 
 import datetime
+import threading
+import time
 
 from django.utils import timezone
 
@@ -33,3 +35,12 @@ def until_due(since: datetime.datetime | None = None) -> float | None:
     if due is None:
         return None
     return max(0.0, (due - timezone.now()).total_seconds())
+
+
+def nap(seconds: float, stop: threading.Event | None) -> bool:
+    """Sleep, cut short when ``stop`` is set; True if it is. Without ``stop``, through ``time.sleep``,
+    looked up when called, as django-mailer 2.x slept: test suites patch it to break out of a loop."""
+    if stop is None:
+        time.sleep(seconds)
+        return False
+    return stop.wait(seconds)

@@ -24,7 +24,6 @@ from django.test import override_settings
 from django.utils import timezone
 
 import mailer
-from mailer import engine
 from mailer.engine import acquire_lock, handle_delivery_exception, prioritize, release_lock, send_all, send_loop
 from mailer.models import (
     PRIORITY_DEFERRED,
@@ -692,7 +691,7 @@ class StopLoop(BaseException):
 
 @pytest.fixture
 def loop_clock(monkeypatch, settings):
-    """Replace the ``time`` module seen by ``mailer.engine`` with one whose ``sleep()`` runs test callbacks.
+    """Replace ``time.sleep`` (which the loop calls, as 2.x's did) with one that runs test callbacks.
 
     ``sleeps`` records each sleep; ``on_sleep`` (a list of callables, one per sleep on an empty queue) acts,
     e.g. queues more mail; once they are used up the loop is stopped by raising ``StopLoop``.
@@ -711,7 +710,7 @@ def loop_clock(monkeypatch, settings):
         if len(clock.sleeps) > 50:
             raise AssertionError("send_loop keeps sleeping")
 
-    monkeypatch.setattr(engine, "time", types.SimpleNamespace(sleep=sleep, monotonic=time.monotonic))
+    monkeypatch.setattr(time, "sleep", sleep)
     return clock
 
 
@@ -745,10 +744,21 @@ def test_send_loop_carries_on_after_a_poison_message(loop_clock, failures, caplo
     for n in range(3):
         queue(f"good{n}", added=at(n))
     with caplog.at_level(logging.ERROR, logger="mailer"), pytest.raises(StopLoop):
-        send_loop()
+        send_loop(carry_on=True)  # as runmailer runs it
     assert sent_subjects() == ["good0", "good1", "good2"]
     assert [m.subject for m in Message.objects.all()] == ["poison"]
     assert any(r.exc_info and r.exc_info[0] is ValueError for r in caplog.records)
+
+
+@LOOP_DB
+def test_send_loop_called_as_2_x_called_it_ends_at_a_poison_message_as_2_x_did(loop_clock, failures):
+    failures["poison"] = ValueError("poisoned")
+    queue("poison", priority=PRIORITY_HIGH, added=BASE_TIME)
+    queue("good", added=at(1))
+    with pytest.raises(ValueError, match="poisoned"):
+        send_loop()
+    assert loop_clock.sleeps == []
+    assert sent_subjects() == []
 
 
 @LOOP_DB

@@ -29,7 +29,7 @@ class _Loop:
         self.stopping = threading.Event()
 
     def run(self):
-        send_loop(stop=self.stopping, on_pass=self.on_pass)
+        send_loop(stop=self.stopping, on_pass=self.on_pass, carry_on=True)
         return 0
 
     def stop(self, *args):
