@@ -19,7 +19,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext, ngettext_lazy
 
-from mailer import ratelimits
+from mailer import postgres, ratelimits
 from mailer.addresses import address_key
 from mailer.admin_filters import ExpiryFilter, StateFilter
 from mailer.choices import Priority, Result
@@ -225,7 +225,10 @@ class MessageAdmin(RetryFieldsMixin, EmailFieldsMixin, admin.ModelAdmin):
     )
     def send_now(self, request, queryset):
         """Make the selected scheduled or waiting messages due at once (``make_due()``); the senders send them."""
-        report(self, request, MADE_DUE_NOW, queryset.make_due())
+        made_due = queryset.make_due()
+        if made_due:
+            postgres.wake_senders()  # runmailer_pg sends them at once, not at its next heartbeat
+        report(self, request, MADE_DUE_NOW, made_due)
         deferred = queryset.deferred().count()
         if deferred:
             report(self, request, LEFT_DEFERRED, deferred, messages.WARNING)

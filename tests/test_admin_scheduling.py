@@ -9,12 +9,14 @@ import re
 import smtplib
 
 import pytest
+from django.db import DEFAULT_DB_ALIAS, connection
 from django.urls import reverse
 from django.utils import timezone, translation
 
 import mailer
 from mailer.engine import send_all
 from mailer.models import PRIORITY_DEFERRED, PRIORITY_HIGH, Message, RelayState
+from mailer.postgres import Listener
 from tests.support.backends import sent_subjects
 
 pytestmark = pytest.mark.django_db
@@ -197,6 +199,23 @@ def test_send_now_makes_scheduled_and_waiting_messages_due_and_the_senders_send_
 
     send_all()
     assert sorted(sent_subjects()) == ["due", "greylisted", "one-time code", "tomorrow"]
+
+
+@pytest.mark.django_db(transaction=True)  # the notification goes out when the action's transaction commits
+def test_send_now_wakes_runmailer_pg_at_once(admin_user, client):
+    if connection.vendor != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    client.force_login(admin_user)
+    message = send("tomorrow", send_at=later(days=1))
+    listener = Listener(DEFAULT_DB_ALIAS)  # what runmailer_pg waits on
+    listener.connect()
+    try:
+        post_action(client, "send_now", [message.pk])
+        assert listener.wait(5)
+        post_action(client, "send_now", [message.pk])  # nothing made due: no pass to wake for
+        assert not listener.wait(0.5)
+    finally:
+        listener.close()
 
 
 def test_send_now_with_nothing_waiting_says_so(admin_client, queue_of_each):
