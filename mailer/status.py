@@ -332,8 +332,10 @@ def problems(status: QueueStatus, max_age: int | None = None, max_deferred: int 
 
     An empty list means healthy. ``max_age``: seconds a message due to be sent (not deferred) may have
     waited since it fell due; ``max_deferred``: how many messages may be deferred. Messages waiting for a
-    retry are neither: their time has not come, however old they are. Once it has, they count again,
-    from the moment they fell due, so a retry a sender picks up on time never looks stuck. With either
+    retry or for their ``send_at`` are neither: their time has not come, however old they are. Once it
+    has, they count again, from the moment they fell due, so a retry or a scheduled message a sender picks
+    up on time never looks stuck. Nor does mail behind a paused relay while the pause lasts (it counts
+    from the pause's end after), and a paused relay is not a problem by itself. With either
     limit given, messages this process cannot decode (:func:`undecodable_here`) are problems too: a sender
     configured as this process is would hold them back. The texts name the command's options.
     """
