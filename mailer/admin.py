@@ -19,10 +19,12 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext, ngettext_lazy
 
+from mailer import postgres, ratelimits
 from mailer.addresses import address_key
+from mailer.admin_filters import ExpiryFilter, StateFilter
 from mailer.choices import Priority, Result
 from mailer.engine import send_all
-from mailer.models import DontSendEntry, Message, MessageLog
+from mailer.models import DontSendEntry, Message, MessageLog, RelayState
 
 UNAVAILABLE = _("<Message data unavailable>")
 
@@ -36,6 +38,16 @@ MADE_DUE = ngettext_lazy(
 NOT_DUE = ngettext_lazy(
     "%(count)d message not sent: it is waiting for a retry (retry it to send it now).",
     "%(count)d messages not sent: they are waiting for a retry (retry them to send them now).",
+    "count",
+)
+NOT_YET = ngettext_lazy(
+    "%(count)d message not sent: it is scheduled for later (send it now to make it due).",
+    "%(count)d messages not sent: they are scheduled for later (send them now to make them due).",
+    "count",
+)
+MADE_DUE_NOW = ngettext_lazy(
+    "%(count)d scheduled or waiting message is due now: a sender takes it at its next pass.",
+    "%(count)d scheduled or waiting messages are due now: senders take them at their next pass.",
     "count",
 )
 MAX_RETRIES_REACHED = ngettext_lazy(
@@ -99,39 +111,33 @@ class EmailFieldsMixin:
 SHORT_ERROR = 60
 
 
-class StateFilter(admin.SimpleListFilter):
-    """Where a message stands: senders take it now, it waits for its next attempt, or it is deferred."""
-
-    title = _("state")
-    parameter_name = "state"
-
-    def lookups(self, request, model_admin):
-        return [("due", _("due now")), ("waiting", _("waiting for a retry")), ("deferred", _("deferred"))]
-
-    def queryset(self, request, queryset):
-        # The managers' definitions, so that the list agrees with what the senders take.
-        return {
-            "due": queryset.due,
-            "waiting": queryset.waiting,
-            "deferred": queryset.deferred,
-        }.get(self.value(), queryset.all)()
-
-
 class RetryFieldsMixin:
-    """Columns and fields of automatic retries: failed attempts, the next attempt, the last error."""
+    """Columns and fields of automatic retries and scheduling: failed attempts, when the message is due (its
+    ``send_at`` or its next attempt), when it expires, the last error."""
 
     @admin.display(description=_("attempts"), ordering="attempts")
     def failed_attempts(self, obj):
         return obj.attempts or 0  # NULL: a row queued by an older version, never tried
 
-    @admin.display(description=_("next attempt"), ordering="not_before")
+    @admin.display(description=_("send at / next attempt"), ordering="not_before")
     def next_attempt(self, obj):
-        """The retry time while it is ahead; a message whose time has come is due now (unless deferred)."""
+        """The send time or retry time while it is ahead; a message whose time has come is due now (unless
+        deferred)."""
         if obj.priority == Priority.DEFERRED:
             return Priority.DEFERRED.label
         if obj.not_before is not None and obj.not_before > timezone.now():
             return display_for_value(obj.not_before, "")
         return _("due now")
+
+    @admin.display(description=_("expires at"), ordering="expires_at")
+    def expiry(self, obj):
+        """``expires_at``, marked when it has passed: the first sender that reaches the message logs it expired."""
+        if obj.expires_at is None:
+            return None
+        shown = display_for_value(obj.expires_at, "")
+        if obj.expires_at <= timezone.now():
+            return format_html("{} ({})", shown, _("expired"))
+        return shown
 
     @admin.display(description=_("last error"))
     def last_error_short(self, obj):
@@ -152,10 +158,11 @@ class MessageAdmin(RetryFieldsMixin, EmailFieldsMixin, admin.ModelAdmin):
         "retry_count",
         "failed_attempts",
         "next_attempt",
+        "expiry",
         "last_error_short",
         "mailer",
     ]
-    list_filter = [StateFilter, "priority", "mailer"]
+    list_filter = [StateFilter, ExpiryFilter, "priority", "mailer"]
     date_hierarchy = "when_added"
     fields = [
         "to",
@@ -166,11 +173,12 @@ class MessageAdmin(RetryFieldsMixin, EmailFieldsMixin, admin.ModelAdmin):
         "retry_count",
         "failed_attempts",
         "next_attempt",
+        "expiry",
         "last_error",
         "plain_text_body",
     ]
     readonly_fields = [name for name in fields if name != "priority"]  # the priority is the one thing to change
-    actions = ["send_messages", "retry_deferred", "move_to_high", "move_to_low", "add_to_dont_send"]
+    actions = ["send_messages", "send_now", "retry_deferred", "move_to_high", "move_to_low", "add_to_dont_send"]
 
     def has_add_permission(self, request):
         # Mail is queued through Django's mail functions, not typed in here.
@@ -180,9 +188,11 @@ class MessageAdmin(RetryFieldsMixin, EmailFieldsMixin, admin.ModelAdmin):
         return request.user.has_perm("mailer.add_dontsendentry")
 
     def changelist_view(self, request, extra_context=None):
-        return super().changelist_view(
-            request, {**(extra_context or {}), "priority_counts": self.priority_counts(request)}
-        )
+        context = {
+            "priority_counts": self.priority_counts(request),
+            "paused_relays": sorted(ratelimits.pauses().items()),
+        }
+        return super().changelist_view(request, {**(extra_context or {}), **context})
 
     def priority_counts(self, request):
         """[(label, count, changelist query string)] for each priority and the whole queue, in one query."""
@@ -194,7 +204,8 @@ class MessageAdmin(RetryFieldsMixin, EmailFieldsMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Send selected messages"), permissions=["change"])
     def send_messages(self, request, queryset):
-        not_due = queryset.waiting().count()  # senders leave them until their time: so does this action
+        # Senders leave waiting messages until their time: so does this action.
+        not_due, not_yet = queryset.waiting_for_retry().count(), queryset.scheduled().count()
         result = send_all(queryset)
         if result is None:
             self.message_user(request, _("Another sender is running; nothing was sent."), messages.WARNING)
@@ -206,6 +217,21 @@ class MessageAdmin(RetryFieldsMixin, EmailFieldsMixin, admin.ModelAdmin):
         )
         if not_due:
             report(self, request, NOT_DUE, not_due, messages.WARNING)
+        if not_yet:
+            report(self, request, NOT_YET, not_yet, messages.WARNING)
+
+    @admin.action(
+        description=_("Send selected messages now (scheduled or waiting for a retry)"), permissions=["change"]
+    )
+    def send_now(self, request, queryset):
+        """Make the selected scheduled or waiting messages due at once (``make_due()``); the senders send them."""
+        made_due = queryset.make_due()
+        if made_due:
+            postgres.wake_senders()  # runmailer_pg sends them at once, not at its next heartbeat
+        report(self, request, MADE_DUE_NOW, made_due)
+        deferred = queryset.deferred().count()
+        if deferred:
+            report(self, request, LEFT_DEFERRED, deferred, messages.WARNING)
 
     @admin.action(description=_("Retry selected deferred messages"), permissions=["change"])
     def retry_deferred(self, request, queryset):
@@ -308,3 +334,23 @@ class MessageLogAdmin(EmailFieldsMixin, admin.ModelAdmin):
             report(self, request, NOT_FAILURES, not_failures, messages.INFO)
         if undecodable:
             report(self, request, UNDECODABLE, undecodable, messages.WARNING)
+
+
+@admin.register(RelayState)
+class RelayStateAdmin(admin.ModelAdmin):
+    """The shared state of the relays (:mod:`mailer.ratelimits`): which are paused, and until when. Read only:
+    the senders write it, under the row's lock."""
+
+    list_display = ["relay", "paused_until", "pause_seconds", "last_at"]
+    fields = list_display
+    readonly_fields = list_display
+    ordering = ["relay"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -96,9 +96,7 @@ class Claimer:
     def queryset_for(self, limit: int, after: tuple | None, now: Any, mailers: Mailers | None = None) -> QuerySet:
         queryset = self.queryset.filter(_due(self.connection, now))
         if mailers is not None:
-            which, aliases = mailers
-            in_aliases = Q(mailer__in=sorted(aliases))
-            queryset = queryset.filter(in_aliases if which == "only" else ~in_aliases)
+            queryset = queryset.filter(mailers_filter(mailers))
         if after is not None:
             queryset = queryset.filter(_after_position(self.connection, after))
         # A big row's data is not fetched with the claim, only its length: see read_data(). The sender
@@ -169,6 +167,13 @@ Position = tuple  # (priority, when_added, id) of a message, in send order
 # Which messages a claim may take by their ``mailer`` column: ("only", aliases) or ("except", aliases).
 # ``Message.mailer`` is NULL for the default mailer; "except" keeps those, "only" does not.
 Mailers = tuple[str, frozenset[str]]
+
+
+def mailers_filter(mailers: Mailers) -> Q:
+    """The messages that ``mailers`` lets a claim take, as a filter."""
+    which, aliases = mailers
+    in_aliases = Q(mailer__in=sorted(aliases))
+    return in_aliases if which == "only" else ~in_aliases
 
 
 class _Slot:

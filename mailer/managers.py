@@ -66,6 +66,15 @@ class MessageQuerySet(models.QuerySet):
         waiting = self.non_deferred().filter(not_before__gt=after)
         return waiting.order_by("not_before").values_list("not_before", flat=True).first()
 
+    def make_due(self) -> int:
+        """Make the :meth:`waiting` messages (:meth:`scheduled`, or waiting for a retry) due now; return how many.
+
+        What the admin's "send now" action runs: their ``not_before`` is cleared, so the next pass of any sender
+        takes them, in the usual order (priority, then oldest first). Deferred messages stay deferred, and
+        ``expires_at`` still holds. Messages already due are left alone (and not counted).
+        """
+        return self.waiting().update(not_before=None)
+
     def retryable(self) -> MessageQuerySet:
         """The deferred messages that retrying puts back on the queue.
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from django.utils import timezone
 
@@ -46,9 +46,8 @@ class Pacer:
     """The rate limits and pauses of one pass over ``routes`` (alias -> route, as the pass has them)."""
 
     def __init__(self, routes: Mapping[str | None, Route], connections: int) -> None:
+        self.routes = routes
         self.relay_of = {route: ratelimits.relay_of(route) for route in set(routes.values())}
-        self.aliases = {alias: route for alias, route in routes.items() if alias is not None}
-        self.default = routes[None]
         self.limits = {relay: ratelimits.limits_for(relay) for relay in set(self.relay_of.values())}
         self.chunk = {relay: _chunk(limits, connections) for relay, limits in self.limits.items() if limits}
         self.tokens: dict[str, int] = {}
@@ -78,12 +77,7 @@ class Pacer:
 
     def mailers(self) -> claims.Mailers | None:
         """Which messages the next claim may take: not those of closed relays (``None``: all)."""
-        closed = {route for route, relay in self.relay_of.items() if relay in self.closed}
-        if not closed:
-            return None
-        if self.default in closed:  # messages of every alias not listed go to the default mailer
-            return "only", frozenset(alias for alias, route in self.aliases.items() if route not in closed)
-        return "except", frozenset(alias for alias, route in self.aliases.items() if route in closed)
+        return claimable(self.routes, self.closed)
 
     def take(self, route: Route) -> bool:
         """May a message go to ``route`` now? Takes one of its tokens if it has limits."""
@@ -121,6 +115,18 @@ class Pacer:
         if not self.closed:
             return 0.0
         return max(0.0, (min(self.closed.values()) - timezone.now()).total_seconds())
+
+
+def claimable(routes: Mapping[str | None, Route], closed: Collection[str]) -> claims.Mailers | None:
+    """Which messages (by their ``mailer`` alias, routed by ``routes``) go to none of the ``closed`` relays
+    (``None``: all of them)."""
+    shut = {route for route in set(routes.values()) if ratelimits.relay_of(route) in closed}
+    if not shut:
+        return None
+    aliases = {alias: route for alias, route in routes.items() if alias is not None}
+    if routes[None] in shut:  # messages of every alias not listed go to the default mailer
+        return "only", frozenset(alias for alias, route in aliases.items() if route not in shut)
+    return "except", frozenset(alias for alias, route in aliases.items() if route in shut)
 
 
 def _chunk(limits: list[Limit], connections: int) -> int:

@@ -104,6 +104,19 @@ def install_trigger(using: str) -> None:
             )
 
 
+def wake_senders(using: str | None = None) -> None:
+    """Have every ``runmailer_pg`` listening on the queue's database run a pass now, as new mail does.
+
+    For mail made due otherwise than by an insert, such as the admin's "send now" (``make_due()``), which
+    the insert trigger does not see. PostgreSQL delivers the notification when the current transaction
+    commits. Does nothing on other databases.
+    """
+    connection = connections[using or router.db_for_write(Message)]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [CHANNEL])
+
+
 class Listener:
     """Waits for notifications on a dedicated connection, with psycopg 3 or psycopg2.
 

@@ -2,14 +2,15 @@
 
 :func:`queue_status` makes a handful of cheap queries and decodes no message:
 
-1. the queue, grouped by priority: per priority, how many rows, how many wait for a retry (``not_before``
-   still ahead), the next retry, and since when the longest-waiting due row has been due; one pass
-   over the queue table;
-2. the log of the last day: the newest entry attempted before the window is found by walking the
+1. the relays' pauses (:class:`~mailer.models.RelayState`, one row per relay);
+2. the queue, grouped by priority: per priority, how many rows, how many wait for a retry or for their
+   ``send_at`` (``not_before`` still ahead), the next of each, how many due rows wait behind a paused
+   relay, and since when the longest-waiting due row has been due; one pass over the queue table;
+3. the log of the last day: the newest entry attempted before the window is found by walking the
    primary key backwards, and the entries after it are counted by result and window, again along
    the primary key. The log has no index on ``when_attempted``, but entries are written in the
    order they are attempted, so the cost is that of the last day's entries, not of the whole log;
-3. the last success: within the last day from the same query; only when there was none, the newest
+4. the last success: within the last day from the same query; only when there was none, the newest
    success before, along the primary key.
 
 :func:`problems` is the health verdict on those figures (``mailer_status --max-age/--max-deferred``);
@@ -19,15 +20,18 @@ it decodes at most a few of the next messages to send (:func:`undecodable_here`)
 from __future__ import annotations
 
 import datetime
+import operator
 from dataclasses import asdict, dataclass
+from functools import reduce
+from typing import Any
 
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Case, Count, DateTimeField, Max, Min, Q, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from mailer import serialization
+from mailer import claims, pacing, routing, serialization
 from mailer.choices import Priority, Result
-from mailer.models import Message, MessageLog
+from mailer.models import Message, MessageLog, RelayState
 
 HOUR = datetime.timedelta(hours=1)
 DAY = datetime.timedelta(days=1)
@@ -61,10 +65,17 @@ class QueueStatus:
     last_success: datetime.datetime | None  # when_attempted of the newest successful log entry
     # Waiting messages whose priority is none of the four (0, 5, 99... set by hand): senders send them too.
     other: int = 0
-    # Messages not deferred whose next attempt is still ahead (not_before > checked_at), whatever their
-    # priority: they are counted here, not under high, medium, low or other.
+    # Messages not deferred whose next attempt is still ahead (not_before > checked_at) after a failed one,
+    # whatever their priority: they are counted here, not under high, medium, low or other.
     waiting: int = 0
     next_retry: datetime.datetime | None = None  # the earliest not_before of the waiting messages
+    # The same for messages not tried yet: their send_at is still ahead.
+    scheduled: int = 0
+    next_scheduled: datetime.datetime | None = None
+    # The relays paused at checked_at because they asked to slow down, with the end of each pause, by name;
+    # and how many of the due messages (counted under their priority) go to one of them.
+    paused: tuple[tuple[str, datetime.datetime], ...] = ()
+    behind_pauses: int = 0
 
     @property
     def queued(self) -> int:
@@ -73,8 +84,8 @@ class QueueStatus:
 
     @property
     def total(self) -> int:
-        """Every message in the queue table: due, waiting for a retry and deferred."""
-        return self.queued + self.waiting + self.deferred
+        """Every message in the queue table: due, waiting for a retry, scheduled and deferred."""
+        return self.queued + self.waiting + self.scheduled + self.deferred
 
     @property
     def oldest_queued_age(self) -> float | None:
@@ -86,9 +97,15 @@ class QueueStatus:
     @property
     def next_retry_in(self) -> float | None:
         """Seconds until the first waiting message falls due; None if none waits."""
-        if self.next_retry is None:
-            return None
-        return max(0.0, (self.next_retry - self.checked_at).total_seconds())
+        return self._until(self.next_retry)
+
+    @property
+    def next_scheduled_in(self) -> float | None:
+        """Seconds until the first scheduled message falls due; None if none is scheduled."""
+        return self._until(self.next_scheduled)
+
+    def _until(self, moment: datetime.datetime | None) -> float | None:
+        return None if moment is None else max(0.0, (moment - self.checked_at).total_seconds())
 
     @property
     def last_success_age(self) -> float | None:
@@ -112,6 +129,7 @@ class QueueStatus:
                 "medium": self.medium,
                 "low": self.low,
                 "waiting": self.waiting,
+                "scheduled": self.scheduled,
                 "deferred": self.deferred,
                 "other": self.other,
                 "total": self.total,
@@ -120,6 +138,13 @@ class QueueStatus:
             "oldest_queued_age_seconds": seconds(self.oldest_queued_age),
             "next_retry": iso(self.next_retry),
             "next_retry_in_seconds": seconds(self.next_retry_in),
+            "next_scheduled": iso(self.next_scheduled),
+            "next_scheduled_in_seconds": seconds(self.next_scheduled_in),
+            "paused_relays": [
+                {"relay": relay, "paused_until": iso(until), "paused_for_seconds": seconds(self._until(until))}
+                for relay, until in self.paused
+            ],
+            "behind_paused_relays": self.behind_pauses,
             "log": {"last_hour": asdict(self.last_hour), "last_day": asdict(self.last_day)},
             "last_success": iso(self.last_success),
             "last_success_age_seconds": seconds(self.last_success_age),
@@ -134,26 +159,37 @@ class _QueueCounts:
     by_priority: dict[int | str, int]  # due rows per priority (OTHER: priorities set by hand); deferred: all
     waiting: int = 0
     next_retry: datetime.datetime | None = None
+    scheduled: int = 0
+    next_scheduled: datetime.datetime | None = None
+    behind_pauses: int = 0
     oldest_due: datetime.datetime | None = None
 
 
-def _queue_counts(now: datetime.datetime) -> _QueueCounts:
-    """The queue in one ``GROUP BY priority``: due rows per priority, the waiting ones, the deferred ones.
+def _queue_counts(now: datetime.datetime, pauses: dict[str, datetime.datetime]) -> _QueueCounts:
+    """The queue in one ``GROUP BY priority``: due rows per priority, the waiting and scheduled ones, the
+    deferred ones.
 
     Priorities django-mailer does not write (set by hand) are counted under ``OTHER``. The senders leave out
-    deferred rows and rows whose ``not_before`` is still ahead (see ``MessageQuerySet.due()``); every other
-    row is due. A row is due since it was queued, or since its ``not_before`` passed if that came later.
+    deferred rows and rows whose ``not_before`` is still ahead (see ``MessageQuerySet.due()``): after a failed
+    attempt they wait for a retry, before any they are scheduled. Every other row is due. A row is due since
+    it was queued, or since its ``not_before`` passed if that came later, or since the last pause of its
+    relay ended if that came later still; while that pause lasts, it waits behind it and is due since no time.
     """
     ahead = Q(not_before__gt=now)
-    due_since = Greatest("when_added", Coalesce("not_before", "when_added"))
+    tried = Q(attempts__gt=0)
+    due_since, behind = _due_since(pauses, now)
+    due = ~ahead & ~behind if behind is not None else ~ahead
     rows = (
         Message.objects.order_by()
         .values("priority")
         .annotate(
             n=Count("id"),
-            waiting=Count("id", filter=ahead),
-            next_retry=Min("not_before", filter=ahead),
-            due_since=Min(due_since, filter=~ahead),
+            waiting=Count("id", filter=ahead & tried),
+            next_retry=Min("not_before", filter=ahead & tried),
+            scheduled=Count("id", filter=ahead & ~tried),
+            next_scheduled=Min("not_before", filter=ahead & ~tried),
+            behind=Count("id", filter=~ahead & behind) if behind is not None else Value(0),
+            due_since=Min(due_since, filter=due),
         )
     )
     counts = _QueueCounts({priority.value: 0 for priority in Priority})
@@ -163,11 +199,45 @@ def _queue_counts(now: datetime.datetime) -> _QueueCounts:
         if priority == Priority.DEFERRED:
             counts.by_priority[priority] += row["n"]
             continue
-        counts.by_priority[priority if priority in counts.by_priority else OTHER] += row["n"] - row["waiting"]
+        not_due = row["waiting"] + row["scheduled"]
+        counts.by_priority[priority if priority in counts.by_priority else OTHER] += row["n"] - not_due
         counts.waiting += row["waiting"]
         counts.next_retry = _earliest(counts.next_retry, row["next_retry"])
+        counts.scheduled += row["scheduled"]
+        counts.next_scheduled = _earliest(counts.next_scheduled, row["next_scheduled"])
+        counts.behind_pauses += row["behind"]
         counts.oldest_due = _earliest(counts.oldest_due, row["due_since"])
     return counts
+
+
+def _due_since(pauses: dict[str, datetime.datetime], now: datetime.datetime) -> tuple[Any, Q | None]:
+    """Since when a due row is due (an expression), and which rows wait behind a relay paused at ``now``
+    (``None``: none).
+
+    ``pauses``: the end of each relay's last pause (:class:`~mailer.models.RelayState`). Which relay a row
+    goes to is its ``mailer`` alias's route, as the senders route it; when the routes can't be read (a
+    configuration that cannot send), pauses are left out: the senders send nothing then either.
+    """
+    since = Greatest("when_added", Coalesce("not_before", "when_added"))
+    if not pauses:
+        return since, None
+    try:
+        routes = routing.routes()
+    except Exception:
+        return since, None
+    behind, ended = [], []
+    for relay, until in pauses.items():
+        mailers = pacing.claimable(routes, {relay})
+        if mailers is None:
+            continue  # no message goes there
+        goes_there = ~claims.mailers_filter(mailers)
+        if until > now:
+            behind.append(goes_there)
+        else:
+            ended.append(When(goes_there, then=Greatest(since, Value(until, output_field=DateTimeField()))))
+    if ended:
+        since = Case(*ended, default=since, output_field=DateTimeField())
+    return since, reduce(operator.or_, behind) if behind else None
 
 
 def _earliest(a: datetime.datetime | None, b: datetime.datetime | None) -> datetime.datetime | None:
@@ -207,7 +277,9 @@ def queue_status(now: datetime.datetime | None = None) -> QueueStatus:
     :class:`~mailer.models.MessageLog` for reading. ``now`` is for tests.
     """
     now = now or timezone.now()
-    counts = _queue_counts(now)
+    ends = RelayState.objects.filter(paused_until__isnull=False).order_by("relay")
+    pauses = dict(ends.values_list("relay", "paused_until"))
+    counts = _queue_counts(now, pauses)
     by_priority = counts.by_priority
     last_hour, last_day, last_success = _log_counts(now)
     return QueueStatus(
@@ -219,6 +291,10 @@ def queue_status(now: datetime.datetime | None = None) -> QueueStatus:
         other=by_priority[OTHER],
         waiting=counts.waiting,
         next_retry=counts.next_retry,
+        scheduled=counts.scheduled,
+        next_scheduled=counts.next_scheduled,
+        paused=tuple((relay, until) for relay, until in pauses.items() if until > now),
+        behind_pauses=counts.behind_pauses,
         oldest_queued=counts.oldest_due,
         last_hour=last_hour,
         last_day=last_day,
@@ -256,8 +332,10 @@ def problems(status: QueueStatus, max_age: int | None = None, max_deferred: int 
 
     An empty list means healthy. ``max_age``: seconds a message due to be sent (not deferred) may have
     waited since it fell due; ``max_deferred``: how many messages may be deferred. Messages waiting for a
-    retry are neither: their time has not come, however old they are. Once it has, they count again,
-    from the moment they fell due, so a retry a sender picks up on time never looks stuck. With either
+    retry or for their ``send_at`` are neither: their time has not come, however old they are. Once it
+    has, they count again, from the moment they fell due, so a retry or a scheduled message a sender picks
+    up on time never looks stuck. Nor does mail behind a paused relay while the pause lasts (it counts
+    from the pause's end after), and a paused relay is not a problem by itself. With either
     limit given, messages this process cannot decode (:func:`undecodable_here`) are problems too: a sender
     configured as this process is would hold them back. The texts name the command's options.
     """

@@ -417,6 +417,7 @@ def test_requeue_action_keeps_the_priority_and_skips_missing_data(admin_client, 
 # (action, its changelist, the permissions a staff user needs for it besides viewing the list)
 ACTIONS = [
     ("send_messages", "message_changelist", ["change_message"]),
+    ("send_now", "message_changelist", ["change_message"]),
     ("retry_deferred", "message_changelist", ["change_message"]),
     ("move_to_high", "message_changelist", ["change_message"]),
     ("move_to_low", "message_changelist", ["change_message"]),
@@ -435,7 +436,7 @@ def offered_actions(client, changelist):
 def state():
     """Everything an action could change."""
     return (
-        list(Message.objects.order_by("pk").values_list("pk", "priority", "retry_count", "message_data")),
+        list(Message.objects.order_by("pk").values_list("pk", "priority", "retry_count", "not_before", "message_data")),
         list(MessageLog.objects.order_by("pk").values_list("pk", "result", "message_data")),
         list(DontSendEntry.objects.order_by("pk").values_list("pk", "to_address")),
     )
@@ -443,8 +444,9 @@ def state():
 
 @pytest.fixture
 def everything(logs):
-    """A queue with a deferred and a queued message, failure and success log rows."""
+    """A queue with a deferred, a queued and a scheduled message, failure and success log rows."""
     queue("queued subject", to=["dan@example.com"])
+    queue("scheduled subject", to=["eve@example.com"], not_before=timezone.now() + datetime.timedelta(hours=1))
     return {
         "message_changelist": list(Message.objects.values_list("pk", flat=True)),
         "messagelog_changelist": list(MessageLog.objects.values_list("pk", flat=True)),
@@ -455,6 +457,7 @@ def test_superuser_is_offered_every_action(admin_client):
     assert offered_actions(admin_client, "message_changelist") == {
         "delete_selected",
         "send_messages",
+        "send_now",
         "retry_deferred",
         "move_to_high",
         "move_to_low",

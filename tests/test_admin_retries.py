@@ -82,7 +82,7 @@ def test_change_list_shows_attempts_next_attempt_and_last_error(admin_client, th
     assert cell(due_row, "last_error_short") == "-"
     assert cell(row(page, deferred), "next_attempt") == "deferred"
 
-    for header in ("Attempts", "Next attempt", "Last error"):
+    for header in ("Attempts", "Send at / next attempt", "Last error"):
         assert f">{header}<" in page
 
 
@@ -123,7 +123,7 @@ def test_change_page_of_a_waiting_message(admin_client, waiting):
     assert response.status_code == 200
     page = response.content.decode()
     assert "Greylisted, please try again in 5 minutes" in page
-    for label in ("Attempts:", "Next attempt:", "Last error:"):
+    for label in ("Attempts:", "Send at / next attempt:", "Last error:"):
         assert label in page
     # Shown, never edited: the engine owns them.
     for name in ("attempts", "not_before", "last_error"):
@@ -167,7 +167,7 @@ def test_state_filter_agrees_with_the_senders(admin_client, three_states):
 @pytest.mark.parametrize(
     ("language", "words"),
     [
-        ("ru", ["к отправке сейчас", "ожидает повторной попытки", "Следующая попытка"]),
+        ("ru", ["к отправке сейчас", "ожидает повторной попытки", "Отправка / следующая попытка"]),
         ("ja", ["今すぐ送信", "再試行待ち"]),
     ],
 )

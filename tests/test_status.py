@@ -29,7 +29,8 @@ pytestmark = pytest.mark.django_db
 
 NOW = timezone.now().replace(microsecond=0)
 TOP_KEYS = ["checked_at", "queue", "oldest_queued", "oldest_queued_age_seconds", "next_retry"]
-TOP_KEYS += ["next_retry_in_seconds", "log", "last_success", "last_success_age_seconds"]
+TOP_KEYS += ["next_retry_in_seconds", "next_scheduled", "next_scheduled_in_seconds", "paused_relays"]
+TOP_KEYS += ["behind_paused_relays", "log", "last_success", "last_success_age_seconds"]
 
 # What the queued rows hold: the status counts rows and never decodes them.
 UNDECODED = "not decoded by the status"
@@ -138,12 +139,13 @@ def test_few_queries_and_no_message_is_decoded(monkeypatch, django_assert_num_qu
         raise AssertionError("the status decoded message data")
 
     monkeypatch.setattr(serialization, "loads", refuse)
-    # The queue by priority; the start of the last day in the log; the last day by result and window.
-    with django_assert_num_queries(3):
+    # The relays' pauses; the queue by priority; the start of the last day in the log; the last day by result
+    # and window.
+    with django_assert_num_queries(4):
         status = queue_status(now=NOW)
     assert (status.high, status.deferred) == (1, 1)
     # No success within the day: one more query for the last success.
-    with django_assert_num_queries(4):
+    with django_assert_num_queries(5):
         status = queue_status(now=NOW + datetime.timedelta(days=2))
     assert status.last_success == ago(minutes=2)
 
@@ -155,7 +157,16 @@ def test_as_dict_has_every_documented_field():
     data = queue_status(now=NOW).as_dict()
     assert list(data) == TOP_KEYS
     assert data["checked_at"] == NOW.isoformat()
-    assert data["queue"] == {"high": 0, "medium": 0, "low": 1, "waiting": 0, "deferred": 1, "other": 0, "total": 2}
+    assert data["queue"] == {
+        "high": 0,
+        "medium": 0,
+        "low": 1,
+        "waiting": 0,
+        "scheduled": 0,
+        "deferred": 1,
+        "other": 0,
+        "total": 2,
+    }
     assert data["oldest_queued"] == ago(seconds=90).isoformat()
     assert data["oldest_queued_age_seconds"] == 90.0
     assert data["log"] == {
@@ -204,15 +215,18 @@ def test_table():
     assert lines[0] == "Queue"
     assert lines[1].split() == ["high", "1"]
     assert lines[4].split() == ["waiting", "0"]
-    assert lines[5].split() == ["deferred", "1"]
-    assert lines[6].split() == ["total", "2"]
-    assert lines[7].startswith("  oldest ") and "(12m 5s ago)" in lines[7]
-    assert lines[8] == "  next retry  -"
-    assert lines[10].split() == ["Log", "last", "hour", "last", "day"]
-    assert lines[11].split() == ["success", "2", "4"]
-    assert lines[12].split() == ["don't", "send", "1", "2"]
-    assert lines[13].split() == ["failure", "1", "2"]
-    assert lines[14].startswith("  last success ") and "ago)" in lines[14]
+    assert lines[5].split() == ["scheduled", "0"]
+    assert lines[6].split() == ["deferred", "1"]
+    assert lines[7].split() == ["total", "2"]
+    assert lines[8].startswith("  oldest ") and "(12m 5s ago)" in lines[8]
+    assert lines[9] == "  next retry  -"
+    assert lines[10] == "  next scheduled  -"
+    assert lines[12].split() == ["Log", "last", "hour", "last", "day"]
+    assert lines[13].split() == ["success", "2", "4"]
+    assert lines[14].split() == ["don't", "send", "1", "2"]
+    assert lines[15].split() == ["failure", "1", "2"]
+    assert lines[16].startswith("  last success ") and "ago)" in lines[16]
+    assert len(lines) == 17  # no relay is paused: no such part
 
 
 def test_table_of_an_empty_queue():
@@ -307,7 +321,16 @@ def test_json_and_exit_status_in_a_child_process(project_db):
     done = manage("mailer_status", "--json", "--max-age", "3600", env=project_db)
     assert done.returncode == 1
     data = json.loads(done.stdout)
-    assert data["queue"] == {"high": 1, "medium": 0, "low": 1, "waiting": 0, "deferred": 0, "other": 0, "total": 2}
+    assert data["queue"] == {
+        "high": 1,
+        "medium": 0,
+        "low": 1,
+        "waiting": 0,
+        "scheduled": 0,
+        "deferred": 0,
+        "other": 0,
+        "total": 2,
+    }
     assert 7200 <= data["oldest_queued_age_seconds"] < 7500
     assert "longer than --max-age 3600" in done.stderr
 

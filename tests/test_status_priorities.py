@@ -49,6 +49,7 @@ def test_queue_status_counts_hand_set_priorities(hand_set_queue):
         "medium": 1,
         "low": 0,
         "waiting": 0,
+        "scheduled": 0,
         "deferred": 1,
         "other": 3,
         "total": 5,

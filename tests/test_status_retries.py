@@ -114,8 +114,8 @@ def test_still_three_queries_and_nothing_decoded(monkeypatch, django_assert_num_
         raise AssertionError("the status decoded message data")
 
     monkeypatch.setattr(serialization, "loads", refuse)
-    # The queue in one GROUP BY, waiting messages included; the log in two (a success within the day).
-    with django_assert_num_queries(3):
+    # The pauses; the queue in one GROUP BY, waiting messages included; the log in two (a success within the day).
+    with django_assert_num_queries(4):
         status = queue_status(now=NOW)
     assert (status.high, status.waiting) == (1, 1)
 
@@ -124,7 +124,16 @@ def test_as_dict():
     waiting(added=at(hours=-1), retry_at=at(seconds=90))
     waiting(added=at(hours=-1), retry_at=at(minutes=50))
     data = queue_status(now=NOW).as_dict()
-    assert data["queue"] == {"high": 0, "medium": 0, "low": 0, "waiting": 2, "deferred": 0, "other": 0, "total": 2}
+    assert data["queue"] == {
+        "high": 0,
+        "medium": 0,
+        "low": 0,
+        "waiting": 2,
+        "scheduled": 0,
+        "deferred": 0,
+        "other": 0,
+        "total": 2,
+    }
     assert data["next_retry"] == at(seconds=90).isoformat()
     assert data["next_retry_in_seconds"] == 90.0
     assert data["oldest_queued"] is None
@@ -209,9 +218,9 @@ def test_table_shows_the_waiting_messages_and_the_next_retry():
     assert lines[1].split() == ["high", "1"]
     assert lines[2].split() == ["medium", "0"]
     assert lines[4].split() == ["waiting", "2"]
-    assert lines[6].split() == ["total", "3"]
-    assert lines[8].startswith("  next retry  ")
-    assert lines[8].endswith("(in 9m 29s)") or lines[8].endswith("(in 9m 30s)")
+    assert lines[7].split() == ["total", "3"]
+    assert lines[9].startswith("  next retry  ")
+    assert lines[9].endswith("(in 9m 29s)") or lines[9].endswith("(in 9m 30s)")
 
 
 def test_json_shows_the_waiting_messages_and_the_next_retry():

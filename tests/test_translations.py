@@ -22,6 +22,7 @@ from mailer.models import (
     DontSendEntry,
     Message,
     MessageLog,
+    RelayState,
 )
 
 
@@ -82,7 +83,7 @@ def test_admin_shows_results_translated(admin_client, language):
 
 
 @pytest.mark.parametrize("language", ["ja", "ru"])
-@pytest.mark.parametrize("model", [Message, MessageLog, DontSendEntry])
+@pytest.mark.parametrize("model", [Message, MessageLog, DontSendEntry, RelayState])
 def test_every_admin_field_label_is_translated(language, model):
     # Column headers, filter titles and the change form's labels: none left in English ("ID" is Japanese too).
     model_admin = site._registry[model]

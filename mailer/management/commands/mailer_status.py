@@ -13,9 +13,9 @@ EXIT_CHECK_FAILED = 1
 
 class Command(BaseCommand):
     help = (
-        "Show the mail queue by priority, the messages waiting for a retry, the age of the oldest message due "
-        "and the log of the last hour and day. With --max-age or --max-deferred, exit with status 1 when the "
-        "queue is stuck."
+        "Show the mail queue by priority, the messages waiting for a retry or scheduled for later, the age of the "
+        "oldest message due, the log of the last hour and day and the relays paused because they asked to slow "
+        "down. With --max-age or --max-deferred, exit with status 1 when the queue is stuck."
     )
     # A monitoring probe: quick, and nothing on stderr but the reasons it fails.
     requires_system_checks = []
@@ -28,7 +28,8 @@ class Command(BaseCommand):
             metavar="SECONDS",
             help=(
                 "Fail (exit status 1) when a message due to be sent has waited longer than this since it fell "
-                "due. Messages waiting for a retry or deferred do not count."
+                "due. Messages waiting for a retry, scheduled for later, deferred or waiting behind a paused relay "
+                "do not count."
             ),
         )
         parser.add_argument(
@@ -66,12 +67,14 @@ class Command(BaseCommand):
             f"  medium    {status.medium:>9}",
             f"  low       {status.low:>9}",
             f"  waiting   {status.waiting:>9}",
+            f"  scheduled {status.scheduled:>9}",
             f"  deferred  {status.deferred:>9}",
             # Only when some row has a priority set by hand: the senders send those rows too.
             *([f"  other     {status.other:>9}"] if status.other else []),
             f"  total     {status.total:>9}",
             f"  oldest    {when(status.oldest_queued, status.oldest_queued_age)}",
             f"  next retry  {when(status.next_retry, status.next_retry_in, 'in {}')}",
+            f"  next scheduled  {when(status.next_scheduled, status.next_scheduled_in, 'in {}')}",
             "",
             f"Log         {'last hour':>9}  {'last day':>9}",
         ]
@@ -79,4 +82,10 @@ class Command(BaseCommand):
             hour, day = getattr(status.last_hour, name), getattr(status.last_day, name)
             lines.append(f"  {Result(code).word:<10}{hour:>9}  {day:>9}")
         lines.append(f"  last success  {when(status.last_success, status.last_success_age)}")
+        if status.paused:  # a relay asked to slow down: the senders send it nothing until then
+            lines += ["", "Paused relays"]
+            for relay, until in status.paused:
+                seconds = (until - status.checked_at).total_seconds()
+                lines.append(f"  {relay:<9} until {when(until, seconds, 'in {}')}")
+            lines.append(f"  due messages behind them {status.behind_pauses:>9}")
         return "\n".join(lines)
