@@ -104,11 +104,12 @@ def test_commands_print_the_english_words_whatever_the_language(caplog):
     with translation.override("ru"), caplog.at_level(logging.INFO):
         call_command("mailer_status", stdout=out)
         call_command("purge_mail_log", "0", "--result", "all")
-    assert [line.split()[0] for line in out.getvalue().splitlines() if line.startswith("  ")][:6] == [
+    assert [line.split()[0] for line in out.getvalue().splitlines() if line.startswith("  ")][:7] == [
         "high",
         "medium",
         "low",
         "waiting",
+        "scheduled",
         "deferred",
         "total",
     ]
