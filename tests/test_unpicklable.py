@@ -18,9 +18,10 @@ from django.core.mail import EmailMessage, EmailMultiAlternatives
 
 from mailer import engine, serialization
 from mailer.engine import QueueNotDecodable
-from mailer.models import RESULT_SUCCESS, Message, MessageLog
+from mailer.models import RESULT_DONT_SEND, RESULT_SUCCESS, Message, MessageLog
 from mailer.unpicklable import UnpicklableAttributesWarning
 from tests.support.djoser_style import ActivationEmail
+from tests.support.queueing import block
 
 pytestmark = pytest.mark.django_db
 
@@ -152,6 +153,16 @@ def test_a_class_pickle_cannot_name_is_queued_as_djangos_class():
     assert type(stored) is EmailMultiAlternatives and stored.alternatives == email.alternatives
 
 
+def test_an_email_the_dont_send_list_leaves_without_recipients_is_logged_without_the_attribute():
+    block("ann@example.com")
+    email = ActivationEmail(threading.Lock(), subject="s", body="b", to=["ann@example.com"])
+    with pytest.warns(UnpicklableAttributesWarning, match="request"):
+        EmailMessage.send(email)
+    assert Message.objects.count() == 0
+    log = MessageLog.objects.get()
+    assert log.result == RESULT_DONT_SEND and log.email.subject == "s" and "request" not in vars(log.email)
+
+
 def test_a_picklable_email_is_stored_as_before_without_a_warning():
     email = ActivationEmail(context={"n": 1}, subject="s", body="b", to=["ann@example.com"])
     with warnings.catch_warnings():
@@ -180,17 +191,22 @@ class GoneAlternatives(EmailMultiAlternatives):
 '''
 
 
-@pytest.fixture
-def gone_module(tmp_path, monkeypatch):
-    """A module ``gone_mail`` to queue with; calling the fixture's result removes it, as a deploy would."""
+@pytest.fixture(params=["module removed", "classes renamed"])
+def gone_module(request, tmp_path, monkeypatch):
+    """A module ``gone_mail`` to queue with; calling the fixture's result removes it, or renames its classes."""
     (tmp_path / "gone_mail.py").write_text(GONE_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     import gone_mail
 
     def remove():
-        sys.modules.pop("gone_mail")
-        sys.path.remove(str(tmp_path))
-        (tmp_path / "gone_mail.py").unlink()
+        if request.param == "module removed":
+            sys.modules.pop("gone_mail")
+            sys.path.remove(str(tmp_path))
+            (tmp_path / "gone_mail.py").unlink()
+        else:
+            for name in ("Helper", "GoneMessage", "GoneAlternatives"):
+                setattr(gone_mail, f"Renamed{name}", getattr(gone_mail, name))
+                delattr(gone_mail, name)
 
     yield gone_mail, remove
     sys.modules.pop("gone_mail", None)
