@@ -70,6 +70,21 @@ def test_a_view_sends_a_djoser_style_email_it_is_queued_without_the_request_and_
     assert MessageLog.objects.get().result == RESULT_SUCCESS
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_djoser_style_email_from_a_view_reaches_a_real_relay(live_server, smtp_settings):
+    with pytest.warns(UnpicklableAttributesWarning, match=r"attribute\(s\) request,"):
+        with urllib.request.urlopen(f"{live_server.url}/activate/?to=ann@example.com") as response:
+            assert response.read() == b"1"
+    assert engine.send_all().sent == 1
+    [received] = smtp_settings.wait_for(1)
+    site = live_server.url.removeprefix("http://")
+    assert received.message["Subject"] == f"Activate your account on {site}"
+    assert received.message["X-Sent-From"] == "activation view" and received.rcpt_tos == ["ann@example.com"]
+    text, html = (part.get_content() for part in received.message.iter_parts())
+    assert text.strip() == f"Hello Ann, follow http://{site}/activate/t0k3n"
+    assert "activate</a>" in html
+
+
 def test_everything_that_belongs_to_the_email_is_queued_and_only_what_cannot_be_pickled_is_dropped(settings):
     settings.MAILER_EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     email = EmailMultiAlternatives(
