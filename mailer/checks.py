@@ -22,7 +22,7 @@ from django.db import connections, router
 from django.utils.module_loading import import_string
 
 from mailer import routing, smtp
-from mailer.conf import mailer_settings
+from mailer.conf import DEFAULTS, mailer_settings
 
 # Django's backends that read the EMAIL_* settings when built without a MAILERS alias.
 _SETTINGS_READING_BACKENDS = (
@@ -145,14 +145,14 @@ def check_retries(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
             )
         )
     errors.extend(_check_classifier(mailer_settings.FAILURE_CLASSIFIER))
-    for name in ("DEFER_PERMANENT_FAILURES", "DONT_SEND_UNKNOWN_RECIPIENTS"):
+    for name in ("DEFER_PERMANENT_FAILURES", "DONT_SEND_UNKNOWN_RECIPIENTS", "DROP_UNPICKLABLE_ATTRIBUTES"):
         value = getattr(mailer_settings, name)
         if not isinstance(value, bool):
             errors.append(
                 checks.Error(
                     f"MAILER_{name} is {value!r}; it must be True or False.",
                     hint="A value read from the environment is a string, and any non-empty string is true: "
-                    "convert it to a bool in your settings. The default is False.",
+                    f"convert it to a bool in your settings. The default is {DEFAULTS[name]}.",
                     id="mailer.E011",
                 )
             )

@@ -18,6 +18,8 @@ from django.dispatch import receiver
 DEFAULTS: dict[str, Any] = {
     # Queueing
     "MESSAGES_BATCH_SIZE": None,
+    # An email that cannot be pickled as it is: queued without those attributes (with a warning), or refused.
+    "DROP_UNPICKLABLE_ATTRIBUTES": True,
     # What really sends: a MAILERS alias (Django 6.1+), else a backend's dotted path.
     "DELIVER_USING": None,
     "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",

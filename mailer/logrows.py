@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from django.core.mail import EmailMessage
 from django.utils.timezone import now
 
-from mailer import serialization
+from mailer import serialization, standins
 from mailer.conf import mailer_settings
 from mailer.message_ids import get_message_id
 
@@ -60,6 +60,9 @@ def log_fields(message: Queued, email: EmailMessage | None, result_code: str, lo
         data = message.message_data
     else:
         data = serialization.dumps(email)
+    note = standins.note_for(email)
+    if note:
+        log_message = f"{note}\n{log_message}" if log_message else note
     return {
         "message_data": data,
         "message_id": _storable(get_message_id(email), MESSAGE_ID_LENGTH) if email is not None else None,

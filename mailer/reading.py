@@ -14,13 +14,17 @@ cannot read it: another ``SECRET_KEY``, a class it lacks) or discarded
 
 from __future__ import annotations
 
+import logging
+
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage
 
-from mailer import claims, outcomes, serialization
+from mailer import claims, outcomes, serialization, standins
 from mailer.dontsend import remove_blocked
 from mailer.models import Message
 from mailer.outcomes import Outcome
+
+logger = logging.getLogger("mailer.engine")
 
 
 class QueueNotDecodable(ImproperlyConfigured):
@@ -106,6 +110,9 @@ class Reader:
         message back) or :class:`~mailer.serialization.UndecodableMessage` (to discard it).
         """
         email = serialization.loads(message.message_data)
+        note = standins.note_for(email)
+        if note:
+            logger.warning("message %s (queued on %s): %s", message.pk, message.when_added, note)
         self.decoded_any = True
         message.remember_email(email)
         return email

@@ -29,6 +29,7 @@ from django.core.mail import message as mail_message
 from django.utils.crypto import constant_time_compare
 from django.utils.encoding import force_bytes
 
+from mailer import standins, unpicklable
 from mailer.conf import mailer_settings
 
 PREFIX = "mailer:v1:"
@@ -88,12 +89,18 @@ def dumps(obj: Any) -> str:
     """Serialise ``obj`` (usually an ``EmailMessage``) to signed text.
 
     A backend instance attached to the email is never stored: it is not part
-    of the message and may not be picklable.
+    of the message and may not be picklable. An email that cannot be pickled
+    as it is is stored as :func:`mailer.unpicklable.storable` says.
     """
     state = getattr(obj, "__dict__", None)
     if state is not None and (state.get("connection") is not None or state.get("_connection") is not None):
         obj = _without_connection(obj, state)
-    value = base64.b64encode(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")
+    try:
+        pickled = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except unpicklable.PICKLING_ERRORS as exc:
+        # Only now: an email as it is (nearly every one) costs nothing more than before.
+        pickled = pickle.dumps(unpicklable.storable(obj, exc), protocol=pickle.HIGHEST_PROTOCOL)
+    value = base64.b64encode(pickled).decode("ascii")
     return f"{PREFIX}{value}:{_signature(value)}"
 
 
@@ -181,6 +188,9 @@ def _signed(data: str) -> Any:
         obj = pickle.loads(raw)
     except (ImportError, AttributeError) as exc:
         # Signed by this site, so intact: the code that queued it has a class this process lacks.
+        email = standins.plain_email(raw)  # its own class only: sent as Django's
+        if email is not None:
+            return email
         raise MissingClass(
             f"the email needs code this process cannot import ({exc}); deploy the code that queues such mail "
             "to the senders first (or together)"

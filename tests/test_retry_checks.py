@@ -111,20 +111,26 @@ def test_a_classifier_that_imports_or_the_function_itself_passes(settings, value
     assert check_retries() == []
 
 
-# --- MAILER_DEFER_PERMANENT_FAILURES and MAILER_DONT_SEND_UNKNOWN_RECIPIENTS: mailer.E011 -----------------------
+# --- MAILER_DEFER_PERMANENT_FAILURES, MAILER_DONT_SEND_UNKNOWN_RECIPIENTS, MAILER_DROP_UNPICKLABLE_ATTRIBUTES: E011 --
+
+SWITCHES = {
+    "MAILER_DEFER_PERMANENT_FAILURES": False,
+    "MAILER_DONT_SEND_UNKNOWN_RECIPIENTS": False,
+    "MAILER_DROP_UNPICKLABLE_ATTRIBUTES": True,
+}
 
 
-@pytest.mark.parametrize("name", ["MAILER_DEFER_PERMANENT_FAILURES", "MAILER_DONT_SEND_UNKNOWN_RECIPIENTS"])
+@pytest.mark.parametrize("name", SWITCHES)
 @pytest.mark.parametrize("value", ["False", "", 0, 1, None], ids=repr)
 def test_the_switches_must_be_booleans(settings, name, value):
     setattr(settings, name, value)
     [error] = check_retries()
     assert error.id == "mailer.E011"
     assert error.msg == f"{name} is {value!r}; it must be True or False."
-    assert "environment" in error.hint
+    assert "environment" in error.hint and f"The default is {SWITCHES[name]}." in error.hint
 
 
-@pytest.mark.parametrize("name", ["MAILER_DEFER_PERMANENT_FAILURES", "MAILER_DONT_SEND_UNKNOWN_RECIPIENTS"])
+@pytest.mark.parametrize("name", SWITCHES)
 @pytest.mark.parametrize("value", [True, False])
 def test_the_switches_pass_as_booleans(settings, name, value):
     setattr(settings, name, value)

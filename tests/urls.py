@@ -1,4 +1,6 @@
 from django.contrib import admin
 from django.urls import path
 
-urlpatterns = [path("admin/", admin.site.urls)]
+from tests.support.djoser_style import activation_view
+
+urlpatterns = [path("admin/", admin.site.urls), path("activate/", activation_view)]
