@@ -17,7 +17,7 @@ from __future__ import annotations
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage
 
-from mailer import claims, outcomes, serialization
+from mailer import claims, outcomes, serialization, storage
 from mailer.dontsend import remove_blocked
 from mailer.models import Message
 from mailer.outcomes import Outcome
@@ -106,6 +106,8 @@ class Reader:
         message back) or :class:`~mailer.serialization.UndecodableMessage` (to discard it).
         """
         email = serialization.loads(message.message_data)
+        # Attachments kept in MAILER_STORAGE are read now (AttachmentUnavailable: held back, as above).
+        message.stored_attachments = storage.load(email)
         self.decoded_any = True
         message.remember_email(email)
         return email

@@ -1,0 +1,124 @@
+"""Large attachments kept in a Django storage (``MAILER_STORAGE``), out of the queue and log rows.
+
+Real databases, a real ``FileSystemStorage`` under ``tmp_path`` and a real SMTP server (aiosmtpd) on loopback.
+"""
+
+import base64
+import hashlib
+import os
+import pickle
+
+import pytest
+from django.core import mail
+from django.core.mail import EmailMessage
+from django.db import connection
+
+from mailer import serialization, storage
+from mailer.engine import send_all
+from mailer.models import RESULT_SUCCESS, Message, MessageLog
+from mailer.reading import QueueNotDecodable
+
+pytestmark = pytest.mark.django_db(transaction=True)  # files are deleted once the deletion commits
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def files(settings, tmp_path):
+    """``MAILER_STORAGE`` set to a FileSystemStorage alias under ``tmp_path``; the value is its directory."""
+    location = tmp_path / "storage"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "mail": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(location)}},
+    }
+    settings.MAILER_STORAGE = "mail"
+    location.mkdir()
+    return location
+
+
+def stored_files(location):
+    return sorted(path for path in location.rglob("*") if path.is_file())
+
+
+def big_email(content, subject="report", mimetype="application/pdf", filename="report.pdf"):
+    email = EmailMessage(subject, "See the attachment.", "from@example.org", ["to@example.org"])
+    email.attach(filename, content, mimetype)
+    return email
+
+
+def received_attachment(message):
+    [part] = list(message.iter_attachments())
+    return part.get_filename(), part.get_content()
+
+
+@pytest.fixture
+def database_limit(request):
+    """MariaDB at its default max_allowed_packet (16 MiB); other databases as they are."""
+    if connection.vendor == "mysql":
+        request.getfixturevalue("packet_limit")
+
+
+def test_a_20_mib_attachment_is_kept_out_of_the_rows_and_arrives_whole(files, smtp_settings, database_limit):
+    content = os.urandom(20 * MiB)
+    big_email(content).send()
+    [queued] = Message.objects.all()
+    assert len(queued.message_data) < 8 * 1024
+    assert len(stored_files(files)) == 1
+
+    assert send_all().sent == 1
+    [received] = smtp_settings.messages
+    filename, arrived = received_attachment(received.message)
+    assert filename == "report.pdf"
+    assert hashlib.sha256(arrived).digest() == hashlib.sha256(content).digest() and arrived == content
+
+    [log] = MessageLog.objects.all()
+    assert log.result == RESULT_SUCCESS and len(log.message_data) < 8 * 1024
+    assert len(stored_files(files)) == 1  # the log's copy refers to it
+
+
+def test_text_and_small_attachments(files, smtp_settings, settings):
+    settings.MAILER_STORAGE_THRESHOLD = 1000
+    email = big_email("é" * 2000, mimetype="text/plain", filename="notes.txt")
+    email.attach("small.bin", b"tiny", "application/octet-stream")
+    email.send()
+    assert len(stored_files(files)) == 1  # the small one stays in the row
+    assert send_all().sent == 1
+    [received] = smtp_settings.messages
+    parts = {part.get_filename(): part.get_content() for part in received.message.iter_attachments()}
+    assert parts == {"notes.txt": "é" * 2000, "small.bin": b"tiny"}
+
+
+def test_at_the_threshold_the_attachment_stays_in_the_row(files, settings):
+    settings.MAILER_STORAGE_THRESHOLD = 1000
+    big_email(os.urandom(1000)).send()
+    assert stored_files(files) == []
+    assert len(Message.objects.get().message_data) > 1000
+
+
+def test_without_storage_nothing_changes(settings, tmp_path):
+    email = big_email(os.urandom(300 * 1024))
+    email.send()
+    data = Message.objects.get().message_data
+    assert not storage.may_refer(data)
+    assert serialization.loads(data).attachments[0][1] == email.attachments[0][1]
+
+
+def test_a_missing_file_holds_the_message_back(files, caplog):
+    big_email(os.urandom(300 * 1024)).send()
+    [path] = stored_files(files)
+    path.unlink()
+    with pytest.raises(QueueNotDecodable):  # nothing else to send: the pass stops, as for any intact row it can't read
+        send_all()
+    assert mail.outbox == []
+    assert Message.objects.count() == 1  # held back, not discarded
+    assert "cannot be read from storage 'mail'" in caplog.text
+
+
+def test_unsigned_data_cannot_refer_to_a_stored_file(files):
+    """A 2.x-format (unsigned) row is decoded by the restricted unpickler, which builds no reference."""
+    big_email(os.urandom(300 * 1024)).send()
+    signed = Message.objects.get().message_data
+    email = serialization.loads(signed)
+    legacy = base64.b64encode(pickle.dumps(email, protocol=2)).decode("ascii")
+    with pytest.raises(serialization.UndecodableMessage, match="mailer.storage.StoredAttachment"):
+        serialization.loads(legacy)
