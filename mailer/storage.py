@@ -24,14 +24,18 @@ from __future__ import annotations
 
 import base64
 import copy
+import datetime
 import logging
+import pickletools
 import uuid
 from collections.abc import Iterable
 from email.mime.base import MIMEBase
 from typing import Any
 
+from django.apps import apps
 from django.core.files.base import ContentFile
 from django.core.files.storage import InvalidStorageError, storages
+from django.db import models, transaction
 
 from mailer import serialization
 from mailer.conf import mailer_settings
@@ -228,6 +232,69 @@ _PREFIX_NEEDLES = _base64_needles(TOKEN_PREFIX.encode())
 def may_refer(data: Any) -> bool:
     """Could this row data hold a reference? (Cheap: a substring search.)"""
     return isinstance(data, str) and data.startswith(serialization.PREFIX) and any(n in data for n in _PREFIX_NEEDLES)
+
+
+def tokens_in(data: Any) -> set[str]:
+    """The references held by signed row ``data``, read from the pickle's opcodes (nothing is built)."""
+    if not may_refer(data):
+        return set()
+    raw = serialization.signed_pickle(data)
+    if raw is None:
+        return set()
+    try:
+        return {
+            arg for _op, arg, _pos in pickletools.genops(raw) if isinstance(arg, str) and arg.startswith(TOKEN_PREFIX)
+        }
+    except Exception:
+        return set()
+
+
+def referring_rows(queryset: models.QuerySet) -> models.QuerySet:
+    """The rows of ``queryset`` whose data may hold a reference, as ``(message_data, when_added)``."""
+    query = models.Q()
+    for needle in _PREFIX_NEEDLES:
+        query |= models.Q(message_data__contains=needle)
+    return queryset.filter(query).values_list("message_data", "when_added")
+
+
+Held = Iterable[tuple[str, datetime.datetime | None]]
+
+
+def release(held: Held, using: str) -> None:
+    """Once the current transaction commits, delete the files of ``held`` that no row refers to any more.
+
+    ``held``: (token, ``when_added`` of the rows that may refer to it).
+    """
+    held = dict(held)
+    if held:
+        transaction.on_commit(lambda: _delete_unreferenced(held, using), using=using)
+
+
+def tokens_of_rows(rows: Iterable[tuple[Any, datetime.datetime | None]]) -> list[tuple[str, Any]]:
+    return [(token, when_added) for data, when_added in rows for token in tokens_in(data)]
+
+
+def _delete_unreferenced(held: dict[str, datetime.datetime | None], using: str) -> None:
+    for token, when_added in held.items():
+        try:
+            if _still_referenced(token, when_added, using):
+                continue
+            _delete(StoredAttachment(token, 0))
+        except Exception:
+            logger.exception("could not check or delete the stored attachment %r", token)
+
+
+def _still_referenced(token: str, when_added: datetime.datetime | None, using: str) -> bool:
+    query = models.Q()
+    for needle in _base64_needles(token.encode()):
+        query |= models.Q(message_data__contains=needle)
+    for name in ("Message", "MessageLog"):
+        rows = apps.get_model("mailer", name)._default_manager.using(using).filter(query)
+        if when_added is not None:
+            rows = rows.filter(when_added=when_added)
+        if rows.exists():
+            return True
+    return False
 
 
 def _delete(reference: StoredAttachment) -> None:

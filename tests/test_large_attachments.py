@@ -11,11 +11,12 @@ import pickle
 import pytest
 from django.core import mail
 from django.core.mail import EmailMessage
+from django.core.management import call_command
 from django.db import connection
 
 from mailer import serialization, storage
 from mailer.engine import send_all
-from mailer.models import RESULT_SUCCESS, Message, MessageLog
+from mailer.models import RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
 from mailer.reading import QueueNotDecodable
 
 pytestmark = pytest.mark.django_db(transaction=True)  # files are deleted once the deletion commits
@@ -74,6 +75,9 @@ def test_a_20_mib_attachment_is_kept_out_of_the_rows_and_arrives_whole(files, sm
     [log] = MessageLog.objects.all()
     assert log.result == RESULT_SUCCESS and len(log.message_data) < 8 * 1024
     assert len(stored_files(files)) == 1  # the log's copy refers to it
+    call_command("purge_mail_log", "0")
+    assert not MessageLog.objects.exists()
+    assert stored_files(files) == []
 
 
 def test_text_and_small_attachments(files, smtp_settings, settings):
@@ -86,6 +90,15 @@ def test_text_and_small_attachments(files, smtp_settings, settings):
     [received] = smtp_settings.messages
     parts = {part.get_filename(): part.get_content() for part in received.message.iter_attachments()}
     assert parts == {"notes.txt": "é" * 2000, "small.bin": b"tiny"}
+
+
+def test_without_log_data_the_file_goes_once_sent(files, smtp_settings, settings):
+    settings.MAILER_EMAIL_LOG_MESSAGE_DATA = False
+    big_email(os.urandom(300 * 1024)).send()
+    assert len(stored_files(files)) == 1
+    assert send_all().sent == 1
+    assert len(smtp_settings.messages) == 1
+    assert stored_files(files) == []
 
 
 def test_at_the_threshold_the_attachment_stays_in_the_row(files, settings):
@@ -103,6 +116,37 @@ def test_without_storage_nothing_changes(settings, tmp_path):
     assert serialization.loads(data).attachments[0][1] == email.attachments[0][1]
 
 
+def test_deleting_rows_deletes_files_no_row_refers_to(files, failures):
+    failures["kept"] = OSError("relay down")  # a failure log row, the message stays queued
+    for subject in ("kept", "gone", "gone too"):
+        big_email(os.urandom(300 * 1024), subject=subject).send()
+    assert len(stored_files(files)) == 3
+    send_all()
+    assert MessageLog.objects.filter(result=RESULT_FAILURE).count() == 1
+    assert MessageLog.objects.filter(result=RESULT_SUCCESS).count() == 2
+    assert len(stored_files(files)) == 3
+
+    MessageLog.objects.filter(result=RESULT_FAILURE).delete()  # the queue row still refers to its file
+    assert len(stored_files(files)) == 3
+    Message.objects.get().delete()  # the last row of "kept": as the admin deletes one object
+    assert len(stored_files(files)) == 2
+    MessageLog.objects.order_by("pk").first().delete()
+    assert len(stored_files(files)) == 1
+    MessageLog.objects.all().delete()  # as the admin's "delete selected" does
+    assert stored_files(files) == []
+
+
+def test_a_queued_message_keeps_its_file_when_another_row_is_deleted(files):
+    big_email(os.urandom(300 * 1024), subject="one").send()
+    big_email(os.urandom(300 * 1024), subject="two").send()
+    Message.objects.filter(pk=Message.objects.order_by("pk")[0].pk).delete()
+    assert len(stored_files(files)) == 1
+    assert mail.outbox == []
+    send_all()
+    assert [email.subject for email in mail.outbox] == ["two"]
+    assert len(mail.outbox[0].attachments[0][1]) == 300 * 1024
+
+
 def test_a_missing_file_holds_the_message_back(files, caplog):
     big_email(os.urandom(300 * 1024)).send()
     [path] = stored_files(files)
@@ -115,10 +159,16 @@ def test_a_missing_file_holds_the_message_back(files, caplog):
 
 
 def test_unsigned_data_cannot_refer_to_a_stored_file(files):
-    """A 2.x-format (unsigned) row is decoded by the restricted unpickler, which builds no reference."""
+    """A 2.x-format (unsigned) row is decoded by the restricted unpickler, which builds no reference; and a
+    row whose signature fails never has its references' files deleted."""
     big_email(os.urandom(300 * 1024)).send()
     signed = Message.objects.get().message_data
     email = serialization.loads(signed)
     legacy = base64.b64encode(pickle.dumps(email, protocol=2)).decode("ascii")
     with pytest.raises(serialization.UndecodableMessage, match="mailer.storage.StoredAttachment"):
         serialization.loads(legacy)
+    forged = signed[: signed.rindex(":") + 1] + "A" * 43
+    assert storage.may_refer(forged) and storage.tokens_in(forged) == set()
+    Message.objects.update(message_data=forged)
+    Message.objects.all().delete()
+    assert len(stored_files(files)) == 1
