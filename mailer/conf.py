@@ -56,9 +56,10 @@ DEFAULTS: dict[str, Any] = {
     "ALLOW_LEGACY_DATA": True,
     "LEGACY_EXTRA_CLASSES": (),
     # Large attachments (mailer.storage): a STORAGES alias to keep attachments over the threshold (bytes) in,
-    # instead of the row.
+    # instead of the row; and the largest mail queueing accepts (None: any, as far as the database takes it).
     "STORAGE": None,
     "STORAGE_THRESHOLD": 256 * 1024,
+    "MAX_MESSAGE_SIZE": None,
     # Locking
     "USE_FILE_LOCK": True,
     "LOCK_PATH": None,

@@ -101,6 +101,7 @@ def _store(
                 }
             )
     using = router.db_for_write(Message)
+    row_size.check_message_size(sizes)
     row_size.check([data for data, _references in sizes if data], using)
     if len(messages) == 1 and not logs:
         writes.insert(Message, messages, using)  # one INSERT: no transaction to open and commit

@@ -346,6 +346,7 @@ def make_message(
     validate(email)
     message = Message(priority=get_priority(priority), not_before=send_at, expires_at=expires_at)
     message.email = with_message_id(email)
+    row_size.check_message_size([(message.message_data, [])])
     row_size.check([message.message_data], router.db_for_write(Message, instance=message))
     return message
 

@@ -10,6 +10,7 @@ import pickle
 
 import pytest
 from django.core import mail
+from django.core.checks import run_checks
 from django.core.mail import EmailMessage
 from django.core.management import call_command
 from django.db import connection
@@ -18,6 +19,7 @@ from mailer import serialization, storage
 from mailer.engine import send_all
 from mailer.models import RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
 from mailer.reading import QueueNotDecodable
+from mailer.row_size import MessageTooLarge
 
 pytestmark = pytest.mark.django_db(transaction=True)  # files are deleted once the deletion commits
 
@@ -172,3 +174,48 @@ def test_unsigned_data_cannot_refer_to_a_stored_file(files):
     Message.objects.update(message_data=forged)
     Message.objects.all().delete()
     assert len(stored_files(files)) == 1
+
+
+def test_max_message_size_refuses_bigger_mail_at_queue_time(files, settings):
+    settings.MAILER_MAX_MESSAGE_SIZE = 1 * MiB
+    big_email(os.urandom(700 * 1024)).send()  # about 0.93 MiB encoded
+    with pytest.raises(MessageTooLarge, match=r"is [\d,]+ bytes once encoded, more than MAILER_MAX_MESSAGE_SIZE"):
+        big_email(os.urandom(800 * 1024)).send()
+    assert Message.objects.count() == 1
+    assert len(stored_files(files)) == 1  # the refused message's file was deleted
+
+
+def test_max_message_size_without_storage(settings):
+    settings.MAILER_MAX_MESSAGE_SIZE = 100 * 1024
+    with pytest.raises(MessageTooLarge, match="MAILER_MAX_MESSAGE_SIZE"):
+        big_email(os.urandom(100 * 1024)).send()
+    assert not Message.objects.exists()
+
+
+def test_without_storage_mariadb_refuses_at_queue_time_naming_the_setting(packet_limit):
+    with pytest.raises(MessageTooLarge, match=r"max_allowed_packet.*Set MAILER_STORAGE to an alias of STORAGES"):
+        big_email(os.urandom(20 * MiB)).send()
+    assert not Message.objects.exists()
+
+
+def test_with_storage_too_low_a_threshold_is_named(files, settings, packet_limit):
+    settings.MAILER_STORAGE_THRESHOLD = 20 * MiB
+    with pytest.raises(MessageTooLarge, match="Lower MAILER_STORAGE_THRESHOLD"):
+        big_email(os.urandom(20 * MiB)).send()
+    assert stored_files(files) == []
+
+
+@pytest.mark.django_db(transaction=False)
+@pytest.mark.parametrize(
+    ("name", "value", "check"),
+    [
+        ("MAILER_STORAGE", "nowhere", "mailer.E013"),
+        ("MAILER_STORAGE_THRESHOLD", "256k", "mailer.E014"),
+        ("MAILER_STORAGE_THRESHOLD", -1, "mailer.E014"),
+        ("MAILER_MAX_MESSAGE_SIZE", 1.5, "mailer.E014"),
+    ],
+)
+def test_checks(settings, name, value, check):
+    assert check not in {message.id for message in run_checks()}
+    setattr(settings, name, value)
+    assert check in {message.id for message in run_checks()}
