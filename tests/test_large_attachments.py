@@ -219,3 +219,19 @@ def test_checks(settings, name, value, check):
     assert check not in {message.id for message in run_checks()}
     setattr(settings, name, value)
     assert check in {message.id for message in run_checks()}
+
+
+def test_deleting_in_the_admin_deletes_the_files(files, admin_client):
+    from django.urls import reverse
+
+    for subject in ("one", "two", "three"):
+        big_email(os.urandom(300 * 1024), subject=subject).send()
+    first, second, third = Message.objects.order_by("pk")
+    response = admin_client.post(reverse("admin:mailer_message_delete", args=[first.pk]), {"post": "yes"})
+    assert response.status_code == 302
+    assert len(stored_files(files)) == 2
+    action = {"action": "delete_selected", "_selected_action": [second.pk, third.pk], "post": "yes"}
+    response = admin_client.post(reverse("admin:mailer_message_changelist"), action)
+    assert response.status_code == 302
+    assert not Message.objects.exists()
+    assert stored_files(files) == []
