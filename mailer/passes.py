@@ -205,6 +205,11 @@ class Pass:
             return outcomes.held(message, readable)  # passed over now that its turn has come
         if route in self.down:
             return outcomes.relay_down()
+        if getattr(message, "stored_attachments", None):
+            try:
+                storage.load(readable)  # attachments kept in MAILER_STORAGE: read now, let go by release()
+            except storage.AttachmentUnavailable as exc:
+                return outcomes.held(message, exc)
         return readable
 
     def apply(self, message: Message, outcome: Outcome, batch: Batch) -> None:

@@ -39,6 +39,9 @@ Readable = EmailMessage | serialization.NotDecodableHere | None
 
 def release(message: Message) -> None:
     """Drop what a dealt-with message holds of its data, so that a claim of big messages does not keep them all."""
+    cached = message.__dict__.get("_email_cache")
+    if cached is not None and getattr(message, "stored_attachments", None):
+        storage.unload(cached[1])  # the files read for it (the batch's lists still hold the email)
     message.remember_email(None)
     if claims.is_big(message):
         message.message_data = None
@@ -106,8 +109,8 @@ class Reader:
         message back) or :class:`~mailer.serialization.UndecodableMessage` (to discard it).
         """
         email = serialization.loads(message.message_data)
-        # Attachments kept in MAILER_STORAGE are read now (AttachmentUnavailable: held back, as above).
-        message.stored_attachments = storage.load(email)
+        # Attachments kept in MAILER_STORAGE are read when the message's turn comes (Pass.ready), one at a time.
+        message.stored_attachments = storage.references(email)
         self.decoded_any = True
         message.remember_email(email)
         return email

@@ -4,7 +4,8 @@ When ``MAILER_STORAGE`` names an alias of Django's ``STORAGES``, queueing
 (:func:`offload`) saves each attachment larger than ``MAILER_STORAGE_THRESHOLD``
 bytes there and pickles a :class:`StoredAttachment` (alias, file name, size)
 in its place: the row stays a few kilobytes, whatever the attachments. The
-sender reads the content back when it decodes the message (:func:`load`); the
+sender reads the content back when the message's turn comes (:func:`load`) and
+lets it go once the message is dealt with (:func:`unload`); the
 content it gets is :class:`StoredBytes` (or :class:`StoredText`), which pickles
 (and so is logged) as the reference again, not as the content.
 
@@ -187,18 +188,35 @@ def offload(email: Any) -> tuple[Any, list[StoredAttachment]]:
     return clone, stored
 
 
-def load(email: Any) -> list[StoredAttachment]:
-    """Read the stored attachments of a freshly decoded ``email`` into it; return their references."""
-    attachments = getattr(email, "attachments", None)
-    if not attachments:
-        return []
+def references(email: Any) -> list[StoredAttachment]:
+    """The stored attachments of a decoded ``email`` (nothing is read)."""
     found = []
+    for item in getattr(email, "attachments", None) or ():
+        parts = _attachment_parts(item)
+        if parts is not None and isinstance(parts[1], StoredAttachment):
+            found.append(parts[1])
+    return found
+
+
+def load(email: Any) -> None:
+    """Read the stored attachments of a decoded ``email`` into it, when it is about to be sent.
+
+    Raises :class:`AttachmentUnavailable` if one cannot be read.
+    """
+    attachments = getattr(email, "attachments", None) or []
     for i, item in enumerate(attachments):
         parts = _attachment_parts(item)
         if parts is not None and isinstance(parts[1], StoredAttachment):
             attachments[i] = _with_content(item, parts[1].content())
-            found.append(parts[1])
-    return found
+
+
+def unload(email: Any) -> None:
+    """Put the references back in place of the content :func:`load` read: a dealt-with message holds no file."""
+    attachments = getattr(email, "attachments", None) or []
+    for i, item in enumerate(attachments):
+        parts = _attachment_parts(item)
+        if parts is not None and isinstance(parts[1], _PicklesAsReference):
+            attachments[i] = _with_content(item, parts[1].reference)
 
 
 def encoded_size(references: Iterable[StoredAttachment]) -> int:
