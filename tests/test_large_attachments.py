@@ -17,7 +17,7 @@ from django.db import connection
 
 from mailer import serialization, storage
 from mailer.engine import send_all
-from mailer.models import RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
+from mailer.models import RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog, make_message
 from mailer.row_size import MessageTooLarge
 from tests.support import backends
 
@@ -246,3 +246,11 @@ def test_a_sender_holds_one_stored_attachment_at_a_time(files, settings):
         big_email(os.urandom(300 * 1024), subject=f"m{i}").send()
     assert send_all().sent == 4
     assert backends.STORED_ALIVE == [1, 1, 1, 1]
+
+
+def test_max_message_size_applies_to_make_message(settings):
+    settings.MAILER_MAX_MESSAGE_SIZE = 100 * 1024
+    with pytest.raises(MessageTooLarge, match="MAILER_MAX_MESSAGE_SIZE"):
+        make_message(
+            "S", "B", "f@example.org", ["to@example.org"], attachments=[("d.bin", os.urandom(100 * 1024), None)]
+        )
