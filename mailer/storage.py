@@ -28,6 +28,7 @@ import copy
 import datetime
 import logging
 import pickletools
+import re
 import uuid
 from collections.abc import Iterable
 from email.mime.base import MIMEBase
@@ -260,11 +261,14 @@ def tokens_in(data: Any) -> set[str]:
     if raw is None:
         return set()
     try:
-        return {
-            arg for _op, arg, _pos in pickletools.genops(raw) if isinstance(arg, str) and arg.startswith(TOKEN_PREFIX)
-        }
+        return {arg for _op, arg, _pos in pickletools.genops(raw) if isinstance(arg, str) and _OUR_TOKEN.match(arg)}
     except Exception:
         return set()
+
+
+# Only names that offload() makes: the mail's own text (a subject, a body) may be any string, this prefix
+# included, and must never name a file to delete. A name of 128 random bits cannot be guessed.
+_OUR_TOKEN = re.compile(rf"{re.escape(TOKEN_PREFIX)}[^\n]+\n{re.escape(DIRECTORY)}[0-9a-f]{{32}}\Z")
 
 
 def referring_rows(queryset: models.QuerySet) -> models.QuerySet:

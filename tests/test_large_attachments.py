@@ -254,3 +254,15 @@ def test_max_message_size_applies_to_make_message(settings):
         make_message(
             "S", "B", "f@example.org", ["to@example.org"], attachments=[("d.bin", os.urandom(100 * 1024), None)]
         )
+
+
+def test_the_text_of_a_message_never_names_a_file_to_delete(files, settings):
+    """A subject or body is any string, a reference's included: only names made by queueing count."""
+    (files / "victim.txt").write_bytes(b"a user's upload")
+    forged = f"{storage.TOKEN_PREFIX}mail\nvictim.txt"
+    email = big_email(os.urandom(300 * 1024), subject="forged")
+    email.body = forged
+    email.attach("forged.txt", forged, "text/plain")
+    email.send()
+    Message.objects.all().delete()
+    assert stored_files(files) == [files / "victim.txt"]
