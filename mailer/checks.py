@@ -179,6 +179,36 @@ def check_rate_limits(app_configs: Any = None, **kwargs: Any) -> list[checks.Che
     return []
 
 
+@checks.register()
+def check_storage(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``MAILER_STORAGE`` names an alias of ``STORAGES``; the threshold and the largest size are byte counts."""
+    errors = []
+    alias = mailer_settings.STORAGE
+    if alias is not None and alias not in getattr(settings, "STORAGES", {}):
+        errors.append(
+            checks.Error(
+                f"MAILER_STORAGE is {alias!r}, which is not an alias of STORAGES.",
+                hint="Add it to STORAGES (for example a FileSystemStorage that every sender can read), "
+                "or leave MAILER_STORAGE unset to keep attachments in the queue's rows.",
+                id="mailer.E013",
+            )
+        )
+    for name, value in (
+        ("STORAGE_THRESHOLD", mailer_settings.STORAGE_THRESHOLD),
+        ("MAX_MESSAGE_SIZE", mailer_settings.MAX_MESSAGE_SIZE),
+    ):
+        if (value is None and name == "MAX_MESSAGE_SIZE") or (type(value) is int and value >= 0):
+            continue
+        errors.append(
+            checks.Error(
+                f"MAILER_{name} is {value!r}; it must be a number of bytes (an integer, 0 or more).",
+                hint="For example 256 * 1024." if name == "STORAGE_THRESHOLD" else "For example 10 * 1024 * 1024.",
+                id="mailer.E014",
+            )
+        )
+    return errors
+
+
 def _is_number(value: Any) -> bool:
     """An int or a finite float (not a bool, which is an int to Python but not a number of seconds)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -57,6 +57,11 @@ DEFAULTS: dict[str, Any] = {
     # Django's and the standard library's email classes they may contain.
     "ALLOW_LEGACY_DATA": True,
     "LEGACY_EXTRA_CLASSES": (),
+    # Large attachments (mailer.storage): a STORAGES alias to keep attachments over the threshold (bytes) in,
+    # instead of the row; and the largest mail queueing accepts (None: any, as far as the database takes it).
+    "STORAGE": None,
+    "STORAGE_THRESHOLD": 256 * 1024,
+    "MAX_MESSAGE_SIZE": None,
     # Locking
     "USE_FILE_LOCK": True,
     "LOCK_PATH": None,

@@ -15,7 +15,7 @@ from django.core.mail import EmailMessage
 from django.db import router, transaction
 from django.utils.timezone import now
 
-from mailer import row_size, scheduling, serialization, writes
+from mailer import row_size, scheduling, serialization, storage, writes
 from mailer.choices import get_priority  # also importable from here, as before
 from mailer.conf import mailer_settings
 from mailer.dontsend import remove_blocked
@@ -52,20 +52,44 @@ def queue(
         validate(email)
         schedules[id(email)] = scheduling.schedule_of(email, schedule)
     empty = {id(email) for email in remove_blocked(emails, queueing=True)}
+    stored: list[storage.StoredAttachment] = []
+    try:
+        return _store(emails, empty, schedules, priority, mailer, stored)
+    except BaseException:
+        storage.discard(stored)  # nothing refers to them: the rows were not written
+        raise
+
+
+def _store(
+    emails: Sequence[EmailMessage],
+    empty: set[int],
+    schedules: dict,
+    priority: int,
+    mailer: str | None,
+    stored: list,
+) -> int:
+    """Encode and insert the rows of :func:`queue`; what was saved to ``MAILER_STORAGE`` is added to ``stored``."""
     when_added = now()  # one reading for the batch (the model default would read the clock per message)
     messages = []
     logs = []
-    for email in emails:
-        if id(email) in empty:
+    sizes = []  # (row data, stored attachments) per row, for the size checks
+    for original in emails:
+        if id(original) in empty:
             # log_fields() encodes the email for the log: once, as for a queued one.
             message = Message(priority=priority, mailer=mailer, when_added=when_added)
-            logs.append(
-                log_fields(message, scheduling.unscheduled(email), RESULT_DONT_SEND, "no recipient left to send to")
-            )
+            email, references = scheduling.unscheduled(original), []
+            if mailer_settings.EMAIL_LOG_MESSAGE_DATA:  # else the log row keeps no data to refer to a file
+                email, references = storage.offload(email)
+                stored.extend(references)
+            logs.append(log_fields(message, email, RESULT_DONT_SEND, "no recipient left to send to"))
+            sizes.append((logs[-1]["message_data"], references))
         else:
             # Copies, if anything is to change: the caller's email is left as it is.
-            data = serialization.dumps(with_message_id(scheduling.unscheduled(email)))
-            not_before, expires = schedules[id(email)]
+            email, references = storage.offload(with_message_id(scheduling.unscheduled(original)))
+            stored.extend(references)
+            data = serialization.dumps(email)
+            sizes.append((data, references))
+            not_before, expires = schedules[id(original)]
             messages.append(
                 {
                     "message_data": data,
@@ -77,7 +101,8 @@ def queue(
                 }
             )
     using = router.db_for_write(Message)
-    row_size.check([row["message_data"] for row in messages + logs if row["message_data"]], using)
+    row_size.check_message_size(sizes)
+    row_size.check([data for data, _references in sizes if data], using)
     if len(messages) == 1 and not logs:
         writes.insert(Message, messages, using)  # one INSERT: no transaction to open and commit
     else:

@@ -17,13 +17,30 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils.timezone import now
 
+from mailer import storage
 from mailer.addresses import address_key, entry_key
 from mailer.choices import Priority, Result
 from mailer.conf import mailer_settings
 from mailer.logrows import log_fields
 
 
-class MessageQuerySet(models.QuerySet):
+class StoredFilesQuerySet(models.QuerySet):
+    """Deleting rows also deletes the files in ``MAILER_STORAGE`` that no remaining row refers to.
+
+    The rows that may refer to a file are read first (one query, filtered by
+    the database), their files checked and deleted once the deletion commits.
+    """
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        if not mailer_settings.STORAGE:
+            return super().delete()
+        held = storage.tokens_of_rows(storage.referring_rows(self).iterator())
+        result = super().delete()
+        storage.release(held, self.db)
+        return result
+
+
+class MessageQuerySet(StoredFilesQuerySet):
     def high_priority(self) -> MessageQuerySet:
         return self.filter(priority=Priority.HIGH)
 
@@ -190,7 +207,7 @@ def _forget_emptiness(**kwargs: Any) -> None:
     _seen_empty_at = None
 
 
-class MessageLogManager(models.Manager):
+class MessageLogManager(models.Manager.from_queryset(StoredFilesQuerySet)):
     def log(self, message: Any, result_code: str, log_message: str = "") -> models.Model:
         """Record the outcome of an attempt to send ``message`` (a :class:`~mailer.models.Message`)."""
         return self.create(**log_fields(message, message.email, result_code, log_message))

@@ -17,7 +17,7 @@ from django.utils.timezone import now
 from django.utils.timezone import now as datetime_now  # the 2.x name: test suites patch it to move time
 from django.utils.translation import gettext_lazy as _
 
-from mailer import row_size, serialization
+from mailer import row_size, serialization, storage
 from mailer.addresses import address_key, entry_key
 from mailer.choices import (  # the 2.x names of the vocabulary, kept importable from here
     PRIORITIES,
@@ -34,6 +34,7 @@ from mailer.choices import (  # the 2.x names of the vocabulary, kept importable
     Result,
     get_priority,
 )
+from mailer.conf import mailer_settings
 from mailer.fields import MessageDataField
 from mailer.logrows import PROVIDER_ID_LENGTH, get_provider_message_id
 from mailer.managers import DontSendEntryManager, MessageLogManager, MessageManager
@@ -58,6 +59,17 @@ def db_to_email(data: str | bytes | None) -> Any:
     except serialization.UndecodableMessage as exc:
         logger.warning("Cannot decode message data: %s", exc)
         return None
+
+
+def _delete_with_files(obj: models.Model, delete: Any, *args: Any, **kwargs: Any) -> Any:
+    """``obj.delete()``, then delete the files in ``MAILER_STORAGE`` that its row alone referred to."""
+    if not mailer_settings.STORAGE:
+        return delete(*args, **kwargs)
+    using = kwargs.get("using") or router.db_for_write(type(obj), instance=obj)
+    held = storage.tokens_of_rows([(obj.message_data, obj.when_added)])
+    result = delete(*args, **kwargs)
+    storage.release(held, using)
+    return result
 
 
 QUEUE_INDEX = "mailer_message_queue_idx"  # what senders claim the queue by (migration 0008)
@@ -115,6 +127,9 @@ class Message(models.Model):
             return f'On {self.when_added}, "{email.subject}" to {", ".join(email.to)}'
         except Exception:
             return "<Message repr unavailable>"
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        return _delete_with_files(self, super().delete, *args, **kwargs)
 
     @property
     def email(self) -> EmailMessage | None:
@@ -227,6 +242,9 @@ class MessageLog(models.Model):
         except Exception:
             return "<MessageLog repr unavailable>"
 
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        return _delete_with_files(self, super().delete, *args, **kwargs)
+
     @property
     def email(self) -> EmailMessage | None:
         return db_to_email(self.message_data)
@@ -328,6 +346,7 @@ def make_message(
     validate(email)
     message = Message(priority=get_priority(priority), not_before=send_at, expires_at=expires_at)
     message.email = with_message_id(email)
+    row_size.check_message_size([(message.message_data, [])])
     row_size.check([message.message_data], router.db_for_write(Message, instance=message))
     return message
 

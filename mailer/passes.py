@@ -19,7 +19,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from mailer import claims, outcomes, serialization, writes
+from mailer import claims, outcomes, serialization, storage, writes
 from mailer.conf import mailer_settings
 from mailer.dispatch import Dispatcher
 from mailer.limits import PassLimits
@@ -79,6 +79,9 @@ class Pass:
         self.add_message_id = mailer_settings.ADD_MESSAGE_ID
         self.limits = PassLimits()
         self.claim_size = self.batch_size
+        # Files in MAILER_STORAGE of the messages this batch removes from the queue: deleted after the commit
+        # unless a log row keeps referring to them (mailer.storage.release).
+        self.stored_files: list[tuple[str, object]] = []
 
     def run(self) -> SendResult:
         started = time.monotonic()
@@ -107,7 +110,9 @@ class Pass:
                             # Keep what was sent before the interruption, then stop.
                             batch.error = stop
                         writes.record(batch.logs, batch.log_pks, batch.done, self.using, batch.updates, batch.block)
+                        storage.release(self.stored_files, self.using)
                 finally:
+                    self.stored_files = []
                     self.pacer.settle()
                 # Committed: only now do this batch's outcomes count for those who were told about commits.
                 if self.on_commit is not None:
@@ -200,12 +205,19 @@ class Pass:
             return outcomes.held(message, readable)  # passed over now that its turn has come
         if route in self.down:
             return outcomes.relay_down()
+        if getattr(message, "stored_attachments", None):
+            try:
+                storage.load(readable)  # attachments kept in MAILER_STORAGE: read now, let go by release()
+            except storage.AttachmentUnavailable as exc:
+                return outcomes.held(message, exc)
         return readable
 
     def apply(self, message: Message, outcome: Outcome, batch: Batch) -> None:
         """Carry out ``outcome`` for ``message``: in the batch's writes, in the counts, in the pass's position."""
         batch.add(message, outcome)
         self.result.add(outcome)
+        if outcome.remove and getattr(message, "stored_attachments", None):
+            self.stored_files.extend((reference.token, message.when_added) for reference in message.stored_attachments)
         if outcome.put_aside:
             Message.objects.using(self.using).filter(pk=message.pk).mark_deferred()
             message.priority = PRIORITY_DEFERRED

@@ -19,7 +19,7 @@ import logging
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage
 
-from mailer import claims, outcomes, serialization, standins
+from mailer import claims, outcomes, serialization, standins, storage
 from mailer.dontsend import remove_blocked
 from mailer.models import Message
 from mailer.outcomes import Outcome
@@ -43,6 +43,9 @@ Readable = EmailMessage | serialization.NotDecodableHere | None
 
 def release(message: Message) -> None:
     """Drop what a dealt-with message holds of its data, so that a claim of big messages does not keep them all."""
+    cached = message.__dict__.get("_email_cache")
+    if cached is not None and getattr(message, "stored_attachments", None):
+        storage.unload(cached[1])  # the files read for it (the batch's lists still hold the email)
     message.remember_email(None)
     if claims.is_big(message):
         message.message_data = None
@@ -113,6 +116,8 @@ class Reader:
         note = standins.note_for(email)
         if note:
             logger.warning("message %s (queued on %s): %s", message.pk, message.when_added, note)
+        # Attachments kept in MAILER_STORAGE are read when the message's turn comes (Pass.ready), one at a time.
+        message.stored_attachments = storage.references(email)
         self.decoded_any = True
         message.remember_email(email)
         return email

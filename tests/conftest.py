@@ -106,3 +106,26 @@ def legacy_policy(settings):
     settings.MAILER_RETRY_MAX_ATTEMPTS = 1
     settings.MAILER_DEFER_PERMANENT_FAILURES = True
     return settings
+
+
+MiB16 = 16 * 1024 * 1024
+
+
+@pytest.fixture
+def packet_limit():
+    """The server's ``max_allowed_packet``, lowered to 16 MiB (MariaDB's default) for the test if it is larger."""
+    from django.db import connection
+
+    if connection.vendor != "mysql":
+        pytest.skip("max_allowed_packet is a MySQL/MariaDB setting")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT @@GLOBAL.max_allowed_packet")
+        [original] = cursor.fetchone()
+        if original > MiB16:
+            cursor.execute("SET GLOBAL max_allowed_packet = %s", [MiB16])
+    connection.close()  # the session value is read when connecting
+    yield min(original, MiB16)
+    if original > MiB16:
+        with connection.cursor() as cursor:
+            cursor.execute("SET GLOBAL max_allowed_packet = %s", [original])
+    connection.close()

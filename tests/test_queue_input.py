@@ -223,24 +223,6 @@ def test_mail_queued_as_deferred_stays_deferred_until_retry_deferred():
 MiB = 1024 * 1024
 
 
-@pytest.fixture
-def packet_limit():
-    """The server's ``max_allowed_packet``, lowered to 16 MiB (MariaDB's default) for the test if it is larger."""
-    if connection.vendor != "mysql":
-        pytest.skip("max_allowed_packet is a MySQL/MariaDB setting")
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT @@GLOBAL.max_allowed_packet")
-        [original] = cursor.fetchone()
-        if original > 16 * MiB:
-            cursor.execute("SET GLOBAL max_allowed_packet = %s", [16 * MiB])
-    connection.close()  # the session value is read when connecting
-    yield min(original, 16 * MiB)
-    if original > 16 * MiB:
-        with connection.cursor() as cursor:
-            cursor.execute("SET GLOBAL max_allowed_packet = %s", [original])
-    connection.close()
-
-
 def attached(size, subject="big"):
     email = EmailMultiAlternatives(subject, "B", "f@example.org", [GOOD])
     email.attach("data.bin", os.urandom(size), "application/octet-stream")

@@ -4,10 +4,12 @@
 The ``failures`` fixture (``tests/conftest.py``) installs ``FailingBackend`` and empties the two registries.
 """
 
+import gc
 import time
 
 from django.core import mail
 from django.core.exceptions import ImproperlyConfigured
+from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
 
 HERE = __name__  # "tests.support.backends"
@@ -48,6 +50,23 @@ class HeaderAddingBackend(LocmemBackend):
         for message in messages:
             message.extra_headers["X-Backend-Stamp"] = "stamped"
         return super().send_messages(messages)
+
+
+# For each message StoredContentBackend was handed: how many attachment contents read from MAILER_STORAGE were alive.
+STORED_ALIVE: list[int] = []
+
+
+class StoredContentBackend(BaseEmailBackend):
+    """Builds each message and counts the stored attachments held in memory then (``STORED_ALIVE``); keeps none."""
+
+    def send_messages(self, messages):
+        from mailer.storage import StoredBytes
+
+        for message in messages:
+            message.message()
+            gc.collect()
+            STORED_ALIVE.append(sum(type(obj) is StoredBytes for obj in gc.get_objects()))
+        return len(messages)
 
 
 class MisconfiguredBackend(LocmemBackend):
