@@ -172,7 +172,7 @@ def reserve(
     serialising every sender of the relay behind it (and two senders could deadlock, each holding
     messages the other waits for). A relay without limits is granted everything with no query.
 
-    ``now``: the time of the reservation (default ``timezone.now()``, read at call time); tests pass a
+    ``now``: the time of the reservation (default ``timezone.now()``, read once the lock is held); tests pass a
     controlled clock. The grant's ``at`` is later when another process already reserved at a later time
     (its clock is ahead). ``limits``: instead of the relay's ``MAILER_RATE_LIMITS`` entry. ``slack``:
     seconds added to every window (see :class:`Limit`), so that the grant keeps the limit for deliveries
@@ -180,19 +180,20 @@ def reserve(
     """
     if wanted < 0:
         raise ValueError(f"wanted must be 0 or more, not {wanted!r}")
-    now = now or timezone.now()
     limits = [dataclasses.replace(limit, slack=slack) for limit in (limits_for(relay) if limits is None else limits)]
     if not limits or not wanted:
-        return Grant(relay, wanted, now)
+        return Grant(relay, wanted, now or timezone.now())
     using = using or router.db_for_write(RelayState)
     while True:
         with transaction.atomic(using=using):
             state = ratewindows.lock(relay, using)
             if state is not None:
-                grant = _reserve_locked(state, limits, wanted, now, using)
+                # The clock is read once the lock is held: the time spent waiting for other senders' reservations
+                # would otherwise be added to the time between the stamp and the deliveries it pays for.
+                grant = _reserve_locked(state, limits, wanted, now or timezone.now(), using)
                 break
         ratewindows.create_state(relay, using)  # the relay's first reservation: then lock it as above
-    ratewindows.purge_now_and_then(relay, limits, now, using)
+    ratewindows.purge_now_and_then(relay, limits, grant.at, using)
     return grant
 
 

@@ -5,7 +5,8 @@
   ``smtpd_recipient_limit`` does) and keeps every transaction it accepted.
 * :class:`FlakyRelay`: a :class:`ScriptedRelay` that also refuses at random (451/421, or drops the connection),
   plays scripted sequences per recipient ("451 twice then accept"), refuses the first DATA commands
-  ("454 4.7.0 Throttling") and records every attempt, accepted or not, with its arrival time and Message-ID.
+  ("454 4.7.0 Throttling") or every transaction for some seconds, and records every attempt, accepted or not,
+  with its arrival times and Message-ID.
 * :class:`SilentRelay`: accepts TCP connections and never says a word (no greeting), as a relay that hangs.
 """
 
@@ -154,6 +155,7 @@ class Attempt:
     rcpt_tos: list[str] = field(default_factory=list)  # every recipient offered, refused or not
     refused: dict[str, str] = field(default_factory=dict)  # recipient -> the refusal it got at RCPT
     message_id: str | None = None  # the data's Message-ID header, once the data arrived
+    data_at: float | None = None  # time.monotonic() when its data arrived whole (before the relay answered)
     stage: str = "MAIL"  # the last command the relay answered or hung up on: MAIL, RCPT or DATA
     reply: str | None = None  # the last reply of the transaction; None when the relay dropped the connection
     dropped: bool = False  # the connection was closed with no reply (a 421 closes it too, after the reply)
@@ -180,6 +182,8 @@ class FlakyRelay(ScriptedRelay):
       or ``("DATA", reply)``: the transaction's DATA gets that reply. Transactions a random fate strikes
       consume no step.
     * ``fail_data_first``: ``(n, reply)``: the first ``n`` DATA commands get ``reply`` (``THROTTLED``), then 250.
+    * ``refuse_for``: ``(seconds, reply)``: every MAIL FROM gets ``reply`` (``THROTTLED``) for ``seconds`` from
+      the first one on (:attr:`refusing_since`), then the relay takes mail again.
     * ``slow``: recipient -> seconds the relay takes before it answers each RCPT of that recipient.
     * ``refuse`` (recipients refused at every RCPT, as ``"550 5.1.1 ..."``) and the other options: as
       :class:`ScriptedRelay`, whose ``transactions`` still hold the accepted ones.
@@ -198,6 +202,7 @@ class FlakyRelay(ScriptedRelay):
         script: dict[str, Iterable] | None = None,
         fail_data_first: tuple[int, str] | None = None,
         slow: dict[str, float] | None = None,
+        refuse_for: tuple[float, str] | None = None,
         **options,
     ):
         super().__init__(**options)
@@ -210,6 +215,8 @@ class FlakyRelay(ScriptedRelay):
         self.script = {address.lower(): list(steps) for address, steps in (script or {}).items()}
         self.fail_data_first = fail_data_first
         self.slow = {address.lower(): seconds for address, seconds in (slow or {}).items()}
+        self.refuse_for = refuse_for
+        self.refusing_since: float | None = None  # time.monotonic() of the first MAIL FROM, with refuse_for
         self.attempts: list[Attempt] = []
         self.data_commands = 0  # DATA commands whose data arrived, answered or not
         self.connections = 0  # SMTP connections accepted
@@ -223,7 +230,12 @@ class FlakyRelay(ScriptedRelay):
             envelope.attempt = attempt
             envelope.fate = self._draw()
             envelope.data_reply = None
+            if self.refuse_for is not None and self.refusing_since is None:
+                self.refusing_since = attempt.at
+            refusing = self.refuse_for is not None and attempt.at - self.refusing_since < self.refuse_for[0]
             self._cond.notify_all()
+        if refusing:
+            return await self._answer(server, attempt, "MAIL", self.refuse_for[1])
         if envelope.fate and envelope.fate[0] == "MAIL":
             return await self._answer(server, attempt, "MAIL", envelope.fate[1])
         envelope.mail_from = address
@@ -252,6 +264,7 @@ class FlakyRelay(ScriptedRelay):
         data = envelope.original_content or envelope.content
         with self._cond:
             self.data_commands += 1
+            attempt.data_at = time.monotonic()
             attempt.message_id = BytesHeaderParser().parsebytes(data)["Message-ID"]
             throttled = self.fail_data_first is not None and self.data_commands <= self.fail_data_first[0]
         if envelope.fate and envelope.fate[0] == "DATA":

@@ -10,6 +10,8 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.procs import REPO_ROOT, project_env
@@ -46,8 +48,12 @@ class SenderProcess:
                 text=True,
             )
         if banner:
-            lines = self.proc.stdout.readline() + self.proc.stdout.readline()
-            assert "Starting django-mailer" in lines, f"{lines}\n{self.log()}"
+            self.read_banner()
+
+    def read_banner(self) -> None:
+        """Wait for the banner the long-running commands print when they start (fails the test otherwise)."""
+        lines = self.proc.stdout.readline() + self.proc.stdout.readline()
+        assert "Starting django-mailer" in lines, f"{lines}\n{self.log()}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -91,3 +97,25 @@ class SenderProcess:
             self.proc.kill()
         self.proc.wait()
         self.proc.stdout.close()
+
+
+@contextmanager
+def running_senders(
+    command: str, env: dict, log_dir: Path, count: int, settings: dict | None = None
+) -> Iterator[list[SenderProcess]]:
+    """``count`` children running ``command`` for the block, started together (each reads its banner once all
+    are starting), then stopped with SIGTERM; each must exit with 0. Their logs' ends are printed."""
+    children = []
+    try:
+        for n in range(count):
+            log_path = log_dir / f"{command}-{n}.log"
+            children.append(SenderProcess(command, env, log_path, settings=settings, banner=False))
+        for child in children:
+            child.read_banner()
+        yield children
+        for child in children:
+            assert child.stop() == 0, child.log()
+    finally:
+        for n, child in enumerate(children):
+            child.kill()
+            print(f"--- {command} {n} (exit status {child.proc.returncode}) ---\n{child.log()[-10000:]}")
