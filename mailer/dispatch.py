@@ -16,6 +16,7 @@ connection the slot keeps (:meth:`Dispatcher.release`).
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,10 @@ class Delivery:
     exception: Exception | None = None
     refusals: list[smtp.Refusal] = field(default_factory=list)  # recipients the relay refused (SMTP backends)
     relay_down: bool = False  # no connection could be made, or the relay did not answer in time
+    # A time.monotonic() after which the email must not be sent any more (None: whenever); ``too_late``
+    # says that the connection was ready only after it, and nothing was sent.
+    not_after: float | None = None
+    too_late: bool = False
 
     @property
     def connection(self) -> BaseEmailBackend | None:
@@ -66,9 +71,10 @@ class Dispatcher:
         """How many deliveries are started and not collected."""
         return len(self.in_flight) + len(self.done)
 
-    def start(self, item: Any, route: Route, email: EmailMessage) -> None:
-        """Hand ``email`` to ``route`` in an idle slot (see :meth:`has_idle_slot`)."""
-        delivery = Delivery(item, email, route, self.idle.pop())
+    def start(self, item: Any, route: Route, email: EmailMessage, not_after: float | None = None) -> None:
+        """Hand ``email`` to ``route`` in an idle slot (see :meth:`has_idle_slot`), unless its connection is
+        ready only after ``not_after`` (a ``time.monotonic()``)."""
+        delivery = Delivery(item, email, route, self.idle.pop(), not_after=not_after)
         if self.executor is None:
             self.done.append(_deliver(delivery))
         else:
@@ -114,6 +120,9 @@ def _deliver(delivery: Delivery) -> Delivery:
             # Refused, reset, timed out or hung up while connecting: the relay is down, not the message.
             delivery.exception, delivery.relay_down = exc, isinstance(exc, OSError)
             return delivery
+    if delivery.not_after is not None and time.monotonic() > delivery.not_after:
+        delivery.too_late = True
+        return delivery
     try:
         with smtp.capturing() as capture:
             connection.send_messages([delivery.email])

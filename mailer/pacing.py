@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import time
 from collections.abc import Collection, Mapping
 
 from django.utils import timezone
@@ -52,6 +53,8 @@ class Pacer:
         self.chunk = {relay: _chunk(limits, connections) for relay, limits in self.limits.items() if limits}
         self.tokens: dict[str, int] = {}
         self.grants: dict[str, Grant] = {}
+        self.reserved_at: dict[str, float] = {}  # time.monotonic() when each relay's tokens were reserved
+        self.refreshed: set[str] = set()  # relays whose tokens were too old once in this pass
         self.closed: dict[str, datetime.datetime] = {}  # relay -> when it may be sent to again
         self.throttled: dict[str, Failure] = {}  # pauses to record once the batch has committed
 
@@ -63,6 +66,7 @@ class Pacer:
             if relay in self.closed:
                 continue
             grant = ratelimits.reserve(relay, min(wanted, chunk), limits=self.limits[relay], slack=SLACK)
+            self.reserved_at[relay] = time.monotonic()
             self.tokens[relay] = grant.granted
             if grant.reservation is not None:
                 self.grants[relay] = grant
@@ -90,6 +94,28 @@ class Pacer:
             return False
         self.tokens[relay] -= 1
         return True
+
+    def deadline(self, route: Route) -> float | None:
+        """The ``time.monotonic()`` after which a message to ``route`` must not go with the token it took.
+
+        A token is stamped when it is reserved; sent much later, it would fall in the relay's next window.
+        That happens when a pass starts (the claim's SQL is built, the backend imported, the connection
+        opened between the reservation and the delivery), so a relay gets fresh tokens once per pass when
+        its delivery comes more than :data:`SLACK` after its reservation; after that, never again, so
+        that a slow database or relay cannot keep the pass from sending.
+        """
+        relay = self.relay_of[route]
+        if relay not in self.chunk or relay in self.refreshed:
+            return None
+        return self.reserved_at[relay] + SLACK
+
+    def late(self, route: Route) -> None:
+        """A delivery to ``route`` did not start before its :meth:`deadline`: its token goes back, and the
+        relay takes nothing more in this batch."""
+        relay = self.relay_of[route]
+        self.tokens[relay] = self.tokens.get(relay, 0) + 1
+        self.refreshed.add(relay)
+        self.closed.setdefault(relay, timezone.now())  # its other tokens are as old: fresh ones next batch
 
     def throttle(self, route: Route, failure: Failure) -> None:
         """``route``'s relay asked to slow down: send it nothing more in this batch, pause it after the commit."""

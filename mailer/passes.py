@@ -167,12 +167,18 @@ class Pass:
                 if logger.isEnabledFor(logging.INFO):
                     to = loggable(", ".join(map(str, email.to)))
                     logger.info("sending message '%s' to %s", loggable(email.subject), to)
-                dispatcher.start(message, route, email)
+                dispatcher.start(message, route, email, self.pacer.deadline(route))
             finished = dispatcher.finished()
             if not finished:
                 batch.quick = time.monotonic() - started < self.commit_interval / 2
                 break
             for delivery in finished:
+                if delivery.too_late:  # its token is too old to keep the limit at the relay: next batch
+                    self.pacer.late(delivery.route)
+                    dispatcher.release(delivery, delivery.connection)
+                    self.apply(delivery.item, outcomes.UNTOUCHED, batch)
+                    release(delivery.item)
+                    continue
                 if delivery.relay_down:
                     self.relay_is_down(delivery.route, delivery.exception)
                 message = delivery.item

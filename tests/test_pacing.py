@@ -18,7 +18,7 @@ from mailer import claims, ratelimits, ratewindows
 from mailer.engine import send_all
 from mailer.failures import classify
 from mailer.models import Message, MessageLog, RateReservation, RelayState
-from tests.support.backends import HERE, SEND_TIMES
+from tests.support.backends import HERE, SEND_TIMES, WALL_SEND_TIMES
 from tests.support.queueing import queue
 
 pytestmark = pytest.mark.django_db
@@ -237,3 +237,19 @@ def test_a_relay_at_its_limit_waits_while_the_others_send(settings, smtp_server,
     again = send_all()
     assert again.sent == 1 and again.paced_for is not None
     assert list(Message.objects.values_list("mailer", "attempts")) == [("bulk", 0), ("bulk", 0)]
+
+
+def test_a_token_held_while_the_connection_opened_is_renewed_before_the_mail_goes(settings):
+    """A slow first connection must not make a token stamped 0.2 s ago count in the wrong window at the relay."""
+    settings.MAILER_RATE_LIMITS = {"default": ["4/s"]}
+    settings.MAILER_EMAIL_BACKEND = f"{HERE}.SlowConnectingBackend"
+    WALL_SEND_TIMES.clear()
+    for n in range(3):
+        queue(f"m{n}")
+
+    assert send_all(wait_for_limits=True).sent == 3
+
+    stamps = sorted(at.timestamp() for at in RateReservation.objects.values_list("at", flat=True))
+    assert sum(RateReservation.objects.values_list("count", flat=True)) == 3  # the stale token went back
+    first_sent = WALL_SEND_TIMES[0]
+    assert 0 <= first_sent - stamps[0] < 0.05 + 0.02, (first_sent, stamps)

@@ -82,15 +82,13 @@ def test_four_senders_with_two_connections_each_keep_25_a_second_at_the_relay(tm
 
     The limit is checked at the relay, on the times the messages' data arrived there. The reservations keep
     25 in every window of 1.05 s (``mailer.pacing.SLACK``): a delivery that reaches the relay up to 50 ms later
-    than another, relative to its token's time stamp, still keeps 25 a second there. On two CPUs shared with the
-    database server, the relay and other test runs, that skew exceeds 50 ms now and then, and then the tokens
-    late (at most one per connection per sender: those in flight) land in the next second:
-
-    * after the first second, a sender stalled for 100-200 ms between its reservation and the handoff makes a
-      second hold 26 or 27: the tolerance the issue allows (10%, 27.5) is asserted;
-    * in the first second, every sender's first tokens wait for what a pass does the first time (the claim's
-      SQL built, the SMTP backend imported, the connection opened: 75 to 250 ms measured), and the second after
-      may hold up to 25 plus one per connection of every sender (8 here): measured 25 to 31.
+    than another, relative to its token's time stamp, still keeps 25 a second there. A token whose delivery
+    could not start within those 50 ms (a sender's first pass builds the claim's SQL, imports the backend and
+    opens its connection meanwhile: 75 to 250 ms measured) is given back, and the message goes with a fresh
+    one (``Pacer.deadline``), once per pass. Measured here: 25 in the fullest second, first second included,
+    mean 98% of the limit. On two CPUs shared with the database server, the relay and other test runs, a
+    sender can still stall between its handoff and the relay later in a pass: the 10% tolerance documented
+    in docs/pacing.rst (27 here) is what is asserted.
     """
     count, limit, senders, connections = 600, 25, 4, 2
     settings = {"MAILER_RATE_LIMITS": {"default": [f"{limit}/s"]}, "MAILER_SENDER_CONNECTIONS": connections}
@@ -105,15 +103,12 @@ def test_four_senders_with_two_connections_each_keep_25_a_second_at_the_relay(tm
         times = sorted(attempt.data_at for attempt in accepted(relay))
 
     fullest = fullest_second(times)
-    steady = fullest_second([at for at in times if at >= times[0] + 1])
     rate = (len(times) - 1) / (times[-1] - times[0])
     print(
         f"{senders} senders: {count} messages in {times[-1] - times[0]:.1f}s at the relay ({wall:.1f}s with the "
-        f"senders' start); mean {rate:.2f}/s ({rate / limit:.0%} of {limit}/s); fullest second {fullest}, "
-        f"after the first second {steady}"
+        f"senders' start); mean {rate:.2f}/s ({rate / limit:.0%} of {limit}/s); fullest second {fullest}"
     )
-    assert steady <= limit * 1.1, f"a second at the relay held {steady} messages (limit {limit}, tolerance 10%)"
-    assert fullest <= limit + senders * connections, f"a second in the cold start held {fullest} messages"
+    assert fullest <= limit * 1.1, f"a second at the relay held {fullest} messages (limit {limit}, tolerance 10%)"
     assert rate >= 0.85 * limit, f"mean rate {rate:.2f}/s"
     assert counts["queued"] == 0 and counts["logs"] == {"1": count, "2": 0, "3": 0}, counts
 

@@ -43,6 +43,22 @@ class TimingBackend(LocmemBackend):
         return super().send_messages(messages)
 
 
+# time.time() of each message SlowConnectingBackend was handed, in order.
+WALL_SEND_TIMES: list[float] = []
+
+
+class SlowConnectingBackend(LocmemBackend):
+    """Locmem whose connection takes 0.2 s to open, as a relay's TLS handshake can; notes when mail arrives."""
+
+    def open(self):
+        time.sleep(0.2)
+        return super().open()
+
+    def send_messages(self, messages):
+        WALL_SEND_TIMES.extend(time.time() for _ in messages)
+        return super().send_messages(messages)
+
+
 class HeaderAddingBackend(LocmemBackend):
     """Locmem that stamps every message, as some real backends (ESP APIs) do."""
 
