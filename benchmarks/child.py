@@ -196,6 +196,71 @@ def action_produce(params):
     return {"committed": committed}
 
 
+def action_fill_scheduled(params):
+    """Queue the messages of a schedule (``benchmarks/scheduled.py``; this package only, not 2.3.2).
+
+    The schedule is a JSON file: ``[[bench_id, send_at, expires_at, priority, expire_while_waiting], ...]``,
+    times in seconds since the epoch (``expires_at`` may be null), priority "high", "medium" or "low".
+    Messages are queued through the ``DbBackend`` with ``send_at`` / ``expires_at`` attributes, 1,000 per
+    transaction. The queueing API
+    refuses an ``expires_at`` before ``send_at``; the rows marked ``expire_while_waiting`` are given one
+    afterwards, halfway between now and their ``send_at`` (as if their expiry had been brought forward
+    while they waited), by an ``UPDATE`` in the same transaction.
+    """
+    import datetime
+
+    from django.core.mail import get_connection
+    from django.db import transaction
+
+    from mailer.models import Message
+
+    def aware(seconds):
+        return None if seconds is None else datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+
+    with open(params["schedule"]) as f:
+        schedule = json.load(f)
+    connections = {priority: get_connection(priority=priority) for priority in ("high", "medium", "low")}
+    started = time.time()
+    for first in range(0, len(schedule), 1000):
+        with transaction.atomic():
+            last_pk = Message.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+            chunk = []  # in the order queued: one send_messages() per priority, so ids follow this order
+            for priority, connection in connections.items():
+                entries = [entry for entry in schedule[first : first + 1000] if entry[3] == priority]
+                emails = []
+                for bench_id, send_at, expires_at, _, _ in entries:
+                    email = make_email(bench_id, {"X-Bench-Send-At": f"{send_at:.6f}"})
+                    email.send_at = aware(send_at)
+                    email.expires_at = aware(expires_at)
+                    emails.append(email)
+                if emails and connection.send_messages(emails) != len(emails):
+                    sys.exit("send_messages did not queue every message")
+                chunk.extend(entries)
+            rows = list(Message.objects.filter(pk__gt=last_pk).order_by("pk").values_list("pk", "not_before"))
+            if len(rows) != len(chunk):
+                sys.exit(f"queued {len(rows)} rows for {len(chunk)} messages")
+            now = datetime.datetime.now(datetime.UTC)
+            for (pk, not_before), entry in zip(rows, chunk, strict=True):
+                if entry[4]:
+                    Message.objects.filter(pk=pk).update(expires_at=now + (not_before - now) / 2)
+    return {"seconds": time.time() - started, "ended": time.time()}
+
+
+def action_scheduled_stats(params):
+    """What is left after a scheduled run: queued rows, log rows by result, expiries, Message-IDs sent."""
+    from django.db.models import Count
+
+    from mailer.models import Message, MessageLog
+
+    by_result = dict(MessageLog.objects.values_list("result").annotate(n=Count("id")).order_by())
+    return {
+        "queued": Message.objects.count(),
+        "logged": by_result,
+        "expired": MessageLog.objects.filter(log_message__startswith="expired:").count(),
+        "sent_message_ids": list(MessageLog.objects.filter(result="1").values_list("message_id", flat=True)),
+    }
+
+
 def action_stats(params):
     from mailer.models import Message, MessageLog
 
@@ -211,6 +276,8 @@ ACTIONS = {
     "command": action_command,
     "produce": action_produce,
     "stats": action_stats,
+    "fill_scheduled": action_fill_scheduled,
+    "scheduled_stats": action_scheduled_stats,
 }
 
 

@@ -120,7 +120,8 @@ class Bench:
         self.locks += 1
         lock_dir = self.tmp / "locks" / f"{side.key}-{self.locks}"
         lock_dir.mkdir(parents=True)
-        settings = {**self.args.settings, **(extra_settings or {})}
+        own = self.args.ours_settings if side is self.ours else {}
+        settings = {**self.args.settings, **own, **(extra_settings or {})}
         return {"database": database, "lock_path": str(lock_dir / "send_mail"), "extra_settings": settings, **extra}
 
     def migrate(self, side: Side, database: dict) -> None:
@@ -515,6 +516,7 @@ def metadata(bench: Bench) -> dict:
         "sizes": bench.sizes,
         "mode": "quick" if bench.args.quick else "full",
         "extra_settings": bench.args.settings,
+        "ours_settings": bench.args.ours_settings,
         "other_side": bench.legacy.label,
         "sides": {},
         "databases": {},
@@ -546,6 +548,8 @@ def render(meta: dict, summary: list[dict], elapsed: float, errors: list[str]) -
         out.append(f"- {vendor}: {version}")
     if meta["extra_settings"]:
         out.append(f"- Extra settings, both sides: {meta['extra_settings']}")
+    if meta.get("ours_settings"):
+        out.append(f"- Extra settings, ours only: {meta['ours_settings']}")
     out.append(
         f"- Each figure is the median of {meta['rounds']} rounds (memory: {meta['memory_rounds']}); "
         f"gain = ours/{meta.get('other_side', '2.3.2')} for rates, the inverse where lower is better, taken within "
@@ -618,6 +622,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="an extra Django setting for both sides, VALUE as JSON if it parses (repeatable)",
     )
+    parser.add_argument(
+        "--ours-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="like --setting, for our side only: with --baseline at the same checkout, the cost of a setting",
+    )
     parser.add_argument("--slow-relay-ms", type=float, default=20.0, help="the slow relay's delay per message")
     parser.add_argument("--profile", metavar="DIR", help="cProfile the children into DIR (skews timings)")
     parser.add_argument(
@@ -636,18 +647,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for s in args.only:
         if s not in SCENARIOS:
             parser.error(f"unknown scenario {s!r}; choose from {', '.join(SCENARIOS)}")
-    args.settings = {}
-    for item in args.setting:
-        name, sep, value = item.partition("=")
-        if not sep or not name.isidentifier():
-            parser.error(f"--setting takes NAME=VALUE, not {item!r}")
-        try:
-            args.settings[name] = json.loads(value)
-        except ValueError:
-            args.settings[name] = value
+    args.settings = _settings(parser, "--setting", args.setting)
+    args.ours_settings = _settings(parser, "--ours-setting", args.ours_setting)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     return args
+
+
+def _settings(parser: argparse.ArgumentParser, option: str, items: list[str]) -> dict:
+    """``NAME=VALUE`` items as a dict of settings, each VALUE as JSON if it parses."""
+    settings = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            parser.error(f"{option} takes NAME=VALUE, not {item!r}")
+        try:
+            settings[name] = json.loads(value)
+        except ValueError:
+            settings[name] = value
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:

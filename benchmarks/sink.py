@@ -1,10 +1,11 @@
 """An SMTP server on loopback that counts what it receives, optionally answering each message slowly.
 
 It runs in a thread of the benchmark process (aiosmtpd's event loop). For every message it records the
-arrival time and the ``X-Bench-Id`` header that the children put on each queued email, which gives the
-number of messages, of distinct messages (so duplicates) and, with the commit times of a producer, latency.
-``delay`` makes it wait that long before accepting each message, like a slow relay; the wait is an
-``asyncio.sleep``, so other connections are served meanwhile.
+arrival time, the ``X-Bench-Id`` header that the children put on each queued email and its ``Message-ID``,
+which gives the number of messages, of distinct messages (so duplicates) and, with the commit times of a
+producer (or the ``send_at`` of scheduled mail), latency. ``delay`` makes it wait that long before
+accepting each message, like a slow relay; the wait is an ``asyncio.sleep``, so other connections are
+served meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections import Counter
 from aiosmtpd.controller import Controller
 
 _BENCH_ID = re.compile(rb"^X-Bench-Id:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
+_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
 
 
 class _Handler:
@@ -32,7 +34,12 @@ class _Handler:
             content = content.encode("utf-8", "replace")
         head = content.split(b"\r\n\r\n", 1)[0]
         match = _BENCH_ID.search(head)
-        self.sink.record(match.group(1).decode("ascii", "replace") if match else None, arrived)
+        message_id = _MESSAGE_ID.search(head)
+        self.sink.record(
+            match.group(1).decode("ascii", "replace") if match else None,
+            arrived,
+            message_id.group(1).decode("ascii", "replace") if message_id else None,
+        )
         if self.sink.delay:
             await asyncio.sleep(self.sink.delay)
         return "250 Message accepted"
@@ -64,12 +71,13 @@ class SMTPSink:
         self.reset()
 
     # Called from the server thread.
-    def record(self, bench_id: str | None, arrived: float) -> None:
+    def record(self, bench_id: str | None, arrived: float, message_id: str | None = None) -> None:
         with self._arrived:
             self.count += 1
             self.ids[bench_id] += 1
             if bench_id is not None and bench_id not in self.first_arrival:
                 self.first_arrival[bench_id] = arrived
+                self.message_ids[bench_id] = message_id
             self._arrived.notify_all()
 
     def count_connection(self) -> None:
@@ -82,6 +90,7 @@ class SMTPSink:
             self.connections = 0
             self.ids: Counter = Counter()
             self.first_arrival: dict[str, float] = {}
+            self.message_ids: dict[str, str | None] = {}  # bench id -> the Message-ID header it arrived with
 
     def snapshot(self) -> dict:
         with self._lock:
