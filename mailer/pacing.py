@@ -4,7 +4,8 @@ A :class:`Pacer` is a pass's view of the shared state in :mod:`mailer.ratelimits
 outside the claim's transaction (no message row is locked while the relay's row is), it reads which
 relays are paused and reserves a few tokens for each limited relay, then tells the pass how many
 messages to claim and which relays to leave out of the claim. Each message handed to a limited relay
-takes one token; the tokens a batch did not use go back once its transaction has committed. A relay
+takes one token; tokens a batch did not use serve the next batches while they are fresh (reserved less
+than :data:`SLACK` ago), and go back when they are not, or when the pass ends. A relay
 that answers "slow down" (:attr:`mailer.failures.Failure.throttled`) is paused for every sender,
 with the same backoff as retries (:func:`mailer.ratelimits.pause`).
 
@@ -13,8 +14,9 @@ pays for short (no more than :data:`RESERVE_AHEAD` seconds' worth of the tightes
 and at least one per connection), and reserving against windows :data:`SLACK` longer than the limits
 absorbs what that time varies by: the relay sees what the reservations say.
 
-With no limit configured the pacer costs one query per claimed batch (the pauses) and nothing per
-message.
+With no limit configured the pacer costs one query a second (the pauses: :data:`PAUSES_EVERY`) and
+nothing per message; a relay far from its limit, one reservation per :data:`RESERVE_BATCHES` batches
+at most.
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ RESERVE_AHEAD = 0.05
 # reach the relay up to 50 ms later than others, relative to their reservations, still keep the limit
 # there. It costs a limit per second 5% of its rate, and longer windows next to nothing.
 SLACK = 0.05
+# A relay whose limit is high enough to reserve more than a token per connection at a time: tokens still
+# fresh (reserved less than SLACK ago) serve its next batches too, up to this many batches' worth per
+# reservation, so that a relay far from its limit costs one reservation per few batches. A relay with a
+# low limit gets fresh tokens for each batch: a token kept across batches would reach the relay later.
+RESERVE_BATCHES = 8
+# Pauses that other senders recorded are read at most this often (seconds): a pause lasts at least
+# MAILER_RETRY_DELAY, and a sender that meets the relay's "slow down" itself pauses at once anyway.
+PAUSES_EVERY = 1.0
 
 
 class Pacer:
@@ -51,21 +61,33 @@ class Pacer:
         self.relay_of = {route: ratelimits.relay_of(route) for route in set(routes.values())}
         self.limits = {relay: ratelimits.limits_for(relay) for relay in set(self.relay_of.values())}
         self.chunk = {relay: _chunk(limits, connections) for relay, limits in self.limits.items() if limits}
+        self.connections = connections
         self.tokens: dict[str, int] = {}
         self.grants: dict[str, Grant] = {}
         self.reserved_at: dict[str, float] = {}  # time.monotonic() when each relay's tokens were reserved
         self.refreshed: set[str] = set()  # relays whose tokens were too old once in this pass
         self.closed: dict[str, datetime.datetime] = {}  # relay -> when it may be sent to again
+        self.paused: dict[str, datetime.datetime] = {}  # relay -> end of its pause, as last read or recorded
+        self.paused_read = -math.inf  # time.monotonic() of the last read
         self.throttled: dict[str, Failure] = {}  # pauses to record once the batch has committed
 
     def allowance(self, wanted: int) -> int:
         """How many messages the next claim may take (0: every relay is closed for now); call between batches."""
-        now = timezone.now()
-        self.closed = {relay: until for relay, until in ratelimits.pauses(now).items() if relay in self.limits}
+        now, clock = timezone.now(), time.monotonic()
+        if clock - self.paused_read >= PAUSES_EVERY:
+            self.paused = {relay: until for relay, until in ratelimits.pauses(now).items() if relay in self.limits}
+            self.paused_read = clock
+        self.closed = {relay: until for relay, until in self.paused.items() if until > now}
         for relay, chunk in self.chunk.items():
             if relay in self.closed:
                 continue
-            grant = ratelimits.reserve(relay, min(wanted, chunk), limits=self.limits[relay], slack=SLACK)
+            if self.tokens.get(relay) and (chunk <= self.connections or clock - self.reserved_at[relay] > SLACK):
+                self.give_back(relay)  # too old to keep the limit at the relay, or too few to carry
+            if self.tokens.get(relay):
+                continue
+            grant = ratelimits.reserve(
+                relay, min(wanted * RESERVE_BATCHES, chunk), limits=self.limits[relay], slack=SLACK
+            )
             self.reserved_at[relay] = time.monotonic()
             self.tokens[relay] = grant.granted
             if grant.reservation is not None:
@@ -124,17 +146,23 @@ class Pacer:
         self.throttled.setdefault(relay, failure)
 
     def settle(self) -> None:
-        """After a batch has committed: give back the tokens it did not use, record the pauses it met."""
-        for relay, grant in self.grants.items():
-            unused = self.tokens.get(relay, 0)
-            if unused:
-                ratelimits.give_back(grant, unused)
-        self.grants, self.tokens = {}, {}
+        """After a batch has committed: record the pauses it met. Fresh tokens are kept for the next batch."""
         for relay, failure in self.throttled.items():
             until = ratelimits.pause(relay, failure.retry_after)
-            self.closed[relay] = until
+            self.closed[relay] = self.paused[relay] = until
             logger.warning("%s asked to slow down (%s): paused until %s", relay, failure.reason, until.isoformat())
         self.throttled = {}
+
+    def give_back(self, relay: str) -> None:
+        """Return the tokens ``relay`` holds and did not use."""
+        grant, unused = self.grants.pop(relay, None), self.tokens.pop(relay, 0)
+        if grant is not None and unused:
+            ratelimits.give_back(grant, unused)
+
+    def close(self) -> None:
+        """At the end of the pass: every token not used goes back."""
+        for relay in list(self.tokens):
+            self.give_back(relay)
 
     def opens_in(self) -> float:
         """Seconds until the first closed relay may be sent to again (0 if none is closed)."""

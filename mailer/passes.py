@@ -125,6 +125,7 @@ class Pass:
                     nap(self.throttle, self.stop)
         finally:
             self.dispatcher.close()
+            self.pacer.close()
             self.result.seconds = time.monotonic() - started
         return self.result
 
