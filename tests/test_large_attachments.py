@@ -93,6 +93,7 @@ def test_text_and_small_attachments(files, smtp_settings, settings):
     assert send_all().sent == 1
     [received] = smtp_settings.messages
     parts = {part.get_filename(): part.get_content() for part in received.message.iter_attachments()}
+    parts["notes.txt"] = parts["notes.txt"].rstrip("\r\n")  # Django 6.0 ends a text part with a line break
     assert parts == {"notes.txt": "é" * 2000, "small.bin": b"tiny"}
 
 
