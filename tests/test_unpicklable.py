@@ -17,6 +17,7 @@ from django.core import mail
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 
 from mailer import engine, serialization
+from mailer.backend import DbBackend
 from mailer.engine import QueueNotDecodable
 from mailer.models import RESULT_DONT_SEND, RESULT_SUCCESS, Message, MessageLog
 from mailer.unpicklable import UnpicklableAttributesWarning
@@ -137,15 +138,14 @@ def test_send_at_is_still_taken_out_and_scheduled():
 
 
 def test_with_the_setting_off_an_unpicklable_email_is_refused_at_queue_time_and_nothing_is_queued(settings):
-    from django.core.mail import get_connection
-
     settings.MAILER_DROP_UNPICKLABLE_ATTRIBUTES = False
+    backend = DbBackend()  # not get_connection(), which Django 6.1 deprecates (a warning, an error below)
     good = EmailMessage("good", "b", "from@example.com", ["ann@example.com"])
     bad = ActivationEmail(threading.Lock(), subject="bad", body="b", to=["ann@example.com"])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(TypeError, match="request.*MAILER_DROP_UNPICKLABLE_ATTRIBUTES is False"):
-            get_connection().send_messages([good, bad])
+            backend.send_messages([good, bad])
     assert Message.objects.count() == 0
 
 
