@@ -27,7 +27,8 @@ from contextlib import contextmanager
 import pytest
 
 from tests.support import dbconfig
-from tests.support.project_db import migrated_project, run_in_project, send_mail_in_project, table_counts
+from tests.support.project_db import relay_project as project
+from tests.support.project_db import run_in_project, send_mail_in_project, table_counts
 from tests.support.rate_windows import Timeline
 from tests.support.relays import FlakyRelay
 from tests.support.senders import running_senders
@@ -38,18 +39,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 THROTTLING = "454 4.7.0 Throttling failure: Maximum sending rate exceeded"
-
-
-@contextmanager
-def project(tmp_path, relay: FlakyRelay, prefix: str):
-    """A migrated database whose senders deliver to ``relay``; no file lock: the senders run at once."""
-    env = {
-        "MAILER_TEST_SMTP_PORT": str(relay.port),
-        "MAILER_TEST_USE_FILE_LOCK": "0",
-        "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.1",
-    }
-    with migrated_project(tmp_path, prefix, **env) as full:
-        yield full
 
 
 def accepted(relay: FlakyRelay) -> list:

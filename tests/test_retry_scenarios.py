@@ -21,7 +21,8 @@ import pytest
 
 from tests.support import dbconfig
 from tests.support.procs import manage
-from tests.support.project_db import migrated_project, run_in_project, send_mail_in_project, table_counts
+from tests.support.project_db import relay_project as project
+from tests.support.project_db import run_in_project, send_mail_in_project, table_counts
 from tests.support.relays import DROP, GREYLISTED, NO_SUCH_USER, THROTTLED, UNAVAILABLE, FlakyRelay
 from tests.support.senders import SenderProcess
 
@@ -120,18 +121,6 @@ def test_the_relay_refuses_and_drops_at_random_reproducibly():
 
 
 # --- Scenarios with real senders ------------------------------------------------------------------------
-
-
-@contextmanager
-def project(tmp_path, relay: FlakyRelay, prefix: str):
-    """A migrated database whose senders deliver to ``relay``; no file lock: senders really compete."""
-    env = {
-        "MAILER_TEST_SMTP_PORT": str(relay.port),
-        "MAILER_TEST_USE_FILE_LOCK": "0",
-        "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.1",
-    }
-    with migrated_project(tmp_path, prefix, **env) as full:
-        yield full
 
 
 @contextmanager
@@ -234,7 +223,10 @@ def test_2000_messages_through_a_relay_refusing_a_third_of_attempts_are_all_deli
     if command == "runmailer_pg" and dbconfig.vendor() != "postgres":
         pytest.skip("runmailer_pg needs PostgreSQL: runs with MAILER_TEST_DB=postgres")
     count = 2000
-    with FlakyRelay(refuse_rate=0.30, drop_rate=0.05, seed=14) as relay, project(tmp_path, relay, "retry2000") as env:
+    with (
+        FlakyRelay(refuse_rate=0.30, drop_rate=0.05, seed=14) as relay,
+        project(tmp_path, relay, "retry2000") as env,
+    ):
         started = time.monotonic()
         send_mail_in_project(env, count, to="r{n}@example.com")
         queued_at = time.monotonic()
@@ -270,7 +262,10 @@ def test_two_runmailers_share_a_flaky_relay_and_deliver_every_message_once(tmp_p
     if dbconfig.vendor() == "sqlite":
         pytest.skip("two senders at once on SQLite only take turns on its write lock (mailer.W003)")
     count = 600
-    with FlakyRelay(refuse_rate=0.30, drop_rate=0.05, seed=41) as relay, project(tmp_path, relay, "retry2x") as env:
+    with (
+        FlakyRelay(refuse_rate=0.30, drop_rate=0.05, seed=41) as relay,
+        project(tmp_path, relay, "retry2x") as env,
+    ):
         send_mail_in_project(env, count, to="r{n}@example.com")
         settings = {**FAST_RETRIES, "MAILER_SENDER_CONNECTIONS": connections}
         started = time.monotonic()
@@ -482,7 +477,10 @@ def test_a_recipient_greylisted_for_ever_is_given_up_after_max_attempts(tmp_path
     """451 every time, ``MAILER_RETRY_MAX_ATTEMPTS`` = 3: three attempts, then a failure entry saying so and
     no more attempts; the message leaves the queue."""
     settings = {**FAST_RETRIES, "MAILER_RETRY_MAX_ATTEMPTS": 3}
-    with FlakyRelay(script={"grey@example.com": [GREYLISTED] * 10}) as relay, project(tmp_path, relay, "maxatt") as env:
+    with (
+        FlakyRelay(script={"grey@example.com": [GREYLISTED] * 10}) as relay,
+        project(tmp_path, relay, "maxatt") as env,
+    ):
         queue_to(env, "grey@example.com")
         with runmailer(env, tmp_path, settings):
             relay.wait_for_attempts("grey@example.com", 3, timeout=30)
@@ -507,7 +505,10 @@ def test_send_mail_run_again_and_again_never_sends_before_the_retry_time(tmp_pat
     the test moves it 2 s away, so that runs do come in between."""
     settings = {"MAILER_RETRY_DELAY": 3, "MAILER_RETRY_MAX_DELAY": 3, "MAILER_RETRY_MAX_ATTEMPTS": 5}
     address = "grey@example.com"
-    with FlakyRelay(script={address: [GREYLISTED, GREYLISTED]}) as relay, project(tmp_path, relay, "early") as env:
+    with (
+        FlakyRelay(script={address: [GREYLISTED, GREYLISTED]}) as relay,
+        project(tmp_path, relay, "early") as env,
+    ):
         queue_to(env, address)
         send_mail(env, settings)
         early_runs = 0

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.support import dbconfig
 from tests.support.procs import manage
@@ -28,6 +29,19 @@ def migrated_project(tmp_path: Path, prefix: str, **env: str) -> Iterator[dict]:
         }
         done = manage("migrate", "--no-input", env=full)
         assert done.returncode == 0, done.stderr
+        yield full
+
+
+@contextmanager
+def relay_project(tmp_path: Path, relay: Any, prefix: str) -> Iterator[dict]:
+    """A migrated database whose senders deliver to ``relay`` (a test relay with a ``port``), without the
+    file lock: its senders run at once and compete for the queue."""
+    env = {
+        "MAILER_TEST_SMTP_PORT": str(relay.port),
+        "MAILER_TEST_USE_FILE_LOCK": "0",
+        "MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.1",
+    }
+    with migrated_project(tmp_path, prefix, **env) as full:
         yield full
 
 
