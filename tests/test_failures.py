@@ -253,7 +253,8 @@ def test_full_jitter_draws_are_uniform_between_0_and_the_cap(delays, attempts):
     assert min(draws) < 0.001 * cap and max(draws) > 0.999 * cap
 
 
-def test_retry_delay_without_a_generator_uses_the_random_module(delays):
+def test_retry_delay_without_a_generator_uses_the_random_module(delays, monkeypatch):
+    monkeypatch.setattr(failures, "random", random)  # undo conftest's seeded generator
     state = random.getstate()
     try:
         random.seed(7)
