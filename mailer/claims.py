@@ -28,6 +28,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Length
 from django.utils import timezone
 
+from mailer.durability import COMMIT_WITHOUT_WAITING_FOR_DISK
 from mailer.models import PRIORITY_DEFERRED, QUEUE_INDEX, DontSendEntry, Message
 
 
@@ -110,7 +111,7 @@ class Claimer:
         if router.db_for_read(DontSendEntry) == self.using:
             queryset = queryset.annotate(dont_send_list_in_use=Exists(DontSendEntry.objects.all()))
         if self.connection.vendor == "postgresql":
-            queryset = queryset.annotate(commit_without_waiting_for_disk=_COMMIT_WITHOUT_WAITING_FOR_DISK)
+            queryset = queryset.annotate(commit_without_waiting_for_disk=COMMIT_WITHOUT_WAITING_FOR_DISK)
         features = self.connection.features
         if features.has_select_for_update_skip_locked:
             queryset = queryset.select_for_update(skip_locked=True)
@@ -257,21 +258,6 @@ def _with_queue_index(sql: str, connection) -> str:
     table = connection.ops.quote_name(Message._meta.db_table)
     index = connection.ops.quote_name(QUEUE_INDEX)
     return sql.replace(f"FROM {table}", f"FROM {table} FORCE INDEX ({index})", 1)
-
-
-# PostgreSQL: the sending transaction's commit returns before its WAL record is
-# flushed to disk (``SET LOCAL synchronous_commit TO OFF``, set by the claim
-# query itself so that it costs no round trip of its own).
-#
-# What the transaction records is the outcome of messages already handed to the
-# backend. Should the database server crash before the flush (the WAL writer
-# flushes within ``3 * wal_writer_delay``, 0.6 s by default), the rows come back
-# as they were before: the messages are queued again and sent again, as after a
-# sender crash, and nothing is lost. Waiting for the flush at each commit would
-# make every sender wait for the disk, once per batch (once per message with a
-# slow relay), and several senders queue behind each other's flushes. A claim
-# that returns no row sets nothing, and has nothing to commit either.
-_COMMIT_WITHOUT_WAITING_FOR_DISK = RawSQL("set_config('synchronous_commit', 'off', true)", ())
 
 
 def _take_sqlite_write_lock(connection) -> None:

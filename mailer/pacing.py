@@ -15,8 +15,9 @@ and at least one per connection), and reserving against windows :data:`SLACK` lo
 absorbs what that time varies by: the relay sees what the reservations say.
 
 With no limit configured the pacer costs one query a second (the pauses: :data:`PAUSES_EVERY`) and
-nothing per message; a relay far from its limit, one reservation per :data:`RESERVE_BATCHES` batches
-at most.
+nothing per message; a relay far from a high limit, one reservation per :data:`RESERVE_BATCHES` batches
+at most (:data:`STALE_SHARE`). Tokens that go back while new ones are taken do so in the same
+transaction (``reserve(returning=...)``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ SLACK = 0.05
 # reservation, so that a relay far from its limit costs one reservation per few batches. A relay with a
 # low limit gets fresh tokens for each batch: a token kept across batches would reach the relay later.
 RESERVE_BATCHES = 8
+# Tokens older than SLACK may still be used while a sender holds no more than this share of a second's
+# worth of the relay's tightest limit: delivered late, they can add at most that many deliveries to a
+# window at the relay (1% of a per-second limit per sender). That lets a sender far from a high limit
+# ("100000/s") reserve a few times a second instead of every SLACK.
+STALE_SHARE = 0.01
 # Pauses that other senders recorded are read at most this often (seconds): a pause lasts at least
 # MAILER_RETRY_DELAY, and a sender that meets the relay's "slow down" itself pauses at once anyway.
 PAUSES_EVERY = 1.0
@@ -61,6 +67,7 @@ class Pacer:
         self.relay_of = {route: ratelimits.relay_of(route) for route in set(routes.values())}
         self.limits = {relay: ratelimits.limits_for(relay) for relay in set(self.relay_of.values())}
         self.chunk = {relay: _chunk(limits, connections) for relay, limits in self.limits.items() if limits}
+        self.carry = {relay: _carry(self.limits[relay]) for relay, chunk in self.chunk.items() if chunk > connections}
         self.connections = connections
         self.tokens: dict[str, int] = {}
         self.grants: dict[str, Grant] = {}
@@ -81,12 +88,20 @@ class Pacer:
         for relay, chunk in self.chunk.items():
             if relay in self.closed:
                 continue
-            if self.tokens.get(relay) and (chunk <= self.connections or clock - self.reserved_at[relay] > SLACK):
-                self.give_back(relay)  # too old to keep the limit at the relay, or too few to carry
-            if self.tokens.get(relay):
+            held, grant = self.tokens.pop(relay, 0), self.grants.pop(relay, None)
+            if held and self._may_carry(relay, held, clock):
+                self.tokens[relay] = held
+                if grant is not None:
+                    self.grants[relay] = grant
                 continue
+            # Tokens too old to keep the limit at the relay, or too few to carry, go back as new ones are taken.
+            returning = (grant, held) if grant is not None and held else None
             grant = ratelimits.reserve(
-                relay, min(wanted * RESERVE_BATCHES, chunk), limits=self.limits[relay], slack=SLACK
+                relay,
+                min(wanted * RESERVE_BATCHES, chunk),
+                limits=self.limits[relay],
+                slack=SLACK,
+                returning=returning,
             )
             self.reserved_at[relay] = time.monotonic()
             self.tokens[relay] = grant.granted
@@ -100,6 +115,12 @@ class Pacer:
         if any(relay not in self.chunk for relay in open_relays):
             return wanted  # a relay without limits: claim as usual
         return min(wanted, sum(self.tokens[relay] for relay in open_relays))
+
+    def _may_carry(self, relay: str, held: int, clock: float) -> bool:
+        """May ``held`` tokens of ``relay`` serve the next batch: fresh, or too few to matter when late?"""
+        if relay not in self.carry:
+            return False  # as few tokens as connections: fresh ones for each batch
+        return clock - self.reserved_at[relay] <= SLACK or held <= self.carry[relay]
 
     def mailers(self) -> claims.Mailers | None:
         """Which messages the next claim may take: not those of closed relays (``None``: all)."""
@@ -127,7 +148,7 @@ class Pacer:
         that a slow database or relay cannot keep the pass from sending.
         """
         relay = self.relay_of[route]
-        if relay not in self.chunk or relay in self.refreshed:
+        if relay not in self.chunk or relay in self.refreshed or self.tokens.get(relay, 0) < self.carry.get(relay, 0):
             return None
         return self.reserved_at[relay] + SLACK
 
@@ -181,6 +202,11 @@ def claimable(routes: Mapping[str | None, Route], closed: Collection[str]) -> cl
     if routes[None] in shut:  # messages of every alias not listed go to the default mailer
         return "only", frozenset(alias for alias, route in aliases.items() if route not in shut)
     return "except", frozenset(alias for alias, route in aliases.items() if route in shut)
+
+
+def _carry(limits: list[Limit]) -> int:
+    """How many tokens of a relay with ``limits`` a sender may hold past :data:`SLACK` (see :data:`STALE_SHARE`)."""
+    return math.floor(min(limit.count / limit.seconds for limit in limits) * STALE_SHARE)
 
 
 def _chunk(limits: list[Limit], connections: int) -> int:

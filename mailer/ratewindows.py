@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from django.db import IntegrityError, connections, transaction
 from django.db.models import Sum
 
+from mailer.durability import COMMIT_WITHOUT_WAITING_FOR_DISK
 from mailer.models import RateReservation, RelayState
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
@@ -77,12 +78,15 @@ def from_micros(value: int) -> datetime.datetime:
 def lock(relay: str, using: str) -> RelayState | None:
     """The relay's row, locked until the transaction ends; ``None`` if the relay has none yet.
 
-    PostgreSQL and MariaDB/MySQL: ``SELECT ... FOR UPDATE``. SQLite has no row locks, and a transaction
+    PostgreSQL and MariaDB/MySQL: ``SELECT ... FOR UPDATE`` (on PostgreSQL, the transaction's commit does not
+    wait for the disk: :mod:`mailer.durability`). SQLite has no row locks, and a transaction
     that reads first and writes later fails at once (not after the busy timeout) when another process
     wrote meanwhile; an UPDATE as the first statement takes SQLite's write lock up front, so other
     processes wait for it as for any write.
     """
     states = RelayState.objects.using(using).filter(relay=relay)
+    if connections[using].vendor == "postgresql":
+        states = states.annotate(commit_without_waiting_for_disk=COMMIT_WITHOUT_WAITING_FOR_DISK)
     if connections[using].features.has_select_for_update:
         return states.select_for_update().first()
     return states.first() if states.update(relay=relay) else None

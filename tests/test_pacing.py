@@ -269,6 +269,42 @@ def test_a_relay_far_from_its_limit_is_reserved_for_several_batches_at_once(sett
     assert sum(RateReservation.objects.values_list("count", flat=True)) == 50  # the rest went back at the end
 
 
+def test_a_sender_far_from_a_high_limit_keeps_its_tokens_past_the_slack(settings, smtp_settings, slow_smtp_server):
+    """Tokens older than SLACK still serve while a sender holds at most 1% of a second's worth (STALE_SHARE)."""
+    settings.MAILER_RATE_LIMITS = {"default": ["100000/s"]}  # a sender may hold up to 1,000 past the slack
+    settings.MAILER_COMMIT_BATCH_SIZE = 10  # reserves 8 batches' worth at a time; the relay takes 4 ms a message
+    for n in range(100):
+        queue(f"m{n}")
+
+    assert send_all().sent == 100  # in 0.4 s or more
+
+    # 80 tokens, then what the last (smaller: the pass adapts its claims to the slow relay) batches need.
+    # Renewing them each 50 ms (SLACK), as for a low limit, took eight reservations or more.
+    counts = sorted(RateReservation.objects.values_list("count", flat=True))
+    assert counts[-1] == 80 and len(counts) <= 3 and sum(counts) == 100, counts
+    assert len(slow_smtp_server.messages) == 100
+
+
+def test_stale_tokens_are_renewed_under_one_lock(settings, monkeypatch):
+    """Tokens too old to carry go back in the transaction that takes the new ones: one lock of the relay's row."""
+    settings.MAILER_RATE_LIMITS = {"default": ["100/h"]}  # too few per batch to carry: renewed every batch
+    settings.MAILER_COMMIT_BATCH_SIZE = 1
+    settings.MAILER_SENDER_CONNECTIONS = 2  # reserves two, uses one per batch
+    locks = []
+    real_lock = ratewindows.lock
+    monkeypatch.setattr(ratewindows, "lock", lambda relay, using: locks.append(relay) or real_lock(relay, using))
+    RelayState.objects.create(relay="default")  # as after the relay's first reservation ever
+    for n in range(3):
+        queue(f"m{n}")
+
+    assert send_all().sent == 3
+
+    # One lock per claim (three batches and the empty claim that ends the pass) and one for the last give-back;
+    # a give-back and a reservation apart took two per claim.
+    assert len(locks) == 5
+    assert sum(RateReservation.objects.values_list("count", flat=True)) == 3
+
+
 def test_a_pause_another_sender_records_is_seen_within_a_second(settings, monkeypatch):
     settings.MAILER_RATE_LIMITS = {}
     calls = []

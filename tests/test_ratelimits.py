@@ -166,6 +166,20 @@ def test_tokens_given_back_count_for_no_window(settings):
         give_back(grant, 5)
 
 
+def test_tokens_renewed_in_one_call_go_back_before_the_new_ones_are_counted(settings):
+    limited(settings, "4/s")
+    old = reserve("default", 4, now=T0)
+    assert reserve("default", 4, now=T0 + SECOND / 10).granted == 0  # the window is full
+
+    renewed = reserve("default", 4, now=T0 + SECOND / 5, returning=(old, 3))
+
+    assert renewed.granted == 3  # the three given back make room, within the same lock
+    assert sorted(RateReservation.objects.values_list("count", flat=True)) == [1, 3]
+    assert give_back(old) == 1
+    with pytest.raises(ValueError):
+        reserve("default", 1, returning=(renewed, 4))
+
+
 def test_a_reservation_stamped_in_the_future_counts(settings):
     """Another host's clock ahead of this one: its tokens still count here, so no window overflows."""
     limited(settings, "3/s")
