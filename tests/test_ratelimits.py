@@ -180,6 +180,26 @@ def test_tokens_renewed_in_one_call_go_back_before_the_new_ones_are_counted(sett
         reserve("default", 1, returning=(renewed, 4))
 
 
+@pytest.mark.django_db(transaction=True)
+def test_postgres_decisions_do_not_wait_for_the_disk(settings):
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is a PostgreSQL setting")
+    limited(settings, "4/s")
+
+    def commit_mode():
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    with transaction.atomic():  # SET LOCAL lasts until the outermost transaction ends: look before it does
+        grant = reserve("default", 2)
+        assert commit_mode() == "off"
+    with transaction.atomic():
+        give_back(grant, 1)
+        assert commit_mode() == "off"
+    assert commit_mode() == "on"
+
+
 def test_a_reservation_stamped_in_the_future_counts(settings):
     """Another host's clock ahead of this one: its tokens still count here, so no window overflows."""
     limited(settings, "3/s")
