@@ -48,10 +48,13 @@ def addresses(recipients: str | None) -> list[str]:
 def address_term(term: str) -> str | None:
     """The address a search term names, as the columns store it; None when the term is not one address.
 
-    One word with an ``@`` that is not in angle brackets (``<...@...>`` is how a Message-ID is written).
+    One word with an ``@`` (``bob@example.com``), or a name and an address (``Bob <bob@example.com>``); not
+    one in angle brackets alone (``<...@...>`` is how a Message-ID is written).
     """
     term = term.strip()
-    if not term or len(term.split()) > 1 or "@" not in term or term.startswith("<"):
+    if "@" not in term or term.startswith("<"):
+        return None
+    if len(term.split()) > 1 and not (term.endswith(">") and "<" in term):
         return None
     key = address_key(term)
     return key[:ADDRESS_LENGTH] if "@" in key else None
