@@ -41,7 +41,7 @@ from mailer.managers import DontSendEntryManager, MessageLogManager, MessageMana
 from mailer.message_ids import get_message_id, with_message_id
 from mailer.recipients import LogRecipient
 from mailer.scheduling import checked_schedule
-from mailer.searchcols import recipients_field, search_columns, subject_field
+from mailer.searchcols import RECIPIENT_INDEX, first_recipient_field, recipients_field, search_columns, subject_field
 from mailer.validation import validate
 
 logger = logging.getLogger(__name__)
@@ -233,15 +233,17 @@ class MessageLog(models.Model):
     result = models.CharField(_("result"), max_length=1, choices=Result.choices)
     log_message = models.TextField(_("log message"))
     mailer = _mailer_field(_("The MAILERS alias the message was queued through."))
-    # As the queue's; each address also in a LogRecipient row, which a search by address reads.
+    # As the queue's; a search by address reads the index of the first address, and LogRecipient for the others.
     recipients = recipients_field()
     subject_text = subject_field()
+    recipient = first_recipient_field()
 
     objects = MessageLogManager()
 
     class Meta:
         verbose_name = _("message log")
         verbose_name_plural = _("message logs")
+        indexes = [models.Index(fields=["recipient"], name=RECIPIENT_INDEX)]
 
     def __str__(self) -> str:
         try:

@@ -3,8 +3,9 @@
 Queue rows (:class:`~mailer.models.Message`) and log rows (:class:`~mailer.models.MessageLog`) carry
 ``recipients`` (every address of To, Cc and Bcc, as :func:`~mailer.addresses.address_key` gives it: the
 address alone, lower-cased, separated by one space) and ``subject_text`` (the subject as it was sent).
-A log row's addresses are also written one row each to :class:`~mailer.recipients.LogRecipient`, whose
-index answers a search by an exact address without reading the log.
+A log row also has its first address in ``recipient``, which is indexed, and each of its other addresses in
+a :class:`~mailer.recipients.LogRecipient` row, indexed too: a search by an exact address reads those two
+indexes, not the log (most mail has one recipient, and costs the log no more than that column's index).
 
 Rows written before migration 0016, or by a django-mailer 2.x process during the upgrade, have NULL in
 both columns: :func:`mailer.searchfill.fill` (the ``mailer_fill_search`` command) decodes them once, in batches.
@@ -20,28 +21,49 @@ from django.utils.translation import gettext_lazy as _
 
 from mailer.addresses import address_key
 
-ADDRESS_LENGTH = 254  # LogRecipient.address's max_length: an index every database takes (utf8mb4 included)
+ADDRESS_LENGTH = 254  # the indexed address columns' max_length: an index every database takes (utf8mb4 included)
+RECIPIENT_INDEX = "mailer_log_recipient_idx"  # MessageLog.recipient (migration 0016)
 RECIPIENTS_LENGTH = 16000  # characters kept of the recipients column: at four bytes each, they fit MySQL's TEXT
 SUBJECT_LENGTH = 998  # a header line's limit (RFC 5322)
 
 
 def search_columns(email: Any) -> dict[str, str | None]:
-    """``{"recipients": ..., "subject_text": ...}`` for ``email`` (an ``EmailMessage``, or None: both None)."""
+    """``{"recipients": ..., "subject_text": ...}`` for ``email`` (an ``EmailMessage``, or None: both None).
+
+    Every sender calls it for every message it logs: the common case (one address) takes the short way.
+    """
     if email is None:
         return {"recipients": None, "subject_text": None}
-    found = []
-    for attribute in ("to", "cc", "bcc"):
-        for address in getattr(email, attribute, None) or ():
-            found.append(address_key(str(address)))
-    recipients = " ".join(dict.fromkeys(key for key in found if key))  # in order, each once
+    found = [*_listed(email, "to"), *_listed(email, "cc"), *_listed(email, "bcc")]
+    if len(found) == 1:
+        recipients = address_key(str(found[0]))
+    else:
+        recipients = " ".join(dict.fromkeys(key for key in map(address_key, map(str, found)) if key))
     subject = _text(getattr(email, "subject", ""))
     return {"recipients": _text(recipients)[:RECIPIENTS_LENGTH], "subject_text": subject[:SUBJECT_LENGTH]}
 
 
+def _listed(email: Any, attribute: str) -> Any:
+    return getattr(email, attribute, None) or ()
+
+
+def log_columns(email: Any) -> dict[str, str | None]:
+    """:func:`search_columns` and ``recipient`` (the first address, indexed) of a log row for ``email``."""
+    columns = search_columns(email)
+    found = addresses(columns["recipients"])
+    columns["recipient"] = found[0] if found else None
+    return columns
+
+
 def addresses(recipients: str | None) -> list[str]:
-    """The addresses of a ``recipients`` column, cut to what :class:`~mailer.recipients.LogRecipient` holds."""
+    """The addresses of a ``recipients`` column, cut to what the indexed columns hold.
+
+    The first is a log row's ``recipient``; the others, its :class:`~mailer.recipients.LogRecipient` rows.
+    """
     if not recipients:
         return []
+    if " " not in recipients and len(recipients) <= ADDRESS_LENGTH:
+        return [recipients]  # the common case, one address
     return list(dict.fromkeys(address[:ADDRESS_LENGTH] for address in recipients.split()))
 
 
@@ -61,10 +83,12 @@ def address_term(term: str) -> str | None:
 
 
 def _text(value: Any) -> str:
-    text = str(value) if value is not None else ""
-    if type(text) is not str:  # SafeString and other subclasses: the drivers want the plain type
-        text = str.__str__(text)
-    return text.replace("\x00", "").replace("\r", " ").replace("\n", " ")
+    """``value`` as a plain ``str`` on one line, without NUL (which PostgreSQL refuses)."""
+    if type(value) is not str:  # lazy text, SafeString and other subclasses: the drivers want the plain type
+        value = "" if value is None else str.__str__(str(value))
+    if "\x00" in value or "\n" in value or "\r" in value:
+        value = value.replace("\x00", "").replace("\r", " ").replace("\n", " ")
+    return value
 
 
 def recipients_field() -> models.TextField:
@@ -72,6 +96,11 @@ def recipients_field() -> models.TextField:
     return models.TextField(
         _("recipients"), null=True, blank=True, editable=False, help_text=_("To, Cc and Bcc, lower-cased.")
     )
+
+
+def first_recipient_field() -> models.CharField:
+    """The log's ``recipient`` column: the first address of ``recipients``, indexed (NULL: none, or not filled)."""
+    return models.CharField(_("first recipient"), max_length=ADDRESS_LENGTH, null=True, blank=True, editable=False)
 
 
 def subject_field() -> models.TextField:

@@ -20,7 +20,7 @@ from django.db import models, router, transaction
 from mailer import serialization
 from mailer.models import MessageLog
 from mailer.recipients import LogRecipient
-from mailer.searchcols import addresses, search_columns
+from mailer.searchcols import addresses, log_columns, search_columns
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +48,13 @@ def fill(model: type[models.Model], batch_size: int = 1000, using: str | None = 
         with transaction.atomic(using=using):
             links = []
             for pk, data in batch:
-                columns = search_columns(_decoded(data))
+                columns = (log_columns if model is MessageLog else search_columns)(_decoded(data))
                 columns["recipients"] = columns["recipients"] or ""
                 columns["subject_text"] = columns["subject_text"] or ""
                 # Only rows still unfilled: a row a sender wrote meanwhile keeps what it was given.
                 if rows.filter(pk=pk, recipients__isnull=True).update(**columns) and model is MessageLog:
-                    links.extend(LogRecipient(log_id=pk, address=a) for a in addresses(columns["recipients"]))
+                    others = addresses(columns["recipients"])[1:]
+                    links.extend(LogRecipient(log_id=pk, address=address) for address in others)
             LogRecipient.objects.using(using).bulk_create(links, batch_size=500)
         done += len(batch)
         last = batch[-1][0]

@@ -148,20 +148,21 @@ def _ascii(text: str | None) -> str | None:
 
 
 def insert_logs(rows: Sequence[dict], using: str) -> None:
-    """Insert the :class:`~mailer.models.MessageLog` rows ``rows`` (from :func:`~mailer.logrows.log_fields`) and
-    their :class:`~mailer.recipients.LogRecipient` rows, which a search by address reads.
+    """Insert the :class:`~mailer.models.MessageLog` rows ``rows`` (from :func:`~mailer.logrows.log_fields`) and,
+    for mail to more than one address, the :class:`~mailer.recipients.LogRecipient` rows of the others.
 
     The log rows' ids are needed for those: :func:`_insert_with_ids` gets them without giving up the bulk
-    insert. Call it in a transaction, so that the two are written together.
+    insert (a batch of mail to one address each needs none). Call it in a transaction, so that the two are
+    written together.
     """
     if not rows:
         return
-    found = [addresses(row.get("recipients")) for row in rows]
-    if not any(found):
+    if not any(" " in (row.get("recipients") or "") for row in rows):  # one address each (or none): no links
         insert(MessageLog, rows, using)
         return
+    others = [addresses(row.get("recipients"))[1:] for row in rows]  # the first is the row's own column
     ids = _insert_with_ids(MessageLog, rows, using)
-    links = [{"log_id": pk, "address": address} for pk, each in zip(ids, found, strict=True) for address in each]
+    links = [{"log_id": pk, "address": address} for pk, each in zip(ids, others, strict=True) for address in each]
     insert(LogRecipient, links, using)
 
 
