@@ -307,6 +307,7 @@ class MessageLogAdmin(EmailFieldsMixin, admin.ModelAdmin):
     search_help_text = _(
         "An address (To, Cc or Bcc, any case), or words of the subject, of the recipients or of the Message-ID."
     )
+    show_full_result_count = False  # a search's page does not count the whole log as well
     fields = [
         "to",
         "subject",

@@ -234,7 +234,9 @@ class MessageLogQuerySet(StoredFilesQuerySet):
         # (... UNION ...))" once; PostgreSQL and SQLite read both alike.
         sql, params = first.union(others, all=True).query.get_compiler(using=self.db).as_sql()
         sent_to = self.filter(pk__in=RawSQL(f"SELECT * FROM ({sql}) found", params))
-        return sent_to if sent_to.exists() else self.filter(message_id__icontains=term.strip())
+        if sent_to.exists():
+            return sent_to
+        return self.filter(message_id__in=[term.strip(), f"<{term.strip()}>"])  # whole: a scan, but a short one
 
 
 def _recipient_rows(model: type[models.Model]) -> models.QuerySet:
