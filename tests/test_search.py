@@ -2,6 +2,7 @@
 querysets' ``search()``, the admin's search boxes, and the filling of rows written without the columns."""
 
 import smtplib
+from datetime import timedelta
 
 import pytest
 from django.core.mail import EmailMessage
@@ -229,3 +230,19 @@ def test_log_recipients_go_with_their_log_rows():
     MessageLog.objects.purge_old_entries(0)
     assert not MessageLog.objects.exists()
     assert not LogRecipient.objects.exists()
+
+
+def test_the_queue_filters_by_date_added(admin_client):
+    """The queue's list has a date filter ("Past 7 days"...), as the log's has, next to the search box."""
+    queue("Old one", to=["bob@example.com"], minutes_ago=60 * 24 * 10)
+    queue("New one", to=["bob@example.com"])
+    page = changelist(admin_client, "message", "bob@example.com")
+    assert "Old one" in page and "New one" in page
+    response = admin_client.get(reverse("admin:mailer_message_changelist"))
+    assert "By when added" in response.content.decode()
+    week_ago = (now() - timedelta(days=7)).date().isoformat()
+    response = admin_client.get(
+        reverse("admin:mailer_message_changelist"), {"q": "bob@example.com", "when_added__gte": week_ago}
+    )
+    page = response.content.decode()
+    assert "New one" in page and "Old one" not in page
