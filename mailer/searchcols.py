@@ -34,17 +34,14 @@ def search_columns(email: Any) -> dict[str, str | None]:
     """
     if email is None:
         return {"recipients": None, "subject_text": None}
-    found = [*_listed(email, "to"), *_listed(email, "cc"), *_listed(email, "bcc")]
-    if len(found) == 1:
-        recipients = address_key(str(found[0]))
+    to, cc, bcc = getattr(email, "to", None) or (), getattr(email, "cc", None) or (), getattr(email, "bcc", None) or ()
+    if len(to) == 1 and not cc and not bcc:
+        recipients = address_key(str(to[0]))
     else:
-        recipients = " ".join(dict.fromkeys(key for key in map(address_key, map(str, found)) if key))
+        found = map(address_key, map(str, [*to, *cc, *bcc]))
+        recipients = " ".join(dict.fromkeys(key for key in found if key))
     subject = _text(getattr(email, "subject", ""))
     return {"recipients": _text(recipients)[:RECIPIENTS_LENGTH], "subject_text": subject[:SUBJECT_LENGTH]}
-
-
-def _listed(email: Any, attribute: str) -> Any:
-    return getattr(email, attribute, None) or ()
 
 
 def log_columns(email: Any) -> dict[str, str | None]:
@@ -86,7 +83,7 @@ def _text(value: Any) -> str:
     """``value`` as a plain ``str`` on one line, without NUL (which PostgreSQL refuses)."""
     if type(value) is not str:  # lazy text, SafeString and other subclasses: the drivers want the plain type
         value = "" if value is None else str.__str__(str(value))
-    if "\x00" in value or "\n" in value or "\r" in value:
+    if not value.isprintable() and ("\x00" in value or "\n" in value or "\r" in value):
         value = value.replace("\x00", "").replace("\r", " ").replace("\n", " ")
     return value
 

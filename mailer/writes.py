@@ -77,7 +77,7 @@ def record(
         if reason is None:
             continue
         stripped = {**row, "message_id": None, "message_data": None}
-        for name in ("log_message", "provider_message_id", "mailer", "recipients", "subject_text"):
+        for name in ("log_message", "provider_message_id", "mailer", "recipients", "subject_text", "recipient"):
             stripped[name] = _ascii(stripped[name])
         note = f"[django-mailer: this entry's Message-ID and message data could not be logged: {_ascii(reason)}]"
         stripped["log_message"] = f"{stripped['log_message']}\n{note}".strip()

@@ -246,3 +246,29 @@ def test_the_queue_filters_by_date_added(admin_client):
     )
     page = response.content.decode()
     assert "New one" in page and "Old one" not in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_log_rows_written_one_at_a_time_keep_their_addresses(settings):
+    """When the batch's bulk write fails (here a trigger refuses the low-priority row), the sender writes the
+    rows one by one: each still gets its own address rows."""
+    if connection.vendor != "sqlite":
+        pytest.skip("the refusing trigger is written for SQLite")
+    import mailer
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TRIGGER refuse_low BEFORE INSERT ON mailer_messagelog WHEN NEW.priority = 3 "
+            "BEGIN SELECT RAISE(ABORT, 'refused by trigger'); END"
+        )
+    try:
+        for n, priority in enumerate([2, 3, 2]):
+            mailer.send_mail(f"s{n}", "b", "f@example.com", [f"a{n}@example.com", f"b{n}@example.com"], priority)
+        assert send_all().sent == 3
+        assert sorted(log.subject_text for log in MessageLog.objects.all()) == ["s0", "s2"]
+        for n in (0, 2):
+            assert [log.subject_text for log in MessageLog.objects.search(f"b{n}@example.com")] == [f"s{n}"]
+        assert LogRecipient.objects.count() == 2
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER IF EXISTS refuse_low")
