@@ -87,6 +87,11 @@ def report(modeladmin, request, text, count, level=None, **values):
     modeladmin.message_user(request, text % {"count": count, **values}, level)
 
 
+def search(queryset, term):
+    """The queue's and the log's search (their querysets' ``search()``); it never returns a row twice."""
+    return queryset.search(term), False
+
+
 class EmailFieldsMixin:
     """Columns and fields read from the decoded email."""
 
@@ -162,8 +167,10 @@ class MessageAdmin(RetryFieldsMixin, EmailFieldsMixin, admin.ModelAdmin):
         "last_error_short",
         "mailer",
     ]
-    list_filter = [StateFilter, ExpiryFilter, "priority", "mailer"]
+    list_filter = [StateFilter, ExpiryFilter, "priority", "when_added", "mailer"]
     date_hierarchy = "when_added"
+    search_fields = ["recipients", "subject_text"]  # shows the search box; the search is Message.objects.search()
+    search_help_text = _("An address (To, Cc or Bcc, any case), or words of the subject or of the recipients.")
     fields = [
         "to",
         "subject",
@@ -183,6 +190,9 @@ class MessageAdmin(RetryFieldsMixin, EmailFieldsMixin, admin.ModelAdmin):
     def has_add_permission(self, request):
         # Mail is queued through Django's mail functions, not typed in here.
         return False
+
+    def get_search_results(self, request, queryset, search_term):
+        return search(queryset, search_term)
 
     def has_add_to_dont_send_permission(self, request):
         return request.user.has_perm("mailer.add_dontsendentry")
@@ -293,7 +303,11 @@ class MessageLogAdmin(EmailFieldsMixin, admin.ModelAdmin):
     list_display = ["id", "to", "subject", "message_id", "when_attempted", "result", "mailer"]
     list_filter = ["result", "when_attempted", "mailer"]
     date_hierarchy = "when_attempted"
-    search_fields = ["message_id", "=provider_message_id"]
+    search_fields = ["recipients", "subject_text", "message_id", "=provider_message_id"]  # shown; see below
+    search_help_text = _(
+        "An address (To, Cc or Bcc, any case), or words of the subject, of the recipients or of the Message-ID."
+    )
+    show_full_result_count = False  # a search's page does not count the whole log as well
     fields = [
         "to",
         "subject",
@@ -313,6 +327,9 @@ class MessageLogAdmin(EmailFieldsMixin, admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def get_search_results(self, request, queryset, search_term):
+        return search(queryset, search_term)
+
     def has_requeue_permission(self, request):
         # The log stays as it is; requeueing adds to the queue.
         return request.user.has_perm("mailer.add_message")
@@ -326,7 +343,15 @@ class MessageLogAdmin(EmailFieldsMixin, admin.ModelAdmin):
                 undecodable += 1
                 continue
             priority = Priority.MEDIUM.value if log.priority == Priority.DEFERRED else log.priority
-            copies.append(Message(message_data=log.message_data, priority=priority, mailer=log.mailer))
+            copies.append(
+                Message(
+                    message_data=log.message_data,
+                    priority=priority,
+                    mailer=log.mailer,
+                    recipients=log.recipients,
+                    subject_text=log.subject_text,
+                )
+            )
         Message.objects.bulk_create(copies)
         report(self, request, REQUEUED, len(copies))
         not_failures = queryset.exclude(result=Result.FAILURE).count()

@@ -101,8 +101,9 @@ class Claimer:
         if after is not None:
             queryset = queryset.filter(_after_position(self.connection, after))
         # A big row's data is not fetched with the claim, only its length: see read_data(). The sender
-        # never reads last_error and not_before (it writes them); read on access, for a handler that does.
-        queryset = queryset.defer("message_data", "last_error", "not_before").annotate(
+        # never reads last_error and not_before (it writes them), nor the search columns; read on access, for a
+        # handler that does.
+        queryset = queryset.defer("message_data", "last_error", "not_before", "recipients", "subject_text").annotate(
             data_length=_data_length(self.connection),
             inline_data=Case(
                 When(data_length__lte=INLINE_DATA_BYTES, then=F("message_data")), default=None, output_field=TextField()

@@ -15,13 +15,13 @@ from django.core.mail import EmailMessage
 from django.db import router, transaction
 from django.utils.timezone import now
 
-from mailer import row_size, scheduling, serialization, storage, writes
+from mailer import row_size, scheduling, searchcols, serialization, storage, writes
 from mailer.choices import get_priority  # also importable from here, as before
 from mailer.conf import mailer_settings
 from mailer.dontsend import remove_blocked
 from mailer.logrows import log_fields
 from mailer.message_ids import with_message_id
-from mailer.models import RESULT_DONT_SEND, Message, MessageLog, filter_recipient_list, make_message
+from mailer.models import RESULT_DONT_SEND, Message, filter_recipient_list, make_message
 from mailer.validation import validate
 
 __all__ = ["queue", "validate", "get_priority", "make_message", "filter_recipient_list"]
@@ -98,6 +98,7 @@ def _store(
                     "mailer": mailer,
                     "not_before": not_before,
                     "expires_at": expires,
+                    **searchcols.search_columns(email),
                 }
             )
     using = router.db_for_write(Message)
@@ -109,5 +110,5 @@ def _store(
         # Also when insert() makes one call of it: executemany() outside a transaction commits each row.
         with transaction.atomic(using=using):
             writes.insert(Message, messages, using, batch_size=mailer_settings.MESSAGES_BATCH_SIZE)
-            writes.insert(MessageLog, logs, using)
+            writes.insert_logs(logs, using)
     return len(messages)

@@ -17,6 +17,7 @@ from django.utils.timezone import now
 from mailer import serialization, standins
 from mailer.conf import mailer_settings
 from mailer.message_ids import get_message_id
+from mailer.searchcols import log_columns
 
 # Text kept in the log is cut to these lengths (in characters): at four bytes each, they fit MySQL's TEXT.
 MESSAGE_ID_LENGTH = 998  # a header line's limit (RFC 5322)
@@ -73,6 +74,7 @@ def log_fields(message: Queued, email: EmailMessage | None, result_code: str, lo
         "result": result_code,
         "log_message": _storable(log_message, LOG_MESSAGE_LENGTH),
         "mailer": message.mailer,
+        **log_columns(email),
     }
 
 

@@ -11,7 +11,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import models
+from django.db import models, transaction
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Lower
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
@@ -22,6 +23,7 @@ from mailer.addresses import address_key, entry_key
 from mailer.choices import Priority, Result
 from mailer.conf import mailer_settings
 from mailer.logrows import log_fields
+from mailer.searchcols import address_term, addresses, search_q
 
 
 class StoredFilesQuerySet(models.QuerySet):
@@ -115,6 +117,13 @@ class MessageQuerySet(StoredFilesQuerySet):
         waiting = self.waiting_for_retry().update(not_before=None)
         return waiting + self.retryable().update(priority=new_priority, retry_count=models.F("retry_count") + 1)
 
+    def search(self, term: str) -> MessageQuerySet:
+        """The queued messages the admin's search finds for ``term`` (the rule: :func:`~mailer.searchcols.search_q`).
+
+        A scan of the queue's plain columns, never of its message data: the queue holds the mail not sent yet.
+        """
+        return self.filter(search_q(term))
+
     def mark_deferred(self) -> int:
         """Defer these rows, in one ``UPDATE``; return how many.
 
@@ -207,10 +216,43 @@ def _forget_emptiness(**kwargs: Any) -> None:
     _seen_empty_at = None
 
 
-class MessageLogManager(models.Manager.from_queryset(StoredFilesQuerySet)):
+class MessageLogQuerySet(StoredFilesQuerySet):
+    def search(self, term: str) -> MessageLogQuerySet:
+        """The entries the admin's search finds for ``term``; the rule is :func:`~mailer.searchcols.search_q`'s.
+
+        An address reads two indexes: of the entries' first address, and of their others
+        (:class:`~mailer.recipients.LogRecipient`). When no entry has that
+        address, the term is looked for in the Message-IDs (one written without its angle brackets looks
+        like an address). Other terms scan the log's plain columns, never its message data.
+        """
+        address = address_term(term)
+        if address is None:
+            return self.filter(search_q(term, extra=("message_id__icontains", "provider_message_id")))
+        first = self.model._default_manager.filter(recipient=address).values("pk")
+        others = _recipient_rows(self.model).filter(address=address).values("log")
+        # As a derived table: MariaDB runs "IN (... UNION ...)" once per row of the log, "IN (SELECT * FROM
+        # (... UNION ...))" once; PostgreSQL and SQLite read both alike.
+        sql, params = first.union(others, all=True).query.get_compiler(using=self.db).as_sql()
+        sent_to = self.filter(pk__in=RawSQL(f"SELECT * FROM ({sql}) found", params))
+        if sent_to.exists():
+            return sent_to
+        return self.filter(message_id__in=[term.strip(), f"<{term.strip()}>"])  # whole: a scan, but a short one
+
+
+def _recipient_rows(model: type[models.Model]) -> models.QuerySet:
+    return model._meta.get_field("recipient_rows").related_model._default_manager.all()
+
+
+class MessageLogManager(models.Manager.from_queryset(MessageLogQuerySet)):
     def log(self, message: Any, result_code: str, log_message: str = "") -> models.Model:
         """Record the outcome of an attempt to send ``message`` (a :class:`~mailer.models.Message`)."""
-        return self.create(**log_fields(message, message.email, result_code, log_message))
+        fields = log_fields(message, message.email, result_code, log_message)
+        with transaction.atomic(using=self.db):
+            row = self.create(**fields)
+            link = _recipient_rows(self.model).model
+            others = addresses(fields["recipients"])[1:]  # the first is the row's own column
+            link._default_manager.using(self.db).bulk_create([link(log=row, address=address) for address in others])
+        return row
 
     def purge_old_entries(self, days: int, result_codes: Iterable[str] | None = None) -> int:
         """Delete entries older than ``days`` days with these results (default: success)."""

@@ -39,7 +39,9 @@ from mailer.fields import MessageDataField
 from mailer.logrows import PROVIDER_ID_LENGTH, get_provider_message_id
 from mailer.managers import DontSendEntryManager, MessageLogManager, MessageManager
 from mailer.message_ids import get_message_id, with_message_id
+from mailer.recipients import LogRecipient
 from mailer.scheduling import checked_schedule
+from mailer.searchcols import RECIPIENT_INDEX, first_recipient_field, recipients_field, search_columns, subject_field
 from mailer.validation import validate
 
 logger = logging.getLogger(__name__)
@@ -112,6 +114,9 @@ class Message(models.Model):
         blank=True,
         help_text=_("The message is not sent after this time: a sender that reaches it later logs it as expired."),
     )
+    # What the admin searches (migration 0016, mailer.searchcols). NULL: not filled yet (mailer.searchfill).
+    recipients = recipients_field()
+    subject_text = subject_field()
 
     objects = MessageManager()
 
@@ -152,6 +157,8 @@ class Message(models.Model):
         data = email_to_db(value)
         self.message_data = data
         self._email_cache = (data, value)
+        columns = search_columns(value)
+        self.recipients, self.subject_text = columns["recipients"], columns["subject_text"]
 
     def remember_email(self, email: EmailMessage | None) -> None:
         """Keep ``email`` as what the current ``message_data`` decodes to (``None``: forget it).
@@ -226,12 +233,17 @@ class MessageLog(models.Model):
     result = models.CharField(_("result"), max_length=1, choices=Result.choices)
     log_message = models.TextField(_("log message"))
     mailer = _mailer_field(_("The MAILERS alias the message was queued through."))
+    # As the queue's; a search by address reads the index of the first address, and LogRecipient for the others.
+    recipients = recipients_field()
+    subject_text = subject_field()
+    recipient = first_recipient_field()
 
     objects = MessageLogManager()
 
     class Meta:
         verbose_name = _("message log")
         verbose_name_plural = _("message logs")
+        indexes = [models.Index(fields=["recipient"], name=RECIPIENT_INDEX)]
 
     def __str__(self) -> str:
         try:
@@ -369,6 +381,7 @@ __all__ = [
     "DontSendEntry",
     "RelayState",
     "RateReservation",
+    "LogRecipient",
     "datetime_now",
     "email_to_db",
     "db_to_email",

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Sequence
+from contextlib import nullcontext
 
 from django.db import connections, models, router, transaction
 
 from mailer.addresses import address_key
-from mailer.models import DontSendEntry, Message, MessageLog
+from mailer.models import DontSendEntry, LogRecipient, Message, MessageLog
+from mailer.searchcols import addresses
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ def record(
         return
     try:
         with transaction.atomic(using=using):
-            insert(MessageLog, logs, using)
+            insert_logs(logs, using)
             remove(done, using)
         return
     except Exception:
@@ -75,7 +77,7 @@ def record(
         if reason is None:
             continue
         stripped = {**row, "message_id": None, "message_data": None}
-        for name in ("log_message", "provider_message_id", "mailer"):
+        for name in ("log_message", "provider_message_id", "mailer", "recipients", "subject_text", "recipient"):
             stripped[name] = _ascii(stripped[name])
         note = f"[django-mailer: this entry's Message-ID and message data could not be logged: {_ascii(reason)}]"
         stripped["log_message"] = f"{stripped['log_message']}\n{note}".strip()
@@ -127,7 +129,7 @@ def _insert_one(row: dict, using: str) -> str | None:
     """Insert one log row in a savepoint; why it failed, or None."""
     try:
         with transaction.atomic(using=using):
-            insert(MessageLog, [row], using)
+            insert_logs([row], using)
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -145,8 +147,62 @@ def _ascii(text: str | None) -> str | None:
     return str(text).replace("\x00", "").encode("ascii", "backslashreplace").decode("ascii")
 
 
+def insert_logs(rows: Sequence[dict], using: str) -> None:
+    """Insert the :class:`~mailer.models.MessageLog` rows ``rows`` (from :func:`~mailer.logrows.log_fields`) and,
+    for mail to more than one address, the :class:`~mailer.recipients.LogRecipient` rows of the others.
+
+    The log rows' ids are needed for those: :func:`_insert_with_ids` gets them without giving up the bulk
+    insert (a batch of mail to one address each needs none). Call it in a transaction, so that the two are
+    written together.
+    """
+    if not rows:
+        return
+    if not any(" " in (row.get("recipients") or "") for row in rows):  # one address each (or none): no links
+        insert(MessageLog, rows, using)
+        return
+    others = [addresses(row.get("recipients"))[1:] for row in rows]  # the first is the row's own column
+    ids = _insert_with_ids(MessageLog, rows, using)
+    links = [{"log_id": pk, "address": address} for pk, each in zip(ids, others, strict=True) for address in each]
+    insert(LogRecipient, links, using)
+
+
+def _insert_with_ids(model: type[models.Model], rows: Sequence[dict], using: str) -> list[int]:
+    """:func:`insert` ``rows``; the ids they got, in order.
+
+    PostgreSQL: the ids are taken from the table's sequence first (one query), and inserted with the rows.
+    SQLite: the rows of one transaction get consecutive ids (one writer at a time), the last of which the
+    connection tells. MariaDB 10.5+ returns them from its multi-row ``INSERT``; MySQL gets a row at a time.
+    """
+    connection = connections[using]
+    table = model._meta.db_table
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+                [connection.ops.quote_name(table), model._meta.pk.column, len(rows)],
+            )
+            ids = [pk for (pk,) in cursor.fetchall()]
+        insert(model, [{**row, model._meta.pk.attname: pk} for pk, row in zip(ids, rows, strict=True)], using)
+        return ids
+    if connection.vendor == "sqlite":
+        # Consecutive in a transaction: no other connection writes until it commits.
+        with nullcontext() if connection.in_atomic_block else transaction.atomic(using=using):
+            insert(model, rows, using)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT last_insert_rowid()")
+                [(last,)] = cursor.fetchall()
+        return list(range(last - len(rows) + 1, last + 1))
+    objs = [model(**row) for row in rows]
+    if connection.features.can_return_rows_from_bulk_insert:
+        model._default_manager.using(using).bulk_create(objs)
+    else:
+        for obj in objs:
+            obj.save(using=using, force_insert=True)
+    return [obj.pk for obj in objs]
+
+
 # Fields whose Python values the drivers take as they are: no per-row preparation needed.
-_PLAIN_FIELDS = (models.TextField, models.CharField, models.IntegerField)
+_PLAIN_FIELDS = (models.TextField, models.CharField, models.IntegerField, models.ForeignKey)
 
 
 def insert(model: type[models.Model], rows: Sequence[dict], using: str, batch_size: int | None = None) -> None:
@@ -158,7 +214,7 @@ def insert(model: type[models.Model], rows: Sequence[dict], using: str, batch_si
     MySQL/MariaDB with one ``executemany()`` (the sqlite3 module loops in C,
     mysqlclient sends multi-row ``INSERT``); other databases and drivers
     (psycopg2) get ``bulk_create``. A single row is one plain ``INSERT``. A
-    field missing from a row takes its default, read once per call. Only
+    field missing from a row takes its default, read once per call; the primary key, its next value. Only
     text, integer and date-time fields are supported; a date-time is prepared
     for the database once per distinct value. ``batch_size`` rows at most go
     into one statement. No signal is sent, as with ``bulk_create``.
@@ -166,7 +222,8 @@ def insert(model: type[models.Model], rows: Sequence[dict], using: str, batch_si
     if not rows:
         return
     connection = connections[using]
-    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    pk = model._meta.pk.attname
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key or pk in rows[0]]
     defaults = {field.attname: field.get_default() for field in fields if field.attname not in rows[0]}
     with connection.cursor() as cursor:
         copy = getattr(cursor.cursor, "copy", None) if connection.vendor == "postgresql" else None

@@ -146,7 +146,13 @@ def test_a_claim_gives_the_messages_the_queryset_describes_deferred_fields_and_a
         assert [m.when_added for m in batch] == list(Message.objects.values_list("when_added", flat=True))
         assert isinstance(batch[0].when_added, datetime.datetime)
         # ...and left the deferred one (and those the sender never reads) to be loaded when read.
-        assert batch[0].get_deferred_fields() == {"message_data", "last_error", "not_before"}
+        assert batch[0].get_deferred_fields() == {
+            "message_data",
+            "last_error",
+            "not_before",
+            "recipients",
+            "subject_text",
+        }
         assert [m.message_data for m in batch] == ["m0", "m1"]
 
 

@@ -126,3 +126,49 @@ def test_the_waiting_index_is_partial_where_the_database_has_partial_indexes():
     assert (WAITING_INDEX in indexes) == connection.features.supports_partial_indexes
     warnings = checks.run_checks(databases=[connection.alias])
     assert not [w for w in warnings if w.id == "models.W037"], warnings
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0016_adds_the_search_columns_and_old_rows_are_filled_later():
+    """Rows written before 0016 (here by 2.x, with a 2.x pickle and several recipients) keep NULL search columns
+    through the migration; ``mailer_fill_search`` fills them, and the search then finds them by any address."""
+    executor = MigrationExecutor(connection)
+    leaf = executor.loader.graph.leaf_nodes("mailer")
+    data = legacy_2x(make_email("Before 0016", to=["Ann <ANN@example.org>"], cc=["cy@example.org"]))
+    qn = connection.ops.quote_name
+    try:
+        executor.migrate([("mailer", "0015_rate_limits")])
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {qn('mailer_message')} ({qn('message_data')}, {qn('when_added')}, {qn('priority')}, "
+                f"{qn('retry_count')}) VALUES (%s, %s, %s, %s)",
+                [data, now(), PRIORITY_MEDIUM, 0],
+            )
+            cursor.execute(
+                f"INSERT INTO {qn('mailer_messagelog')} ({qn('message_data')}, {qn('when_added')}, {qn('priority')}, "
+                f"{qn('when_attempted')}, {qn('result')}, {qn('log_message')}) VALUES (%s, %s, %s, %s, %s, %s)",
+                [data, now(), PRIORITY_MEDIUM, now(), RESULT_SUCCESS, ""],
+            )
+        executor = MigrationExecutor(connection)
+        executor.migrate(leaf)
+        assert Message.objects.get().recipients is None
+        assert MessageLog.objects.get().recipients is None
+        assert not MessageLog.objects.search("cy@example.org").exists()
+
+        call_command("mailer_fill_search", stdout=StringIO())
+
+        for address in ("ann@example.org", "CY@example.org"):
+            assert [m.subject_text for m in Message.objects.search(address)] == ["Before 0016"]
+            assert [m.subject_text for m in MessageLog.objects.search(address)] == ["Before 0016"]
+        # And back: 0015's schema has none of it; a 2.x process writing then still works.
+        executor = MigrationExecutor(connection)
+        executor.migrate([("mailer", "0015_rate_limits")])
+        with connection.cursor() as cursor:
+            columns = [c.name for c in connection.introspection.get_table_description(cursor, "mailer_messagelog")]
+            assert "recipients" not in columns and "recipient" not in columns
+            assert "mailer_logrecipient" not in connection.introspection.table_names(cursor)
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(leaf)
+        Message.objects.all().delete()
+        MessageLog.objects.all().delete()
