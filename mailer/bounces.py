@@ -108,19 +108,20 @@ def _count_soft_bounce(event: DeliveryEvent) -> None:
     esp_name, event_id = storable(event.esp_name, ESP_NAME_LENGTH), storable(event.event_id, EVENT_ID_LENGTH)
     if event_id and bounces.filter(esp_name=esp_name, event_id=event_id).exists():
         return  # the ESP delivered the same event again
-    cutoff = now() - window
     at = event.at or now()
-    with transaction.atomic(using=using):
-        bounces.filter(at__lt=cutoff).delete()
-        if at >= cutoff:
-            bounces.create(address=key, at=at, esp_name=esp_name, event_id=event_id)
+    if at >= now() - window:
+        bounces.create(address=key, at=at, esp_name=esp_name, event_id=event_id)
     # Counted once this soft bounce is committed: of two arriving at once, the one committed last sees both.
     transaction.on_commit(lambda: _add_past_limit(event, key, count, window, using), using=using)
 
 
 def _add_past_limit(event: DeliveryEvent, key: str, count: int, window: datetime.timedelta, using: str) -> None:
+    cutoff = now() - window
+    expired = SoftBounce.objects.using(using).filter(at__lt=cutoff)
+    if expired.exists():  # a plain read first: deleting takes locks (on MySQL, gaps too) that others wait for
+        expired.delete()  # no longer counts, for any address
     bounces = SoftBounce.objects.using(using).filter(address=key)
-    seen = bounces.filter(at__gte=now() - window).count()
+    seen = bounces.filter(at__gte=cutoff).count()
     if seen < count:
         return
     days = window.days

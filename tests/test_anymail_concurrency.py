@@ -82,3 +82,32 @@ def test_the_second_insert_waits_for_the_first_and_adds_nothing():
         thread.join(30)
     assert errors == []
     assert list(DontSendEntry.objects.values_list("to_address", "event_id")) == [("ann@example.org", "a")]
+
+
+def test_two_soft_bounces_at_once_reach_the_limit(settings):
+    """A soft bounce is counted once it is committed: here the first one commits after the second was counted
+    (the second saw only itself), and the first one's count, taken after its commit, sees both."""
+    settings.MAILER_SOFT_BOUNCE_LIMIT = (2, 7)
+    a_recorded, a_may_commit, errors = threading.Event(), threading.Event(), []
+
+    def soft_bounce(event_id):
+        event = AnymailTrackingEvent(event_type="deferred", recipient="ann@example.org", event_id=event_id)
+        tracking.send(sender=object, event=event, esp_name="Mailgun")
+
+    def first():
+        with transaction.atomic():  # as a webhook view under ATOMIC_REQUESTS
+            soft_bounce("a")
+            a_recorded.set()
+            a_may_commit.wait(30)
+
+    a = in_thread(first, errors)
+    assert a_recorded.wait(30)
+    b = in_thread(lambda: soft_bounce("b"), errors)
+    b.join(30)
+    assert DontSendEntry.objects.count() == 0  # the second counted one committed soft bounce: its own
+    a_may_commit.set()
+    a.join(30)
+    assert errors == []
+    assert list(DontSendEntry.objects.values_list("to_address", "reason", "event_id")) == [
+        ("ann@example.org", "soft_bounces", "a")
+    ]
