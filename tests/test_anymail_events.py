@@ -220,3 +220,23 @@ class TestSoftBounceLimit:
         assert DontSendEntry.objects.count() == 0
         post_mailgun(client, mailgun_event("bob@example.org", "failed", severity="temporary"))
         assert entries() == [("bob@example.org", "soft_bounces", "Mailgun")]
+
+
+def test_an_entry_given_another_address_no_longer_holds_the_first(client, admin_client):
+    post_postmark(client, postmark_bounce("ann@example.org"))
+    entry = DontSendEntry.objects.get()
+    entry.to_address = "Ann.Smith@example.org"  # corrected by hand
+    entry.save()
+    post_postmark(client, postmark_bounce("ann@example.org"))
+    assert sorted(DontSendEntry.objects.values_list("to_address", flat=True)) == [
+        "ann.smith@example.org",
+        "ann@example.org",
+    ]
+
+
+def test_add_once_from_a_projects_own_code():
+    assert DontSendEntry.objects.add_once("Ann <Ann@Example.org>", reason="unsubscribed")
+    assert not DontSendEntry.objects.add_once("ann@example.org", reason="bounced")
+    assert entries() == [("ann@example.org", "unsubscribed", None)]
+    with pytest.raises(ValueError, match="Not an email address"):
+        DontSendEntry.objects.add_once("nobody")
