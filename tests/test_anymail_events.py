@@ -222,7 +222,7 @@ class TestSoftBounceLimit:
         assert entries() == [("bob@example.org", "soft_bounces", "Mailgun")]
 
 
-def test_an_entry_given_another_address_no_longer_holds_the_first(client, admin_client):
+def test_an_entry_given_another_address_no_longer_holds_the_first(client):
     post_postmark(client, postmark_bounce("ann@example.org"))
     entry = DontSendEntry.objects.get()
     entry.to_address = "Ann.Smith@example.org"  # corrected by hand
