@@ -13,13 +13,14 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_value
 from django.db.models import Count, Q
 from django.template.defaultfilters import linebreaksbr
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape, format_html
 from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext, ngettext_lazy
 
-from mailer import postgres, ratelimits
+from mailer import bounces, postgres, ratelimits
 from mailer.addresses import address_key
 from mailer.admin_filters import ExpiryFilter, StateFilter
 from mailer.choices import Priority, Result
@@ -294,8 +295,32 @@ class MessageAdmin(RetryFieldsMixin, EmailFieldsMixin, admin.ModelAdmin):
 
 @admin.register(DontSendEntry)
 class DontSendEntryAdmin(admin.ModelAdmin):
-    list_display = ["to_address", "when_added"]
+    """Entries and, for those a delivery event added (:mod:`mailer.bounces`), why and from which ESP event."""
+
+    list_display = ["to_address", "when_added", "reason", "esp_name"]
+    list_filter = ["reason"]
     search_fields = ["to_address"]
+    fields = [
+        "to_address",
+        "when_added",
+        "reason",
+        "esp_name",
+        "event_id",
+        "event_at",
+        "provider_message_id",
+        "message_log",
+        "detail",
+    ]
+    readonly_fields = fields[2:]  # what the event said: recorded, not edited
+
+    @admin.display(description=_("message log"))
+    def message_log(self, obj):
+        """A link to the log row of the message that bounced, while the log keeps it."""
+        log = bounces.message_log(obj) if obj.pk else None
+        if log is None:
+            return None
+        url = reverse("admin:mailer_messagelog_change", args=[log.pk])
+        return format_html('<a href="{}">{}</a>', url, log)
 
 
 @admin.register(MessageLog)

@@ -54,6 +54,18 @@ class Result(_Vocabulary, models.TextChoices):
     FAILURE = "3", gettext_noop("failure")
 
 
+class DontSendReason(_Vocabulary, models.TextChoices):
+    """Why a delivery event put an address on the don't-send list (an entry made by hand has none).
+
+    The first three values are django-anymail's event types (``anymail.signals.EventType``).
+    """
+
+    BOUNCED = "bounced", gettext_noop("hard bounce")
+    COMPLAINED = "complained", gettext_noop("complaint")
+    UNSUBSCRIBED = "unsubscribed", gettext_noop("unsubscribe")
+    SOFT_BOUNCES = "soft_bounces", gettext_noop("repeated soft bounces")
+
+
 # The django-mailer 2.x spellings (re-exported by mailer.models): plain values and English words.
 PRIORITY_HIGH: int = Priority.HIGH.value
 PRIORITY_MEDIUM: int = Priority.MEDIUM.value

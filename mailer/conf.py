@@ -41,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "FAILURE_CLASSIFIER": None,
     "DEFER_PERMANENT_FAILURES": False,
     "DONT_SEND_UNKNOWN_RECIPIENTS": False,
+    # Soft bounces (deferred events, through mailer.contrib.anymail) that put an address on the don't-send
+    # list: (N, DAYS) adds it at its Nth within DAYS days; None: soft bounces add nothing.
+    "SOFT_BOUNCE_LIMIT": None,
     "PAUSE_SEND": False,
     "EMPTY_QUEUE_SLEEP": 30,
     # How many messages one transaction claims, and how long the results of

@@ -66,19 +66,19 @@ def log_fields(message: Queued, email: EmailMessage | None, result_code: str, lo
         log_message = f"{note}\n{log_message}" if log_message else note
     return {
         "message_data": data,
-        "message_id": _storable(get_message_id(email), MESSAGE_ID_LENGTH) if email is not None else None,
-        "provider_message_id": _storable(get_provider_message_id(email)) if email is not None else None,
+        "message_id": storable(get_message_id(email), MESSAGE_ID_LENGTH) if email is not None else None,
+        "provider_message_id": storable(get_provider_message_id(email)) if email is not None else None,
         "when_added": message.when_added,
         "when_attempted": now(),
         "priority": message.priority,
         "result": result_code,
-        "log_message": _storable(log_message, LOG_MESSAGE_LENGTH),
+        "log_message": storable(log_message, LOG_MESSAGE_LENGTH),
         "mailer": message.mailer,
         **log_columns(email),
     }
 
 
-def _storable(value: Any, limit: int | None = None) -> str | None:
+def storable(value: Any, limit: int | None = None) -> str | None:
     """``value`` as text every database takes: a plain ``str`` (lazy text and UUIDs forced), no NUL, cut to ``limit``.
 
     A value the log cannot store makes the whole batch's outcome write fail; what

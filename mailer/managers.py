@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import models, transaction
+from django.db import IntegrityError, models, router, transaction
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Lower
 from django.db.models.signals import post_delete, post_save
@@ -20,6 +20,7 @@ from django.utils.timezone import now
 
 from mailer import storage
 from mailer.addresses import address_key, entry_key
+from mailer.bounce_models import address_digest
 from mailer.choices import Priority, Result
 from mailer.conf import mailer_settings
 from mailer.logrows import log_fields
@@ -189,6 +190,30 @@ class DontSendEntryManager(models.Manager):
         for start in range(0, len(keys), _CHUNK):
             blocked.update(self.keys_on_list(keys[start : start + _CHUNK]))
         return blocked
+
+    def add_once(self, address: str, **fields: Any) -> bool:
+        """Put ``address`` on the list unless it is there already (in any case); return whether it was added.
+
+        ``fields`` are the other fields of the new entry (``reason``, ``esp_name``...). An entry already on the
+        list is left as it is. Safe when called at once for the same address by several processes (two webhooks
+        reporting one bounce): one entry is added and the others return False, through the unique index on
+        ``address_digest``. Inside a transaction, the insert is a savepoint that a conflict rolls back alone.
+        """
+        key = entry_key(address)
+        if "@" not in key:
+            raise ValueError(f"Not an email address: {address!r}")
+        if self.keys_on_list([key]):
+            return False
+        using = self._db or router.db_for_write(self.model)
+        entry = self.model(to_address=key, address_digest=address_digest(key), **fields)
+        try:
+            with transaction.atomic(using=using):
+                entry.save(force_insert=True, using=using)
+        except IntegrityError:
+            if not self.using(using).filter(address_digest=entry.address_digest).exists():
+                raise  # another constraint, not the entry added at the same time
+            return False
+        return True
 
     def _seen_empty(self) -> bool:
         """Is the list empty? Asks the database at most once per ``EMPTY_FOR`` seconds while it is."""

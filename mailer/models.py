@@ -19,6 +19,7 @@ from django.utils.translation import gettext_lazy as _
 
 from mailer import row_size, serialization, storage
 from mailer.addresses import address_key, entry_key
+from mailer.bounce_models import EventFields, SoftBounce, address_digest
 from mailer.choices import (  # the 2.x names of the vocabulary, kept importable from here
     PRIORITIES,
     PRIORITY_DEFERRED,
@@ -190,8 +191,8 @@ class Message(models.Model):
         self.save(update_fields=["priority"])
 
 
-class DontSendEntry(models.Model):
-    """An address that must not receive mail."""
+class DontSendEntry(EventFields, models.Model):
+    """An address that must not receive mail; with the delivery event that added it, if one did."""
 
     id = models.BigAutoField(auto_created=True, primary_key=True, verbose_name="ID")
     to_address = models.EmailField(_("to address"), max_length=254)
@@ -209,6 +210,8 @@ class DontSendEntry(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         # Stored as the list compares it: "Ann <ÄNN@x.org>" and " änn@x.org " become "änn@x.org".
         self.to_address = entry_key(self.to_address)
+        if self.address_digest and self.address_digest != address_digest(self.to_address):
+            self.address_digest = None  # the address changed: the entry no longer stands for the one it was added for
         super().save(*args, **kwargs)
 
 
@@ -382,6 +385,7 @@ __all__ = [
     "RelayState",
     "RateReservation",
     "LogRecipient",
+    "SoftBounce",
     "datetime_now",
     "email_to_db",
     "db_to_email",

@@ -17,6 +17,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.admin",
     "mailer",
+    "mailer.contrib.anymail",
     "tests",
 ]
 

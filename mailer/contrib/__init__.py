@@ -1,0 +1,1 @@
+"""Optional apps that work with django-mailer: each is added to ``INSTALLED_APPS`` on its own."""
