@@ -17,7 +17,7 @@ from django.utils.timezone import now
 from django.utils.timezone import now as datetime_now  # the 2.x name: test suites patch it to move time
 from django.utils.translation import gettext_lazy as _
 
-from mailer import row_size, serialization, storage
+from mailer import row_size, serialization, storage, titles
 from mailer.addresses import address_key, entry_key
 from mailer.choices import (  # the 2.x names of the vocabulary, kept importable from here
     PRIORITIES,
@@ -59,6 +59,17 @@ def db_to_email(data: str | bytes | None) -> Any:
     except serialization.UndecodableMessage as exc:
         logger.warning("Cannot decode message data: %s", exc)
         return None
+
+
+def _decoded(obj: Message | MessageLog) -> EmailMessage | None:
+    """What ``obj.message_data`` decodes to, decoded once for as long as ``message_data`` stays the same."""
+    data = obj.message_data
+    cached = obj.__dict__.get("_email_cache")
+    if cached is not None and cached[0] is data:
+        return cached[1]
+    email = db_to_email(data)
+    obj._email_cache = (data, email)
+    return email
 
 
 def _delete_with_files(obj: models.Model, delete: Any, *args: Any, **kwargs: Any) -> Any:
@@ -123,8 +134,7 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         try:
-            email = self.email
-            return f'On {self.when_added}, "{email.subject}" to {", ".join(email.to)}'
+            return titles.title(self.email, self.when_added)  # no data is undecodable here
         except Exception:
             return "<Message repr unavailable>"
 
@@ -139,13 +149,7 @@ class Message(models.Model):
         this property repeatedly decodes once. After changing the returned
         object, assign it back to store the change.
         """
-        data = self.message_data
-        cached = self.__dict__.get("_email_cache")
-        if cached is not None and cached[0] is data:
-            return cached[1]
-        email = db_to_email(data)
-        self._email_cache = (data, email)
-        return email
+        return _decoded(self)
 
     @email.setter
     def email(self, value: EmailMessage) -> None:
@@ -235,10 +239,8 @@ class MessageLog(models.Model):
 
     def __str__(self) -> str:
         try:
-            email = self.email
-            if email is not None:
-                return f'On {self.when_attempted}, "{email.subject}" to {", ".join(email.to)}'
-            return f'On {self.when_attempted}, "{self.message_id}"'
+            data = self.message_data
+            return titles.title(self.email, self.when_attempted, has_data=bool(data), message_id=self.message_id)
         except Exception:
             return "<MessageLog repr unavailable>"
 
@@ -247,7 +249,8 @@ class MessageLog(models.Model):
 
     @property
     def email(self) -> EmailMessage | None:
-        return db_to_email(self.message_data)
+        """The logged ``EmailMessage``; ``None`` without data or when it cannot be decoded (decoded once)."""
+        return _decoded(self)
 
     @property
     def to_addresses(self) -> list[str] | None:
