@@ -1,0 +1,363 @@
+"""A message's admin page shows the whole email (queue and log), its HTML part inert, its attachments downloadable;
+the log is read only; the lists put what support needs first; the send action says what went wrong.
+
+Through the test client, on the suite's database; the HTML part in a real browser is in test_admin_browser.py.
+"""
+
+import re
+import types
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.mail import EmailMultiAlternatives
+from django.urls import reverse
+from django.utils import translation
+
+import mailer
+from mailer.engine import send_all
+from mailer.models import RESULT_DONT_SEND, RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
+from mailer.routing import mailers_configured
+from tests.support.ports import free_port
+from tests.support.queueing import block
+from tests.support.relays import ScriptedRelay, send_through
+
+pytestmark = pytest.mark.django_db
+
+HTML = '<p class="greeting">Hello <b>Ann</b></p>'
+PDF = b"%PDF-1.4 not really a pdf \x00\xff" * 10  # 280 bytes
+
+
+def url(name, *args):
+    return reverse(f"admin:mailer_{name}", args=args)
+
+
+def whole_email(subject="Your invoice"):
+    email = EmailMultiAlternatives(
+        subject,
+        "Hello Ann,\nyour invoice is attached.",
+        "Shop <shop@example.com>",
+        ["ann@example.com"],
+        cc=["boss@example.com"],
+        bcc=["archive@example.com"],
+        reply_to=["support@example.com"],
+        headers={"X-Campaign": "autumn", "List-Unsubscribe": "<mailto:unsub@example.com>"},
+    )
+    email.attach_alternative(HTML, "text/html")
+    email.attach("invoice.pdf", PDF, "application/pdf")
+    email.attach("notes.txt", "ünïcode notes", "text/plain")
+    return email
+
+
+@pytest.fixture
+def queued():
+    whole_email().send()
+    return Message.objects.get()
+
+
+@pytest.fixture
+def logged(queued):
+    assert send_all().sent == 1
+    return MessageLog.objects.get()
+
+
+def page_of(client, obj):
+    name = "message_change" if isinstance(obj, Message) else "messagelog_change"
+    response = client.get(url(name, obj.pk))
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def field(page, name):
+    """The HTML of the read-only field ``name`` on a change page."""
+    found = re.search(rf'<div class="form-row[^"]*field-{name}\b.*?<div class="readonly">(.*?)</div>', page, re.S)
+    assert found, f"no field {name}"
+    return found.group(1)
+
+
+def user_with(*codenames):
+    user = User.objects.create_user("support", password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="mailer", codename__in=codenames))
+    return user
+
+
+# --- 1. The whole email ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["queued", "logged"])
+def test_the_page_shows_the_whole_email(admin_client, kind, request):
+    obj = request.getfixturevalue(kind)
+    page = page_of(admin_client, obj)
+    assert field(page, "from_address") == "Shop &lt;shop@example.com&gt;"
+    assert field(page, "to") == "ann@example.com"
+    assert field(page, "cc") == "boss@example.com"
+    assert field(page, "bcc") == "archive@example.com"
+    assert field(page, "reply_to") == "support@example.com"
+    assert field(page, "subject") == "Your invoice"
+    headers = field(page, "headers")
+    assert "<th>X-Campaign</th><td>autumn</td>" in headers
+    assert "<th>List-Unsubscribe</th><td>&lt;mailto:unsub@example.com&gt;</td>" in headers
+    assert "<th>Message-ID</th>" in headers
+    assert field(page, "plain_text_body") == "Hello Ann,<br>your invoice is attached."
+    assert HTML not in page  # the HTML part is only in the frame, served by its own view
+
+    [iframe] = re.findall(r"<iframe[^>]*>", field(page, "html_body"))
+    assert re.search(r"\bsandbox\b", iframe) and 'sandbox="' not in iframe  # no allowance at all
+    assert "allow-" not in iframe
+    name = "message" if kind == "queued" else "messagelog"
+    assert f'src="{url(f"{name}_html", obj.pk)}"' in iframe
+
+    attachments = field(page, "attachment_list")
+    assert re.findall(r'<li><a href="([^"]+)" download>([^<]+)</a> \(([^,]+), ([^)]+)\)</li>', attachments) == [
+        (url(f"{name}_attachment", obj.pk, 0), "invoice.pdf", "application/pdf", "280\xa0bytes"),
+        (url(f"{name}_attachment", obj.pk, 1), "notes.txt", "text/plain", "15\xa0bytes"),
+    ]
+
+
+@pytest.mark.parametrize("kind", ["queued", "logged"])
+def test_the_html_part_is_served_inert(admin_client, kind, request):
+    obj = request.getfixturevalue(kind)
+    name = "message" if kind == "queued" else "messagelog"
+    response = admin_client.get(url(f"{name}_html", obj.pk))
+    assert response.status_code == 200
+    assert response.content.decode() == HTML
+    assert response["Content-Type"] == "text/html; charset=utf-8"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["X-Frame-Options"] == "SAMEORIGIN"  # the admin's page may frame it, nothing else
+    policy = dict(
+        (directive.split() + [""])[:2] if " " in directive else (directive, "")
+        for directive in (part.strip() for part in response["Content-Security-Policy"].split(";"))
+    )
+    assert policy["default-src"] == "'none'"
+    assert policy["style-src"] == "'unsafe-inline'"
+    assert policy["form-action"] == "'none'"
+    assert policy["frame-ancestors"] == "'self'"
+    assert "sandbox" in policy  # inert when opened on its own too
+    for directive in ("script-src", "img-src", "connect-src", "font-src", "frame-src", "media-src", "object-src"):
+        assert directive not in policy  # falls back to default-src 'none'
+
+
+@pytest.mark.parametrize("kind", ["queued", "logged"])
+def test_attachments_download(admin_client, kind, request):
+    obj = request.getfixturevalue(kind)
+    name = "message" if kind == "queued" else "messagelog"
+    response = admin_client.get(url(f"{name}_attachment", obj.pk, 0))
+    assert response.status_code == 200
+    assert response.content == PDF
+    assert response["Content-Type"] == "application/pdf"
+    assert response["Content-Disposition"] == 'attachment; filename="invoice.pdf"'
+    assert response["X-Content-Type-Options"] == "nosniff"
+    text = admin_client.get(url(f"{name}_attachment", obj.pk, 1))
+    assert text.content == "ünïcode notes".encode()
+    assert admin_client.get(url(f"{name}_attachment", obj.pk, 2)).status_code == 404
+
+
+def test_views_need_the_view_permission_of_that_model(client, logged):
+    whole_email("queued").send()
+    queued = Message.objects.latest("pk")
+    client.force_login(user_with("view_messagelog"))
+    assert client.get(url("messagelog_attachment", logged.pk, 0)).content == PDF
+    assert client.get(url("messagelog_html", logged.pk)).status_code == 200
+    assert client.get(url("message_attachment", queued.pk, 0)).status_code == 403
+    assert client.get(url("message_html", queued.pk)).status_code == 403
+
+    client.logout()  # not logged in: the admin's login page, nothing of the message
+    response = client.get(url("messagelog_attachment", logged.pk, 0))
+    assert response.status_code == 302 and "/login/" in response["Location"]
+    assert client.get(url("messagelog_html", logged.pk)).status_code == 302
+
+
+def test_a_message_without_html_or_data_has_no_frame(admin_client, settings):
+    mailer.send_mail("plain", "just text", "from@example.com", ["to@example.com"])
+    queued = Message.objects.get()
+    page = page_of(admin_client, queued)
+    assert "<iframe" not in page and "field-attachment_list" in page
+    assert admin_client.get(url("message_html", queued.pk)).status_code == 404
+    assert admin_client.get(url("message_attachment", queued.pk, 0)).status_code == 404
+
+    settings.MAILER_EMAIL_LOG_MESSAGE_DATA = False
+    send_all()
+    log = MessageLog.objects.get()
+    page = page_of(admin_client, log)
+    assert "<iframe" not in page
+    assert admin_client.get(url("messagelog_html", log.pk)).status_code == 404
+
+
+def test_an_html_body_is_the_html_part(admin_client):
+    email = EmailMultiAlternatives("html only", HTML, "from@example.com", ["to@example.com"])
+    email.content_subtype = "html"
+    email.send()
+    queued = Message.objects.get()
+    page = page_of(admin_client, queued)
+    assert HTML not in page and "<iframe" in page
+    assert admin_client.get(url("message_html", queued.pk)).content.decode() == HTML
+
+
+@pytest.mark.django_db(transaction=True)  # stored files are deleted once the deletion commits
+def test_attachments_kept_in_mailer_storage(admin_client, settings, tmp_path):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "mail": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path)}},
+    }
+    settings.MAILER_STORAGE = "mail"
+    settings.MAILER_STORAGE_THRESHOLD = 100
+    whole_email().send()
+    queued = Message.objects.get()
+    assert (
+        PDF not in queued.message_data.encode() and len([p for p in tmp_path.rglob("*") if p.is_file()]) == 1
+    )  # the PDF, not the notes
+    for obj, name in [(queued, "message"), (None, "messagelog")]:
+        if obj is None:
+            assert send_all().sent == 1
+            obj = MessageLog.objects.get()
+        assert "invoice.pdf</a> (application/pdf, 280\xa0bytes)" in page_of(admin_client, obj)
+        response = admin_client.get(url(f"{name}_attachment", obj.pk, 0))
+        assert response.content == PDF
+        assert response["Content-Disposition"] == 'attachment; filename="invoice.pdf"'
+    for path in [p for p in tmp_path.rglob("*") if p.is_file()]:
+        path.unlink()  # gone from the storage: the page still opens, the download is a 404 saying why
+    assert "invoice.pdf" in page_of(admin_client, obj)
+    response = admin_client.get(url("messagelog_attachment", obj.pk, 0))
+    assert response.status_code == 404
+
+
+# --- 2. Titles -----------------------------------------------------------------------------------------
+
+
+def test_page_titles_are_readable(admin_client, logged):
+    page = page_of(admin_client, logged)
+    [title] = re.findall(r"<title>(.*?)</title>", page, re.S)
+    assert title.startswith("“Your invoice” to ann@example.com, boss@example.com and 1 more, ")
+    assert not re.search(r"\d\d:\d\d:\d\d|\+00:00", title)  # no seconds, microseconds or offset
+
+
+# --- 3. The log is read only ---------------------------------------------------------------------------
+
+
+def test_log_entries_cannot_be_changed_even_by_a_superuser(admin_client, logged):
+    page = page_of(admin_client, logged)
+    assert 'name="_save"' not in page and 'name="_continue"' not in page
+    response = admin_client.post(url("messagelog_change", logged.pk), {"result": RESULT_FAILURE, "_save": "Save"})
+    assert response.status_code == 403
+    logged.refresh_from_db()
+    assert logged.result == RESULT_SUCCESS
+
+
+# --- 4. The lists ---------------------------------------------------------------------------------------
+
+
+def columns(page):
+    return re.findall(r'<th scope="col"\s+class="[^"]*column-(\w+)', page)
+
+
+def test_the_log_list_starts_with_when_result_recipient_subject(admin_client, logged, settings):
+    if mailers_configured():
+        del settings.MAILERS  # the alias column and filter only show with MAILERS
+    page = admin_client.get(url("messagelog_changelist")).content.decode()
+    assert columns(page)[:4] == ["when_attempted", "result", "to", "subject"]
+    assert "column-mailer" not in page
+    assert "?mailer__" not in page and "By mailer" not in page
+    full = logged.message_id
+    assert len(full) > 40 and full not in re.sub(r'title="[^"]*"', "", page)  # shortened in the list
+    page = admin_client.get(url("message_changelist")).content.decode()
+    assert "column-mailer" not in page and "By mailer" not in page
+
+
+@pytest.mark.skipif(not mailers_configured(), reason="MAILERS: Django 6.1+")
+def test_the_alias_column_shows_with_mailers(admin_client, logged):
+    for name in "messagelog_changelist", "message_changelist":
+        page = admin_client.get(url(name)).content.decode()
+        assert "column-mailer" in page and "By mailer" in page
+
+
+# --- 5. Don't-send entries ----------------------------------------------------------------------------
+
+
+def test_a_message_blocked_when_queued_records_who_was_blocked(admin_client):
+    block("ann@example.com")
+    block("bob@example.com")
+    mailer.send_mail("Hello", "body", "from@example.com", ["ann@example.com", "Bob <BOB@example.com>"])
+    assert not Message.objects.exists()
+    log = MessageLog.objects.get()
+    assert log.result == RESULT_DONT_SEND
+    assert log.email.to == ["ann@example.com", "Bob <BOB@example.com>"]
+    assert "ann@example.com, Bob <BOB@example.com>" in log.log_message
+    assert str(log).startswith("“Hello” to ann@example.com, Bob <BOB@example.com>, ")
+    assert "ann@example.com" in field(page_of(admin_client, log), "to")
+
+
+def test_a_message_blocked_when_sent_records_who_was_blocked(admin_client):
+    mailer.send_mail("Hello", "body", "from@example.com", ["ann@example.com"])
+    email = EmailMultiAlternatives("Hi", "body", "from@example.com", ["cat@example.com"], bcc=["dan@example.com"])
+    email.send()
+    block("ann@example.com")
+    block("cat@example.com")
+    block("dan@example.com")
+    assert send_all().skipped == 2
+    first, second = MessageLog.objects.order_by("pk")
+    assert (first.result, second.result) == (RESULT_DONT_SEND, RESULT_DONT_SEND)
+    assert first.log_message == "no recipient left: ann@example.com on the don't-send list"
+    assert second.log_message == "no recipient left: cat@example.com, dan@example.com on the don't-send list"
+    assert (second.email.to, second.email.bcc) == (["cat@example.com"], ["dan@example.com"])
+    for log in first, second:
+        assert not re.search(r"\bto\s*,|\bto$", str(log))  # no dangling "to"
+    assert str(second).startswith("“Hi” to cat@example.com, dan@example.com, ")
+
+
+def test_a_message_partly_blocked_is_sent_to_the_others_only():
+    mailer.send_mail("Hello", "body", "from@example.com", ["ann@example.com", "bob@example.com"])
+    block("ann@example.com")
+    assert send_all().sent == 1
+    log = MessageLog.objects.get()
+    assert (log.result, log.email.to) == (RESULT_SUCCESS, ["bob@example.com"])
+
+
+# --- 6. The send action's report ------------------------------------------------------------------------
+
+
+def messages_of(response):
+    return [(message.level_tag, str(message)) for message in response.context["messages"]]
+
+
+def send_action(client, ids):
+    data = {"action": "send_messages", "_selected_action": [str(pk) for pk in ids], "index": 0}
+    return client.post(url("message_changelist"), data, follow=True)
+
+
+def test_the_send_action_warns_when_the_relay_is_down(admin_client, settings):
+    send_through(settings, types.SimpleNamespace(host="127.0.0.1", port=free_port()), alias="down")
+    mailer.send_mail("Hello", "body", "from@example.com", ["ann@example.com"])
+    [(level, text)] = messages_of(send_action(admin_client, Message.objects.values_list("pk", flat=True)))
+    assert level == "warning"
+    assert text.startswith("0 messages sent, 1 deferred, 0 failed. First error: ")
+    assert "Connection refused" in text or "refused" in text.lower()
+
+
+def test_the_send_action_warns_of_failures_with_the_relay_reply(admin_client, settings):
+    with ScriptedRelay(refuse={"gone@example.com": "550 5.1.1 No such user"}) as relay:
+        send_through(settings, relay, alias="relay")
+        mailer.send_mail("Hello", "body", "from@example.com", ["gone@example.com"])
+        mailer.send_mail("Hello", "body", "from@example.com", ["ann@example.com"])
+        response = send_action(admin_client, Message.objects.values_list("pk", flat=True))
+    [(level, text)] = messages_of(response)
+    assert level == "warning"
+    assert text.startswith("1 message sent, 0 deferred, 1 failed. First error: ")
+    assert "550 5.1.1 No such user" in text
+
+
+def test_the_send_action_reports_success_in_green(admin_client):
+    mailer.send_mail("Hello", "body", "from@example.com", ["ann@example.com"])
+    assert messages_of(send_action(admin_client, Message.objects.values_list("pk", flat=True))) == [
+        ("success", "1 message sent.")
+    ]
+
+
+# --- Translations ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [("ru", "«Your invoice» для ann@example.com, boss@example.com и ещё 1, "), ("ja", "「Your invoice」")],
+)
+def test_titles_are_translated(logged, language, expected):
+    with translation.override(language):
+        assert str(logged).startswith(expected)
