@@ -62,35 +62,42 @@ EMAIL_FIELDS = [
 
 
 def _joined(email: Any, field: str) -> str | None:
-    found = emailparts.addresses(email, field)
-    return escape(", ".join(found)) if found else None  # None: the admin's "-"
+    found = emailparts.addresses(email, field) if email is not None else []
+    return escape(", ".join(found)) if found else None
 
 
 class EmailPageMixin:
-    """For a ``ModelAdmin`` of a model with an ``email`` property: the email's fields and the two views."""
+    """For a ``ModelAdmin`` of a model with an ``email`` property: the email's fields and the two views.
+
+    ``to`` and ``subject`` (in :data:`EMAIL_FIELDS`) are the list's columns (:mod:`mailer.admin_columns`).
+    A field with nothing to show shows the admin's empty value ("-"): read-only fields show ``None`` as "None".
+    """
+
+    def _or_empty(self, value: str | None) -> str:
+        return value if value is not None else self.get_empty_value_display()
 
     @admin.display(description=_("From"))
-    def from_address(self, obj: Any) -> str | None:
+    def from_address(self, obj: Any) -> str:
         email = obj.email
-        return escape(email.from_email) if email is not None and email.from_email else None
+        return self._or_empty(escape(email.from_email) if email is not None and email.from_email else None)
 
     @admin.display(description=_("Cc"))
-    def cc(self, obj: Any) -> str | None:
-        return _joined(obj.email, "cc") if obj.email is not None else None
+    def cc(self, obj: Any) -> str:
+        return self._or_empty(_joined(obj.email, "cc"))
 
     @admin.display(description=_("Bcc"))
-    def bcc(self, obj: Any) -> str | None:
-        return _joined(obj.email, "bcc") if obj.email is not None else None
+    def bcc(self, obj: Any) -> str:
+        return self._or_empty(_joined(obj.email, "bcc"))
 
     @admin.display(description=_("Reply-To"))
-    def reply_to(self, obj: Any) -> str | None:
-        return _joined(obj.email, "reply_to") if obj.email is not None else None
+    def reply_to(self, obj: Any) -> str:
+        return self._or_empty(_joined(obj.email, "reply_to"))
 
     @admin.display(description=_("Headers"))
-    def headers(self, obj: Any) -> str | None:
+    def headers(self, obj: Any) -> str:
         found = emailparts.headers(obj.email) if obj.email is not None else []
         if not found:
-            return None
+            return self.get_empty_value_display()
         rows = format_html_join(
             "", "<tr><th>{}</th><td>{}</td></tr>", ((escape(name), escape(value)) for name, value in found)
         )
@@ -103,26 +110,26 @@ class EmailPageMixin:
             return _("<Can't decode>")
         text = emailparts.text_part(email)
         # escape() first: the admin's own escaping and linebreaksbr both trust a SafeString.
-        return linebreaksbr(escape(text)) if text is not None else None
+        return linebreaksbr(escape(text)) if text is not None else self.get_empty_value_display()
 
     @admin.display(description=_("HTML part"))
-    def html_body(self, obj: Any) -> str | None:
+    def html_body(self, obj: Any) -> str:
         """The HTML part in a sandboxed frame; its content comes from :meth:`html_view`, with its policy."""
         if obj.pk is None or obj.email is None or emailparts.html_part(obj.email) is None:
-            return None
+            return self.get_empty_value_display()
         return format_html(
             '<iframe class="mailer-html" sandbox src="{}" title="{}" referrerpolicy="no-referrer" '
-            'style="width: 100%; min-width: 40em; height: 32em; border: 1px solid #ccc; background: #fff;">'
+            'style="width: 50em; max-width: 100%; height: 32em; border: 1px solid #ccc; background: #fff;">'
             "</iframe>",
             self._email_url(obj, "html"),
             gettext("HTML part"),
         )
 
     @admin.display(description=_("Attachments"))
-    def attachment_list(self, obj: Any) -> str | None:
+    def attachment_list(self, obj: Any) -> str:
         found = emailparts.attachments(obj.email) if obj.pk is not None and obj.email is not None else []
         if not found:
-            return None
+            return self.get_empty_value_display()
         items = format_html_join(
             "",
             '<li><a href="{}" download>{}</a> ({}, {})</li>',
@@ -136,7 +143,7 @@ class EmailPageMixin:
                 for attachment in found
             ),
         )
-        return format_html('<ul class="mailer-attachments">{}</ul>', items)
+        return format_html('<ul class="mailer-attachments" style="margin: 0; padding: 0;">{}</ul>', items)
 
     # The views.
 
