@@ -54,9 +54,8 @@ class AliasOnlyWithMailersMixin:
         return _without_alias(super().get_list_filter(request))
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
-        if mailers_configured():
-            return super().get_fieldsets(request, obj)
-        return [(name, {**options, "fields": _without_alias(options["fields"])}) for name, options in self.fieldsets]
+        fieldsets = super().get_fieldsets(request, obj)
+        return [(name, {**options, "fields": _without_alias(options["fields"])}) for name, options in fieldsets]
 
 
 def _without_alias(names: Any) -> Any:
