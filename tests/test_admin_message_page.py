@@ -6,9 +6,13 @@ Through the test client, on the suite's database; the HTML part in a real browse
 
 import re
 import types
+from email.message import MIMEPart
+from email.mime.image import MIMEImage
 
+import django
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.core import mail
 from django.core.mail import EmailMultiAlternatives
 from django.urls import reverse
 from django.utils import translation
@@ -17,6 +21,7 @@ import mailer
 from mailer.engine import send_all
 from mailer.models import RESULT_DONT_SEND, RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
 from mailer.routing import mailers_configured
+from tests.support.pickles import legacy_2x
 from tests.support.ports import free_port
 from tests.support.queueing import block
 from tests.support.relays import ScriptedRelay, send_through
@@ -368,3 +373,71 @@ def test_the_send_action_reports_success_in_green(admin_client):
 def test_titles_are_translated(logged, language, expected):
     with translation.override(language):
         assert str(logged).startswith(expected)
+
+
+# --- Emails of every shape ---------------------------------------------------------------------------------
+
+
+def test_a_django_mailer_2x_row_shows_its_html_and_attachments(admin_client):
+    # 2.x pickled the email as it was: alternatives and attachments as plain tuples (before Django 5.2's named ones).
+    email = whole_email("from 2.x")
+    email.__dict__["alternatives"] = [(HTML, "text/html")]
+    email.__dict__["attachments"] = [("invoice.pdf", PDF, "application/pdf")]
+    message = Message.objects.create(message_data=legacy_2x(email))
+    page = page_of(admin_client, message)
+    assert "<iframe" in page and "invoice.pdf</a> (application/pdf, 280\xa0bytes)" in page
+    assert admin_client.get(url("message_html", message.pk)).content.decode() == HTML
+    assert admin_client.get(url("message_attachment", message.pk, 0)).content == PDF
+
+
+def test_mime_part_attachments_and_odd_names_and_types(admin_client):
+    email = whole_email("odd")
+    if django.VERSION >= (6, 0):  # Django 6's MIME parts; MIMEBase ones are deprecated there
+        image = MIMEPart()
+        image.set_content(b"GIF89a not really", "image", "gif", disposition="attachment", filename="pixel.gif")
+    else:
+        image = MIMEImage(b"GIF89a not really", "gif")
+        image.add_header("Content-Disposition", "attachment", filename="pixel.gif")
+    email.attach(image)
+    email.attach('<b>"quoted"</b>\r\nname.txt', "text", "text/plain\r\nX-Injected: 1")
+    email.attachments.append((None, b"\x00\x01", None))  # as a hand-built email may hold it
+    email.extra_headers["X-Markup"] = "<script>alert(1)</script>"
+    email.send()
+    message = Message.objects.get()
+    page = page_of(admin_client, message)
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>&quot;quoted&quot;" not in page and "&lt;b&gt;" in page
+    assert "pixel.gif</a> (image/gif, 17\xa0bytes)" in page
+    assert "attachment 5</a> (application/octet-stream, 2\xa0bytes)" in page
+
+    image_response = admin_client.get(url("message_attachment", message.pk, 2))
+    assert (image_response.content, image_response["Content-Type"]) == (b"GIF89a not really", "image/gif")
+    odd = admin_client.get(url("message_attachment", message.pk, 3))
+    assert odd["Content-Type"] == "application/octet-stream"  # not a bare type: never a header of its own
+    assert "X-Injected" not in odd and "\n" not in odd["Content-Disposition"]
+    assert odd["Content-Disposition"].startswith("attachment; filename")
+    unnamed = admin_client.get(url("message_attachment", message.pk, 4))
+    assert unnamed["Content-Disposition"] == 'attachment; filename="attachment-5"'
+
+
+def test_an_undecodable_row_still_has_a_page(admin_client):
+    message = Message.objects.create(message_data="not an email")
+    page = page_of(admin_client, message)
+    assert "Message that cannot be decoded, " in re.search(r"<title>(.*?)</title>", page, re.S).group(1)
+    assert admin_client.get(url("message_html", message.pk)).status_code == 404
+    assert admin_client.get(url("message_attachment", message.pk, 0)).status_code == 404
+
+
+@pytest.mark.skipif(django.VERSION < (6, 0), reason="MIMEPart attachments: Django 6.0+")
+def test_a_mime_part_attachment_is_queued_sent_and_shown(admin_client):
+    # Queueing used to index the part as a (name, content, type) tuple: AttributeError.
+    part = MIMEPart()
+    part.set_content(b"GIF89a not really", "image", "gif", disposition="attachment", filename="pixel.gif")
+    email = whole_email("with a part")
+    email.attach(part)
+    email.send()
+    assert send_all().sent == 1
+    [sent] = mail.outbox
+    assert [a.get_filename() for a in sent.attachments if hasattr(a, "get_filename")] == ["pixel.gif"]
+    log = MessageLog.objects.get()
+    assert "pixel.gif</a> (image/gif, 17\xa0bytes)" in page_of(admin_client, log)
