@@ -339,9 +339,9 @@ def test_the_send_action_warns_when_the_relay_is_down(admin_client, settings):
     send_through(settings, types.SimpleNamespace(host="127.0.0.1", port=free_port()), alias="down")
     mailer.send_mail("Hello", "body", "from@example.com", ["ann@example.com"])
     [(level, text)] = messages_of(send_action(admin_client, Message.objects.values_list("pk", flat=True)))
-    assert level == "warning"
-    assert text.startswith("0 messages sent, 1 deferred, 0 failed. First error: ")
-    assert "Connection refused" in text or "refused" in text.lower()
+    assert level == "warning", text
+    assert text.startswith("0 messages sent, 1 deferred, 0 failed. First error: "), text
+    assert "Connection refused" in text, text
 
 
 def test_the_send_action_warns_of_failures_with_the_relay_reply(admin_client, settings):
