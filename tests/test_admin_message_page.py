@@ -441,3 +441,13 @@ def test_a_mime_part_attachment_is_queued_sent_and_shown(admin_client):
     assert [a.get_filename() for a in sent.attachments if hasattr(a, "get_filename")] == ["pixel.gif"]
     log = MessageLog.objects.get()
     assert "pixel.gif</a> (image/gif, 17\xa0bytes)" in page_of(admin_client, log)
+
+
+def test_the_send_action_counts_messages_the_dont_send_list_stopped(admin_client):
+    mailer.send_mail("Hello", "body", "from@example.com", ["ann@example.com"])
+    mailer.send_mail("Hello", "body", "from@example.com", ["bob@example.com"])
+    block("bob@example.com")
+    assert messages_of(send_action(admin_client, Message.objects.values_list("pk", flat=True))) == [
+        ("success", "1 message sent."),
+        ("info", "1 message not sent: every recipient is on the don't-send list."),
+    ]
