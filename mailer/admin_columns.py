@@ -70,10 +70,10 @@ class RetryFieldsMixin:
         return _("due now")
 
     @admin.display(description=_("expires at"), ordering="expires_at")
-    def expiry(self, obj):
+    def expiry(self, obj: Any) -> str:
         """``expires_at``, marked when it has passed: the first sender that reaches the message logs it expired."""
         if obj.expires_at is None:
-            return None
+            return self.get_empty_value_display()  # "-" in the list and on the page (where None reads "None")
         shown = display_for_value(obj.expires_at, "")
         if obj.expires_at <= timezone.now():
             return format_html("{} ({})", shown, _("expired"))

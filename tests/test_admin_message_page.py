@@ -176,7 +176,7 @@ def test_a_message_without_html_or_data_has_no_frame(admin_client, settings):
     queued = Message.objects.get()
     page = page_of(admin_client, queued)
     assert "<iframe" not in page
-    for name in "cc", "bcc", "reply_to", "html_body", "attachment_list":
+    for name in "cc", "bcc", "reply_to", "html_body", "attachment_list", "expiry":
         assert field(page, name) == "-"  # the admin's empty value, not "None"
     assert admin_client.get(url("message_html", queued.pk)).status_code == 404
     assert admin_client.get(url("message_attachment", queued.pk, 0)).status_code == 404
