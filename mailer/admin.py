@@ -3,7 +3,8 @@
 The serialised ``message_data`` is never shown as an editable field: a message's page shows what it
 decodes to, the whole email (:mod:`mailer.admin_email`); the lists show the columns of
 :mod:`mailer.admin_columns`; what the actions say is in :mod:`mailer.admin_reports`. The alias
-(``mailer``) column, filter and field only show when the project uses Django 6.1's ``MAILERS``.
+(``mailer``) column, filter and field only show when the project uses Django 6.1's ``MAILERS``. Messages
+and log entries are named by their readable titles (:mod:`mailer.admin_titles`).
 """
 
 from typing import Any
@@ -36,6 +37,7 @@ from mailer.admin_reports import (
     report,
     report_sent,
 )
+from mailer.admin_titles import TitlesMixin
 from mailer.choices import Priority, Result
 from mailer.engine import send_all
 from mailer.models import DontSendEntry, Message, MessageLog, RelayState
@@ -63,7 +65,9 @@ def _without_alias(names: Any) -> Any:
 
 
 @admin.register(Message)
-class MessageAdmin(AliasOnlyWithMailersMixin, RetryFieldsMixin, EmailColumnsMixin, EmailPageMixin, admin.ModelAdmin):
+class MessageAdmin(
+    AliasOnlyWithMailersMixin, RetryFieldsMixin, EmailColumnsMixin, EmailPageMixin, TitlesMixin, admin.ModelAdmin
+):
     list_display = [
         "when_added",
         "to",
@@ -206,8 +210,10 @@ class DontSendEntryAdmin(admin.ModelAdmin):
 
 
 @admin.register(MessageLog)
-class MessageLogAdmin(AliasOnlyWithMailersMixin, EmailColumnsMixin, EmailPageMixin, admin.ModelAdmin):
+class MessageLogAdmin(AliasOnlyWithMailersMixin, EmailColumnsMixin, EmailPageMixin, TitlesMixin, admin.ModelAdmin):
     """The log: read only for everyone (no Save button); entries can be deleted, and failures requeued."""
+
+    title_time = "when_attempted"
 
     list_display = ["when_attempted", "result", "to", "subject", "message_id_short", "mailer", "id"]
     list_filter = ["result", "when_attempted", "mailer"]

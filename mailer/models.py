@@ -17,7 +17,7 @@ from django.utils.timezone import now
 from django.utils.timezone import now as datetime_now  # the 2.x name: test suites patch it to move time
 from django.utils.translation import gettext_lazy as _
 
-from mailer import row_size, serialization, storage, titles
+from mailer import row_size, serialization, storage
 from mailer.addresses import address_key, entry_key
 from mailer.choices import (  # the 2.x names of the vocabulary, kept importable from here
     PRIORITIES,
@@ -134,7 +134,8 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         try:
-            return titles.title(self.email, self.when_added)  # no data is undecodable here
+            email = self.email
+            return f'On {self.when_added}, "{email.subject}" to {", ".join(email.to)}'
         except Exception:
             return "<Message repr unavailable>"
 
@@ -239,8 +240,10 @@ class MessageLog(models.Model):
 
     def __str__(self) -> str:
         try:
-            data = self.message_data
-            return titles.title(self.email, self.when_attempted, has_data=bool(data), message_id=self.message_id)
+            email = self.email
+            if email is not None:
+                return f'On {self.when_attempted}, "{email.subject}" to {", ".join(email.to)}'
+            return f'On {self.when_attempted}, "{self.message_id}"'
         except Exception:
             return "<MessageLog repr unavailable>"
 

@@ -1,9 +1,10 @@
-"""How a queued or logged message is named: its subject, who it is to and when, for a person to read.
+"""How the admin names a queued or logged message: its subject, who it is to and when, for a person to read.
 
-What ``str()`` of a :class:`~mailer.models.Message` or :class:`~mailer.models.MessageLog` gives, and so the
-admin's page titles, breadcrumbs and "deleted" notes: ``“Password reset” to ann@example.com, Nov. 30, 2026,
-4:34 p.m.``, in the active language and the current time zone, to the minute. A row that cannot be decoded,
-or a log entry that kept no message data, is still named (by its Message-ID, or as undecodable).
+The name :mod:`mailer.admin_titles` gives a :class:`~mailer.models.Message` or
+:class:`~mailer.models.MessageLog` in the admin (page titles, breadcrumbs, "deleted" notes; ``str()`` keeps
+django-mailer 2.x's form): ``“Password reset” to ann@example.com, Nov. 30, 2026, 4:34 p.m.``, in the
+active language and the current time zone, to the minute. A row that cannot be decoded, or a log entry
+that kept no message data, is still named (by its Message-ID, or as undecodable).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ the log is read only; the lists put what support needs first; the send action sa
 Through the test client, on the suite's database; the HTML part in a real browser is in test_admin_browser.py.
 """
 
+import datetime
 import re
 import types
 from email.message import MIMEPart
@@ -11,11 +12,14 @@ from email.mime.image import MIMEImage
 
 import django
 import pytest
+from django.contrib.admin import site
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.core import mail
 from django.core.mail import EmailMultiAlternatives
 from django.urls import reverse
 from django.utils import translation
+from django.utils.html import escape
 
 import mailer
 from mailer.engine import send_all
@@ -228,13 +232,118 @@ def test_attachments_kept_in_mailer_storage(admin_client, settings, tmp_path):
 
 
 # --- 2. Titles -----------------------------------------------------------------------------------------
+# The admin names a message by its readable title wherever Django's admin would show str(), which keeps
+# 2.3.2's form ("On <when_added>, ..."; test_models.py).
+
+WHEN = datetime.datetime(2026, 11, 30, 16, 34, 40, 30792, tzinfo=datetime.UTC)
+WHEN_TEXT = "Nov. 30, 2026, 4:34 p.m."  # the tests' time zone is UTC
 
 
-def test_page_titles_are_readable(admin_client, logged):
-    page = page_of(admin_client, logged)
-    [title] = re.findall(r"<title>(.*?)</title>", page, re.S)
+def title_of(obj):
+    return site._registry[type(obj)].object_title(obj)
+
+
+def old_name(obj):
+    """The start of str(obj), 2.3.2's form, as a page would show it: never in the admin's pages."""
+    return f"On {obj.when_added if isinstance(obj, Message) else obj.when_attempted}"
+
+
+def test_titles_name_the_subject_recipients_and_local_time(settings):
+    email = whole_email()
+    email.cc.append("cat@example.com")
+    message = Message.objects.create(when_added=WHEN)
+    message.email = email
+    message.save()
+    assert title_of(message) == f"“Your invoice” to ann@example.com, boss@example.com and 2 more, {WHEN_TEXT}"
+    assert str(message) == f'On {WHEN}, "Your invoice" to ann@example.com'
+    settings.TIME_ZONE = "Europe/Paris"
+    assert (
+        title_of(message) == "“Your invoice” to ann@example.com, boss@example.com and 2 more, Nov. 30, 2026, 5:34 p.m."
+    )
+    message.email = EmailMultiAlternatives("", "body", "from@example.com", [])
+    assert title_of(message) == "“(no subject)”, Nov. 30, 2026, 5:34 p.m."
+
+
+def test_titles_of_rows_without_an_email(settings):
+    assert title_of(Message(message_data="not an email", when_added=WHEN)) == (
+        f"Message that cannot be decoded, {WHEN_TEXT}"
+    )
+    log = MessageLog(message_data=None, message_id="<m@example.org>", when_attempted=WHEN)
+    assert title_of(log) == f"<m@example.org>, {WHEN_TEXT}"  # MAILER_EMAIL_LOG_MESSAGE_DATA = False
+    log.message_id = None
+    assert title_of(log) == f"Message without data, {WHEN_TEXT}"
+
+
+@pytest.mark.parametrize("kind", ["queued", "logged"])
+def test_the_page_its_title_and_breadcrumbs_name_the_message_by_its_title(admin_client, kind, request):
+    obj = request.getfixturevalue(kind)
+    page = page_of(admin_client, obj)
+    title = escape(title_of(obj))
     assert title.startswith("“Your invoice” to ann@example.com, boss@example.com and 1 more, ")
     assert not re.search(r"\d\d:\d\d:\d\d|\+00:00", title)  # no seconds, microseconds or offset
+    assert re.search(r"<title>(.*?)</title>", page, re.S).group(1).startswith(f"{title} | ")
+    assert f"<h2>{title}</h2>" in page  # the subtitle
+    assert re.search(r'class="breadcrumbs">.*?' + re.escape(title), page, re.S)
+    assert old_name(obj) not in page
+
+
+def test_the_history_page_names_the_message_by_its_title(admin_client, queued):
+    page = admin_client.get(url("message_history", queued.pk)).content.decode()
+    title = escape(title_of(queued))
+    assert f"Change history: {title}" in page
+    assert re.search(r'class="breadcrumbs">.*?' + re.escape(title), page, re.S)
+    assert old_name(queued) not in page
+
+
+@pytest.mark.parametrize("kind", ["queued", "logged"])
+def test_deleting_names_the_message_by_its_title(admin_client, kind, request):
+    obj = request.getfixturevalue(kind)
+    name = "message" if kind == "queued" else "messagelog"
+    title = title_of(obj)
+    page = admin_client.get(url(f"{name}_delete", obj.pk)).content.decode()
+    assert re.search(r'class="breadcrumbs">.*?' + re.escape(escape(title)), page, re.S)
+    question = f'Are you sure you want to delete the {obj._meta.verbose_name} ["“]{re.escape(escape(title))}["”]\\?'
+    assert re.search(question, page)  # its quotes: "" up to Django 5.2, “” from 6.0
+    assert f'<a href="{url(f"{name}_change", obj.pk)}">{escape(title)}</a></li>' in page  # the list of objects
+    assert old_name(obj) not in page
+
+    response = admin_client.post(url(f"{name}_delete", obj.pk), {"post": "yes"}, follow=True)
+    assert [str(m) for m in response.context["messages"]] == [
+        f"The {obj._meta.verbose_name} “{title}” was deleted successfully."
+    ]
+    assert not type(obj).objects.exists()
+    assert LogEntry.objects.get().object_repr == title  # the admin's own log ("Recent actions")
+
+
+def test_the_delete_action_names_the_messages_by_their_titles(admin_client, queued):
+    mailer.send_mail("Second", "body", "from@example.com", ["bob@example.com"])
+    messages = list(Message.objects.order_by("pk"))
+    data = {"action": "delete_selected", "_selected_action": [m.pk for m in messages]}
+    page = admin_client.post(url("message_changelist"), data).content.decode()
+    for message in messages:
+        assert f'<a href="{url("message_change", message.pk)}">{escape(title_of(message))}</a>' in page
+        assert old_name(message) not in page
+    admin_client.post(url("message_changelist"), {**data, "post": "yes"})
+    assert not Message.objects.exists()
+    assert sorted(LogEntry.objects.values_list("object_repr", flat=True)) == sorted(map(title_of, messages))
+
+
+def test_changing_the_priority_names_the_message_by_its_title(admin_client, queued):
+    response = admin_client.post(url("message_change", queued.pk), {"priority": "1", "_save": "Save"}, follow=True)
+    title = title_of(queued)
+    [note] = [str(m) for m in response.context["messages"]]
+    link = f'<a href="{url("message_change", queued.pk)}">{escape(title)}</a>'
+    assert note == f"The message “{link}” was changed successfully."
+    assert LogEntry.objects.get().object_repr == title
+    queued.refresh_from_db()
+    assert queued.priority == 1
+
+
+@pytest.mark.skipif(django.VERSION < (5, 0), reason="the checkboxes' labels: Django 5.0+")
+def test_a_list_rows_checkbox_is_labelled_by_its_title(admin_client, queued):
+    page = admin_client.get(url("message_changelist")).content.decode()
+    assert f'aria-label="Select this object for an action - {escape(title_of(queued))}"' in page
+    assert old_name(queued) not in page
 
 
 # --- 3. The log is read only ---------------------------------------------------------------------------
@@ -293,7 +402,7 @@ def test_a_message_blocked_when_queued_records_who_was_blocked(admin_client):
     assert log.result == RESULT_DONT_SEND
     assert log.email.to == ["ann@example.com", "Bob <BOB@example.com>"]
     assert "ann@example.com, Bob <BOB@example.com>" in log.log_message
-    assert str(log).startswith("“Hello” to ann@example.com, Bob <BOB@example.com>, ")
+    assert title_of(log).startswith("“Hello” to ann@example.com, Bob <BOB@example.com>, ")
     assert "ann@example.com" in field(page_of(admin_client, log), "to")
 
 
@@ -311,8 +420,8 @@ def test_a_message_blocked_when_sent_records_who_was_blocked(admin_client):
     assert second.log_message == "no recipient left: cat@example.com, dan@example.com on the don't-send list"
     assert (second.email.to, second.email.bcc) == (["cat@example.com"], ["dan@example.com"])
     for log in first, second:
-        assert not re.search(r"\bto\s*,|\bto$", str(log))  # no dangling "to"
-    assert str(second).startswith("“Hi” to cat@example.com, dan@example.com, ")
+        assert not re.search(r"\bto\s*,|\bto$", title_of(log))  # no dangling "to"
+    assert title_of(second).startswith("“Hi” to cat@example.com, dan@example.com, ")
 
 
 def test_a_message_partly_blocked_is_sent_to_the_others_only():
@@ -372,7 +481,7 @@ def test_the_send_action_reports_success_in_green(admin_client):
 )
 def test_titles_are_translated(logged, language, expected):
     with translation.override(language):
-        assert str(logged).startswith(expected)
+        assert title_of(logged).startswith(expected)
 
 
 # --- Emails of every shape ---------------------------------------------------------------------------------

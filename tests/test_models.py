@@ -143,37 +143,19 @@ def test_message_to_addresses_and_subject():
     assert message.subject == "Greetings"
 
 
-# The titles: subject, recipients, and the time in the current time zone to the minute (the tests' is UTC).
-WHEN = datetime.datetime(2026, 11, 30, 16, 34, 40, 30792, tzinfo=datetime.UTC)
-WHEN_TEXT = "Nov. 30, 2026, 4:34 p.m."
-
-
 @pytest.mark.parametrize("data", ["", "this is not an email", "mailer:v1:Zm9v:bad-signature", "gASVAAAA"])
 def test_message_with_undecodable_data(data):
-    message = Message.objects.create(message_data=data, when_added=WHEN)
+    message = Message.objects.create(message_data=data)
     message = Message.objects.get(pk=message.pk)
     assert message.email is None
     assert message.to_addresses == []
     assert message.subject == ""
-    assert str(message) == f"Message that cannot be decoded, {WHEN_TEXT}"
+    assert str(message) == "<Message repr unavailable>"
 
 
 def test_message_str():
-    message = queue(email=make_email("Hi there", to=["a@example.org", "b@example.org"]), added=WHEN)
-    assert str(message) == f"“Hi there” to a@example.org, b@example.org, {WHEN_TEXT}"
-
-
-def test_message_str_counts_the_recipients_it_does_not_name(settings):
-    email = make_email("Hi there", to=["a@example.org", "b@example.org"], cc=["c@example.org"], bcc=["d@example.org"])
-    message = queue(email=email, added=WHEN)
-    assert str(message) == f"“Hi there” to a@example.org, b@example.org and 2 more, {WHEN_TEXT}"
-    settings.TIME_ZONE = "Europe/Paris"  # the local time
-    assert str(message) == "“Hi there” to a@example.org, b@example.org and 2 more, Nov. 30, 2026, 5:34 p.m."
-
-
-def test_message_str_without_recipients_or_subject():
-    message = queue(email=make_email("", to=[]), added=WHEN)
-    assert str(message) == f"“(no subject)”, {WHEN_TEXT}"
+    message = queue(email=make_email("Hi there", to=["a@example.org", "b@example.org"]))
+    assert str(message) == f'On {message.when_added}, "Hi there" to a@example.org, b@example.org'
 
 
 def test_message_defer():
@@ -323,39 +305,38 @@ def test_message_log_without_message_data(settings):
     settings.MAILER_EMAIL_LOG_MESSAGE_DATA = False
     message = queue(email=make_email("Secret", headers={"Message-ID": "<m@example.org>"}))
     log = MessageLog.objects.log(message, RESULT_SUCCESS)
-    MessageLog.objects.filter(pk=log.pk).update(when_attempted=WHEN)
     log.refresh_from_db()
     assert log.message_data is None
     assert log.message_id == "<m@example.org>"
     assert log.email is None
     assert log.to_addresses is None
     assert log.subject is None
-    assert str(log) == f"<m@example.org>, {WHEN_TEXT}"
+    assert str(log) == f'On {log.when_attempted}, "<m@example.org>"'
 
 
 def test_message_log_properties_and_str():
     message = queue(email=make_email("Report", to=["a@example.org", "b@example.org"]))
     log = MessageLog.objects.log(message, RESULT_SUCCESS)
-    MessageLog.objects.filter(pk=log.pk).update(when_attempted=WHEN)
     log = MessageLog.objects.get(pk=log.pk)
     assert log.email.subject == "Report"
     assert log.to_addresses == ["a@example.org", "b@example.org"]
     assert log.subject == "Report"
-    assert str(log) == f"“Report” to a@example.org, b@example.org, {WHEN_TEXT}"
+    assert str(log) == f'On {log.when_attempted}, "Report" to a@example.org, b@example.org'
 
 
 def test_message_log_str_without_data_or_message_id():
     log = MessageLog.objects.create(
-        message_data=None,
-        when_added=now(),
-        when_attempted=WHEN,
-        priority=PRIORITY_MEDIUM,
-        result=RESULT_SUCCESS,
-        log_message="",
+        message_data=None, when_added=now(), priority=PRIORITY_MEDIUM, result=RESULT_SUCCESS, log_message=""
     )
-    assert str(log) == f"Message without data, {WHEN_TEXT}"
-    log.message_data = "not an email"
-    assert str(log) == f"Message that cannot be decoded, {WHEN_TEXT}"
+    assert str(log) == f'On {log.when_attempted}, "None"'
+
+
+def test_str_of_an_email_that_cannot_be_named():
+    email = make_email("Report")
+    email.to = None  # as a hand-made email may hold it: ", ".join() raises
+    log = MessageLog(message_data=email_to_db(email), when_attempted=now())
+    assert str(log) == "<MessageLog repr unavailable>"
+    assert str(Message(message_data=email_to_db(email), when_added=now())) == "<Message repr unavailable>"
 
 
 def make_log(days_old, result=RESULT_SUCCESS):
