@@ -292,7 +292,9 @@ def test_the_log_shows_an_html_message_whole_and_a_hostile_one_inert(browser, ex
 
         # The invoice: the whole email, the HTML rendered in its frame, the attachments downloadable.
         open_entry("Your invoice")
-        assert browser.title.startswith("“Your invoice” to ann@example.com, billing@example.com, ")
+        named = "“Your invoice” to ann@example.com, billing@example.com, "  # the admin's title for it, not str()
+        assert browser.title.startswith(named)
+        assert named in browser.find_element(By.CSS_SELECTOR, ".breadcrumbs").text
         assert not browser.find_elements(By.NAME, "_save")  # read only
         fields = {
             name: browser.find_element(By.CSS_SELECTOR, f".field-{name} .readonly").text
