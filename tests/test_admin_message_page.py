@@ -293,6 +293,9 @@ def test_the_history_page_names_the_message_by_its_title(admin_client, queued):
     assert f"Change history: {title}" in page
     assert re.search(r'class="breadcrumbs">.*?' + re.escape(title), page, re.S)
     assert old_name(queued) not in page
+    with translation.override("ru"):  # Django's words, the title in Russian
+        page = admin_client.get(url("message_history", queued.pk)).content.decode()
+        assert f"История изменений: {escape(title_of(queued))}" in page
 
 
 @pytest.mark.parametrize("kind", ["queued", "logged"])
