@@ -33,11 +33,15 @@ HISTORY_TITLE = "Change history: %s"
 class Titled:
     """``obj`` as the admin's templates and log read it: every attribute is ``obj``'s, ``str()`` its title."""
 
+    __slots__ = ("_obj", "_title")
+
     def __init__(self, obj: Any, title: str) -> None:
         self._obj = obj
         self._title = title
 
     def __getattr__(self, name: str) -> Any:
+        if name in Titled.__slots__:  # not set yet (a copy being made): not obj's either
+            raise AttributeError(name)
         return getattr(self._obj, name)
 
     def __str__(self) -> str:
