@@ -1,91 +1,65 @@
-"""Admin pages for the queue, the log and the don't-send list.
+"""Admin pages for the queue, the log, the don't-send list and the relays' state.
 
-The serialised ``message_data`` is never shown as an editable field: the
-pages show what it decodes to (recipients, subject, plain text body).
-
-Everything read from an email is escaped with :func:`~django.utils.html.escape`,
-which escapes ``SafeString`` too: a subject or body rendered by a template with
-autoescaping off (every plain-text email template) is a ``SafeString`` holding
-whatever the user typed, and the admin would otherwise show it as HTML.
+The serialised ``message_data`` is never shown as an editable field: a message's page shows what it
+decodes to, the whole email (:mod:`mailer.admin_email`); the lists show the columns of
+:mod:`mailer.admin_columns`; what the actions say is in :mod:`mailer.admin_reports`. The alias
+(``mailer``) column, filter and field only show when the project uses Django 6.1's ``MAILERS``. Messages
+and log entries are named by their readable titles (:mod:`mailer.admin_titles`).
 """
 
+from typing import Any
+
 from django.contrib import admin, messages
-from django.contrib.admin.utils import display_for_value
 from django.db.models import Count, Q
-from django.template.defaultfilters import linebreaksbr
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import escape, format_html
-from django.utils.text import Truncator
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext, ngettext_lazy
 
 from mailer import bounces, postgres, ratelimits
 from mailer.addresses import address_key
+from mailer.admin_columns import EmailColumnsMixin, RetryFieldsMixin
+from mailer.admin_email import EMAIL_FIELDS, EmailPageMixin
 from mailer.admin_filters import ExpiryFilter, StateFilter
+from mailer.admin_reports import (
+    ADDED,
+    ALREADY_LISTED,
+    LEFT_DEFERRED,
+    MADE_DUE,
+    MADE_DUE_NOW,
+    MAX_RETRIES_REACHED,
+    MOVED,
+    NOT_DUE,
+    NOT_FAILURES,
+    NOT_YET,
+    REQUEUED,
+    RETRIED,
+    UNDECODABLE,
+    report,
+    report_sent,
+)
+from mailer.admin_titles import TitlesMixin
 from mailer.choices import Priority, Result
 from mailer.engine import send_all
 from mailer.models import DontSendEntry, Message, MessageLog, RelayState
+from mailer.routing import mailers_configured
 
-UNAVAILABLE = _("<Message data unavailable>")
-
-# What the actions report: ngettext_lazy picks the plural form from the "count" value.
-RETRIED = ngettext_lazy(
-    "%(count)d deferred message put back on the queue.", "%(count)d deferred messages put back on the queue.", "count"
-)
-MADE_DUE = ngettext_lazy(
-    "%(count)d message waiting for a retry is due now.", "%(count)d messages waiting for a retry are due now.", "count"
-)
-NOT_DUE = ngettext_lazy(
-    "%(count)d message not sent: it is waiting for a retry (retry it to send it now).",
-    "%(count)d messages not sent: they are waiting for a retry (retry them to send them now).",
-    "count",
-)
-NOT_YET = ngettext_lazy(
-    "%(count)d message not sent: it is scheduled for later (send it now to make it due).",
-    "%(count)d messages not sent: they are scheduled for later (send them now to make them due).",
-    "count",
-)
-MADE_DUE_NOW = ngettext_lazy(
-    "%(count)d scheduled or waiting message is due now: a sender takes it at its next pass.",
-    "%(count)d scheduled or waiting messages are due now: senders take them at their next pass.",
-    "count",
-)
-MAX_RETRIES_REACHED = ngettext_lazy(
-    "%(count)d message stays deferred: it reached MAILER_EMAIL_MAX_RETRIES.",
-    "%(count)d messages stay deferred: they reached MAILER_EMAIL_MAX_RETRIES.",
-    "count",
-)
-MOVED = ngettext_lazy(
-    "%(count)d message moved to %(priority)s priority.", "%(count)d messages moved to %(priority)s priority.", "count"
-)
-LEFT_DEFERRED = ngettext_lazy(
-    "%(count)d deferred message left deferred: retry it first.",
-    "%(count)d deferred messages left deferred: retry them first.",
-    "count",
-)
-ADDED = ngettext_lazy(
-    "%(count)d address added to the don't-send list.", "%(count)d addresses added to the don't-send list.", "count"
-)
-ALREADY_LISTED = ngettext_lazy(
-    "%(count)d address was already on the list.", "%(count)d addresses were already on the list.", "count"
-)
-REQUEUED = ngettext_lazy("%(count)d message queued again.", "%(count)d messages queued again.", "count")
-NOT_FAILURES = ngettext_lazy(
-    "%(count)d entry skipped: not a failure.", "%(count)d entries skipped: not failures.", "count"
-)
-UNDECODABLE = ngettext_lazy(
-    "%(count)d message skipped: its data is missing or can't be decoded.",
-    "%(count)d messages skipped: their data is missing or can't be decoded.",
-    "count",
-)
+ALIAS = "mailer"  # the field, column and filter of the MAILERS alias
 
 
-def report(modeladmin, request, text, count, level=None, **values):
-    """Tell the user what an action did; by default a success, or plain information when it did nothing."""
-    if level is None:
-        level = messages.SUCCESS if count else messages.INFO
-    modeladmin.message_user(request, text % {"count": count, **values}, level)
+class AliasOnlyWithMailersMixin:
+    """Without ``MAILERS`` every message's alias is empty: no column, filter or field for it then."""
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        return _without_alias(super().get_list_display(request))
+
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        return _without_alias(super().get_list_filter(request))
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        return [(name, {**options, "fields": _without_alias(options["fields"])}) for name, options in fieldsets]
 
 
 def search(queryset, term):
@@ -93,73 +67,18 @@ def search(queryset, term):
     return queryset.search(term), False
 
 
-class EmailFieldsMixin:
-    """Columns and fields read from the decoded email."""
-
-    @admin.display(description=_("To"))
-    def to(self, obj):
-        email = obj.email
-        return escape(", ".join(map(str, email.to))) if email is not None else UNAVAILABLE
-
-    @admin.display(description=_("Subject"))
-    def subject(self, obj):
-        email = obj.email
-        return escape(email.subject) if email is not None else UNAVAILABLE
-
-    @admin.display(description=_("Plain text body"))
-    def plain_text_body(self, obj):
-        email = obj.email
-        # escape() first: the admin's own escaping and linebreaksbr both trust a SafeString.
-        return linebreaksbr(escape(email.body)) if email is not None else _("<Can't decode>")
-
-
-# How much of a message's last error the list shows; the change page shows it all.
-SHORT_ERROR = 60
-
-
-class RetryFieldsMixin:
-    """Columns and fields of automatic retries and scheduling: failed attempts, when the message is due (its
-    ``send_at`` or its next attempt), when it expires, the last error."""
-
-    @admin.display(description=_("attempts"), ordering="attempts")
-    def failed_attempts(self, obj):
-        return obj.attempts or 0  # NULL: a row queued by an older version, never tried
-
-    @admin.display(description=_("send at / next attempt"), ordering="not_before")
-    def next_attempt(self, obj):
-        """The send time or retry time while it is ahead; a message whose time has come is due now (unless
-        deferred)."""
-        if obj.priority == Priority.DEFERRED:
-            return Priority.DEFERRED.label
-        if obj.not_before is not None and obj.not_before > timezone.now():
-            return display_for_value(obj.not_before, "")
-        return _("due now")
-
-    @admin.display(description=_("expires at"), ordering="expires_at")
-    def expiry(self, obj):
-        """``expires_at``, marked when it has passed: the first sender that reaches the message logs it expired."""
-        if obj.expires_at is None:
-            return None
-        shown = display_for_value(obj.expires_at, "")
-        if obj.expires_at <= timezone.now():
-            return format_html("{} ({})", shown, _("expired"))
-        return shown
-
-    @admin.display(description=_("last error"))
-    def last_error_short(self, obj):
-        """The start of the last error, all of it on hover; the change page shows it whole."""
-        if not obj.last_error:
-            return None  # the admin's empty value ("-") on every Django version; "" shows as "" on 4.2
-        return format_html('<span title="{}">{}</span>', obj.last_error, Truncator(obj.last_error).chars(SHORT_ERROR))
+def _without_alias(names: Any) -> Any:
+    return names if mailers_configured() else [name for name in names if name != ALIAS]
 
 
 @admin.register(Message)
-class MessageAdmin(RetryFieldsMixin, EmailFieldsMixin, admin.ModelAdmin):
+class MessageAdmin(
+    AliasOnlyWithMailersMixin, RetryFieldsMixin, EmailColumnsMixin, EmailPageMixin, TitlesMixin, admin.ModelAdmin
+):
     list_display = [
-        "id",
+        "when_added",
         "to",
         "subject",
-        "when_added",
         "priority",
         "retry_count",
         "failed_attempts",
@@ -167,25 +86,32 @@ class MessageAdmin(RetryFieldsMixin, EmailFieldsMixin, admin.ModelAdmin):
         "expiry",
         "last_error_short",
         "mailer",
+        "id",
     ]
     list_filter = [StateFilter, ExpiryFilter, "priority", "when_added", "mailer"]
     date_hierarchy = "when_added"
     search_fields = ["recipients", "subject_text"]  # shows the search box; the search is Message.objects.search()
     search_help_text = _("An address (To, Cc or Bcc, any case), or words of the subject or of the recipients.")
-    fields = [
-        "to",
-        "subject",
-        "priority",
-        "mailer",
-        "when_added",
-        "retry_count",
-        "failed_attempts",
-        "next_attempt",
-        "expiry",
-        "last_error",
-        "plain_text_body",
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "priority",
+                    "when_added",
+                    "retry_count",
+                    "failed_attempts",
+                    "next_attempt",
+                    "expiry",
+                    "last_error",
+                    "mailer",
+                ]
+            },
+        ),
+        (_("Email"), {"fields": EMAIL_FIELDS}),
     ]
-    readonly_fields = [name for name in fields if name != "priority"]  # the priority is the one thing to change
+    # The priority is the one thing to change.
+    readonly_fields = [name for _name, options in fieldsets for name in options["fields"] if name != "priority"]
     actions = ["send_messages", "send_now", "retry_deferred", "move_to_high", "move_to_low", "add_to_dont_send"]
 
     def has_add_permission(self, request):
@@ -221,11 +147,7 @@ class MessageAdmin(RetryFieldsMixin, EmailFieldsMixin, admin.ModelAdmin):
         if result is None:
             self.message_user(request, _("Another sender is running; nothing was sent."), messages.WARNING)
             return
-        self.message_user(
-            request,
-            ngettext("%(count)d message sent.", "%(count)d messages sent.", result.sent) % {"count": result.sent},
-            messages.SUCCESS if result.sent else messages.INFO,
-        )
+        report_sent(self, request, result)
         if not_due:
             report(self, request, NOT_DUE, not_due, messages.WARNING)
         if not_yet:
@@ -324,8 +246,12 @@ class DontSendEntryAdmin(admin.ModelAdmin):
 
 
 @admin.register(MessageLog)
-class MessageLogAdmin(EmailFieldsMixin, admin.ModelAdmin):
-    list_display = ["id", "to", "subject", "message_id", "when_attempted", "result", "mailer"]
+class MessageLogAdmin(AliasOnlyWithMailersMixin, EmailColumnsMixin, EmailPageMixin, TitlesMixin, admin.ModelAdmin):
+    """The log: read only for everyone (no Save button); entries can be deleted, and failures requeued."""
+
+    title_time = "when_attempted"
+
+    list_display = ["when_attempted", "result", "to", "subject", "message_id_short", "mailer", "id"]
     list_filter = ["result", "when_attempted", "mailer"]
     date_hierarchy = "when_attempted"
     search_fields = ["recipients", "subject_text", "message_id", "=provider_message_id"]  # shown; see below
@@ -333,21 +259,29 @@ class MessageLogAdmin(EmailFieldsMixin, admin.ModelAdmin):
         "An address (To, Cc or Bcc, any case), or words of the subject, of the recipients or of the Message-ID."
     )
     show_full_result_count = False  # a search's page does not count the whole log as well
-    fields = [
-        "to",
-        "subject",
-        "message_id",
-        "provider_message_id",
-        "priority",
-        "mailer",
-        "when_added",
-        "when_attempted",
-        "result",
-        "log_message",
-        "plain_text_body",
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "when_attempted",
+                    "result",
+                    "log_message",
+                    "when_added",
+                    "priority",
+                    "message_id",
+                    "provider_message_id",
+                    "mailer",
+                ]
+            },
+        ),
+        (_("Email"), {"fields": EMAIL_FIELDS}),
     ]
-    readonly_fields = fields
+    readonly_fields = [name for _name, options in fieldsets for name in options["fields"]]
     actions = ["requeue"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # what happened stays as it was logged
 
     def has_add_permission(self, request):
         return False

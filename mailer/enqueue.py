@@ -18,7 +18,7 @@ from django.utils.timezone import now
 from mailer import row_size, scheduling, searchcols, serialization, storage, writes
 from mailer.choices import get_priority  # also importable from here, as before
 from mailer.conf import mailer_settings
-from mailer.dontsend import remove_blocked
+from mailer.dontsend import blocked_text, remove_blocked
 from mailer.logrows import log_fields
 from mailer.message_ids import with_message_id
 from mailer.models import RESULT_DONT_SEND, Message, filter_recipient_list, make_message
@@ -81,7 +81,8 @@ def _store(
             if mailer_settings.EMAIL_LOG_MESSAGE_DATA:  # else the log row keeps no data to refer to a file
                 email, references = storage.offload(email)
                 stored.extend(references)
-            logs.append(log_fields(message, email, RESULT_DONT_SEND, "no recipient left to send to"))
+            text = blocked_text(email, "no recipient left to send to")
+            logs.append(log_fields(message, email, RESULT_DONT_SEND, text))
             sizes.append((logs[-1]["message_data"], references))
         else:
             # Copies, if anything is to change: the caller's email is left as it is.

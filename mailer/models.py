@@ -64,6 +64,17 @@ def db_to_email(data: str | bytes | None) -> Any:
         return None
 
 
+def _decoded(obj: Message | MessageLog) -> EmailMessage | None:
+    """What ``obj.message_data`` decodes to, decoded once for as long as ``message_data`` stays the same."""
+    data = obj.message_data
+    cached = obj.__dict__.get("_email_cache")
+    if cached is not None and cached[0] is data:
+        return cached[1]
+    email = db_to_email(data)
+    obj._email_cache = (data, email)
+    return email
+
+
 def _delete_with_files(obj: models.Model, delete: Any, *args: Any, **kwargs: Any) -> Any:
     """``obj.delete()``, then delete the files in ``MAILER_STORAGE`` that its row alone referred to."""
     if not mailer_settings.STORAGE:
@@ -145,13 +156,7 @@ class Message(models.Model):
         this property repeatedly decodes once. After changing the returned
         object, assign it back to store the change.
         """
-        data = self.message_data
-        cached = self.__dict__.get("_email_cache")
-        if cached is not None and cached[0] is data:
-            return cached[1]
-        email = db_to_email(data)
-        self._email_cache = (data, email)
-        return email
+        return _decoded(self)
 
     @email.setter
     def email(self, value: EmailMessage) -> None:
@@ -262,7 +267,8 @@ class MessageLog(models.Model):
 
     @property
     def email(self) -> EmailMessage | None:
-        return db_to_email(self.message_data)
+        """The logged ``EmailMessage``; ``None`` without data or when it cannot be decoded (decoded once)."""
+        return _decoded(self)
 
     @property
     def to_addresses(self) -> list[str] | None:

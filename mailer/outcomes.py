@@ -50,6 +50,7 @@ from django.db import transaction
 from mailer import failures, serialization, smtp
 from mailer.conf import mailer_settings
 from mailer.dispatch import Delivery
+from mailer.dontsend import blocked_text
 from mailer.failures import Failure
 from mailer.logrows import log_fields
 from mailer.models import PRIORITY_DEFERRED, RESULT_DONT_SEND, RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
@@ -364,9 +365,11 @@ def relay_down() -> Outcome:
 
 
 def blocked(message: Message, email: EmailMessage) -> Outcome:
-    """None of its recipients is left after the don't-send list: logged as such and removed."""
+    """None of its recipients is left after the don't-send list: logged as such (with the blocked addresses, which
+    the logged email keeps) and removed."""
     logger.info("not sending message %s: no recipient left after the don't send list", message.pk)
-    return Outcome("skipped", (log_fields(message, email, RESULT_DONT_SEND, "no recipient left"),), remove=True)
+    text = blocked_text(email, "no recipient left")
+    return Outcome("skipped", (log_fields(message, email, RESULT_DONT_SEND, text),), remove=True)
 
 
 def held(message: Message, exc: serialization.NotDecodableHere) -> Outcome:

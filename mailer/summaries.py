@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from mailer.choices import RESULT_FAILURE as FAILURE
 from mailer.locking import lock_path
 from mailer.outcomes import Outcome
 
@@ -36,6 +37,8 @@ class SendResult:
     # Set when the pass ended because every relay with mail was at its rate limit or paused: the seconds
     # until the first of them may be sent to again.
     paced_for: float | None = None
+    # The text of the first failure this pass logged (a relay's reply, "Connection refused"...), for a person.
+    first_error: str | None = None
 
     def __str__(self) -> str:
         held = f", held back {self.held}" if self.held else ""
@@ -49,6 +52,8 @@ class SendResult:
         """Count one message's outcome (:attr:`Outcome.counts <mailer.outcomes.Outcome.counts>` names the count)."""
         if outcome.counts is not None:
             setattr(self, outcome.counts, getattr(self, outcome.counts) + 1)
+        if self.first_error is None:
+            self.first_error = next((log["log_message"] for log in outcome.logs if log["result"] == FAILURE), None)
 
 
 def log_sent(logger: logging.Logger, result: SendResult, stopped_by: BaseException | None = None) -> None:

@@ -11,7 +11,7 @@ import functools
 import re
 from email import errors
 from email.headerregistry import AddressHeader
-from email.mime.base import MIMEBase
+from email.message import Message as MimeMessage
 from typing import Any
 
 from django.core.mail import EmailMessage
@@ -71,7 +71,8 @@ def validate(email: EmailMessage) -> None:
         if any(new is not old for new, old in zip(checked, alternatives, strict=True)):
             email.alternatives = checked
     for attachment in email.attachments:
-        if not isinstance(attachment, MIMEBase):  # (filename, content, mimetype); a MIME part is sent as built
+        # (filename, content, mimetype); a MIME part (MIMEBase, or Django 6's MIMEPart) is sent as built.
+        if not isinstance(attachment, MimeMessage):
             if isinstance(attachment[0], str):
                 _text("attachment's file name", attachment[0])
             _text(f"attachment {attachment[0]!r}", attachment[1])

@@ -331,6 +331,14 @@ def test_message_log_str_without_data_or_message_id():
     assert str(log) == f'On {log.when_attempted}, "None"'
 
 
+def test_str_of_an_email_that_cannot_be_named():
+    email = make_email("Report")
+    email.to = None  # as a hand-made email may hold it: ", ".join() raises
+    log = MessageLog(message_data=email_to_db(email), when_attempted=now())
+    assert str(log) == "<MessageLog repr unavailable>"
+    assert str(Message(message_data=email_to_db(email), when_added=now())) == "<Message repr unavailable>"
+
+
 def make_log(days_old, result=RESULT_SUCCESS):
     log = MessageLog.objects.create(
         message_data=email_to_db(make_email()),
