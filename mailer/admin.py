@@ -42,7 +42,7 @@ from mailer.admin_reports import (
 from mailer.admin_titles import TitlesMixin
 from mailer.choices import Priority, Result
 from mailer.engine import send_all
-from mailer.models import DontSendEntry, Message, MessageLog, RelayState
+from mailer.models import DontSendEntry, LogRecipient, Message, MessageLog, RelayState
 from mailer.routing import mailers_configured
 
 ALIAS = "mailer"  # the field, column and filter of the MAILERS alias
@@ -250,6 +250,7 @@ class MessageLogAdmin(AliasOnlyWithMailersMixin, EmailColumnsMixin, EmailPageMix
     """The log: read only for everyone (no Save button); entries can be deleted, and failures requeued."""
 
     title_time = "when_attempted"
+    hidden_related = (LogRecipient,)
 
     list_display = ["when_attempted", "result", "to", "subject", "message_id_short", "mailer", "id"]
     list_filter = ["result", "when_attempted", "mailer"]

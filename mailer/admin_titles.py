@@ -97,9 +97,14 @@ class TitlesMixin:
                 context["title"] = gettext(HISTORY_TITLE) % titled
         return response
 
+    # Models whose rows are bookkeeping of the objects (a log entry's search rows): deleted with them, not listed.
+    hidden_related: tuple = ()
+
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple:
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
-        if len(deleted) == len(objs) and not any(isinstance(item, list) for item in deleted):
+        for model in self.hidden_related:
+            counts.pop(model._meta.verbose_name_plural, None)
+        if set(counts) <= {self.model._meta.verbose_name_plural}:
             deleted = [self._deleted_item(obj) for obj in objs]  # nothing but the objects themselves
         return deleted, counts, perms_needed, protected
 
