@@ -3,9 +3,9 @@
 :func:`queue_status` makes a handful of cheap queries and decodes no message:
 
 1. the relays' pauses (:class:`~mailer.models.RelayState`, one row per relay);
-2. the queue, grouped by priority: per priority, how many rows, how many wait for a retry or for their
-   ``send_at`` (``not_before`` still ahead), the next of each, how many due rows wait behind a paused
-   relay, and since when the longest-waiting due row has been due; one pass over the queue table;
+2. the queue, grouped by priority and alias: per group, how many rows, how many wait for a retry or for
+   their ``send_at`` (``not_before`` still ahead), the next of each, how many due rows wait behind a
+   paused relay, and since when the longest-waiting due row has been due; one pass over the queue table;
 3. the log of the last day: the newest entry attempted before the window is found by walking the
    primary key backwards, and the entries after it are counted by result and window, again along
    the primary key. The log has no index on ``when_attempted``, but entries are written in the
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import operator
+from collections import Counter
 from dataclasses import asdict, dataclass
 from functools import reduce
 from typing import Any
@@ -47,6 +48,25 @@ class ResultCounts:
     success: int = 0
     dont_send: int = 0
     failure: int = 0
+
+
+# What the queue is counted into: the due messages by priority ("other": a priority set by hand), the deferred
+# ones, and those not due yet (waiting for a retry, or scheduled), both whatever their priority.
+QUEUE_FIGURES = ("high", "medium", "low", "other", "deferred", "waiting", "scheduled")
+
+
+@dataclass(frozen=True)
+class AliasCounts:
+    """The messages queued through one ``MAILERS`` alias, counted as :class:`QueueStatus` counts the queue."""
+
+    alias: str  # "default" for those queued without one (EMAIL_BACKEND, mailer.send_mail(), 2.x rows)
+    high: int = 0
+    medium: int = 0
+    low: int = 0
+    other: int = 0
+    deferred: int = 0
+    waiting: int = 0
+    scheduled: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,6 +96,8 @@ class QueueStatus:
     # and how many of the due messages (counted under their priority) go to one of them.
     paused: tuple[tuple[str, datetime.datetime], ...] = ()
     behind_pauses: int = 0
+    # The same counts per alias the messages were queued through, by alias; they add up to the figures above.
+    by_alias: tuple[AliasCounts, ...] = ()
 
     @property
     def queued(self) -> int:
@@ -152,22 +174,24 @@ class QueueStatus:
 
 
 OTHER = "other"
+PRIORITY_NAMES = {priority.value: priority.name.lower() for priority in Priority}  # 1: "high"... 4: "deferred"
 
 
 @dataclass
 class _QueueCounts:
-    by_priority: dict[int | str, int]  # due rows per priority (OTHER: priorities set by hand); deferred: all
-    waiting: int = 0
+    by_alias: dict[str, Counter]  # per alias, the QUEUE_FIGURES of its rows
     next_retry: datetime.datetime | None = None
-    scheduled: int = 0
     next_scheduled: datetime.datetime | None = None
     behind_pauses: int = 0
     oldest_due: datetime.datetime | None = None
 
+    def shares(self) -> tuple[AliasCounts, ...]:
+        return tuple(AliasCounts(alias, **self.by_alias[alias]) for alias in sorted(self.by_alias))
+
 
 def _queue_counts(now: datetime.datetime, pauses: dict[str, datetime.datetime]) -> _QueueCounts:
-    """The queue in one ``GROUP BY priority``: due rows per priority, the waiting and scheduled ones, the
-    deferred ones.
+    """The queue in one ``GROUP BY priority, mailer``: per alias, due rows per priority, the waiting and
+    scheduled ones, the deferred ones.
 
     Priorities django-mailer does not write (set by hand) are counted under ``OTHER``. The senders leave out
     deferred rows and rows whose ``not_before`` is still ahead (see ``MessageQuerySet.due()``): after a failed
@@ -181,7 +205,7 @@ def _queue_counts(now: datetime.datetime, pauses: dict[str, datetime.datetime]) 
     due = ~ahead & ~behind if behind is not None else ~ahead
     rows = (
         Message.objects.order_by()
-        .values("priority")
+        .values("priority", "mailer")
         .annotate(
             n=Count("id"),
             waiting=Count("id", filter=ahead & tried),
@@ -192,18 +216,17 @@ def _queue_counts(now: datetime.datetime, pauses: dict[str, datetime.datetime]) 
             due_since=Min(due_since, filter=due),
         )
     )
-    counts = _QueueCounts({priority.value: 0 for priority in Priority})
-    counts.by_priority[OTHER] = 0
+    counts = _QueueCounts({})
     for row in rows:
-        priority = row["priority"]
-        if priority == Priority.DEFERRED:
-            counts.by_priority[priority] += row["n"]
+        share = counts.by_alias.setdefault(row["mailer"] or routing.DEFAULT_ALIAS, Counter())
+        priority = PRIORITY_NAMES.get(row["priority"], OTHER)
+        if priority == "deferred":
+            share[priority] += row["n"]
             continue
-        not_due = row["waiting"] + row["scheduled"]
-        counts.by_priority[priority if priority in counts.by_priority else OTHER] += row["n"] - not_due
-        counts.waiting += row["waiting"]
+        share[priority] += row["n"] - row["waiting"] - row["scheduled"]
+        share["waiting"] += row["waiting"]
+        share["scheduled"] += row["scheduled"]
         counts.next_retry = _earliest(counts.next_retry, row["next_retry"])
-        counts.scheduled += row["scheduled"]
         counts.next_scheduled = _earliest(counts.next_scheduled, row["next_scheduled"])
         counts.behind_pauses += row["behind"]
         counts.oldest_due = _earliest(counts.oldest_due, row["due_since"])
@@ -280,21 +303,16 @@ def queue_status(now: datetime.datetime | None = None) -> QueueStatus:
     ends = RelayState.objects.filter(paused_until__isnull=False).order_by("relay")
     pauses = dict(ends.values_list("relay", "paused_until"))
     counts = _queue_counts(now, pauses)
-    by_priority = counts.by_priority
+    shares = counts.shares()
     last_hour, last_day, last_success = _log_counts(now)
     return QueueStatus(
         checked_at=now,
-        high=by_priority[Priority.HIGH],
-        medium=by_priority[Priority.MEDIUM],
-        low=by_priority[Priority.LOW],
-        deferred=by_priority[Priority.DEFERRED],
-        other=by_priority[OTHER],
-        waiting=counts.waiting,
+        **{figure: sum(getattr(share, figure) for share in shares) for figure in QUEUE_FIGURES},
         next_retry=counts.next_retry,
-        scheduled=counts.scheduled,
         next_scheduled=counts.next_scheduled,
         paused=tuple((relay, until) for relay, until in pauses.items() if until > now),
         behind_pauses=counts.behind_pauses,
+        by_alias=shares,
         oldest_queued=counts.oldest_due,
         last_hour=last_hour,
         last_day=last_day,
