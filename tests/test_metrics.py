@@ -10,6 +10,7 @@ import datetime
 import io
 import time
 
+import django
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
@@ -177,6 +178,20 @@ def test_an_empty_queue_still_has_every_series_of_the_default_alias():
     assert metrics["mailer_queue_oldest_age_seconds"] == {(): 0}
     assert metrics["mailer_last_success_timestamp_seconds"] == {}  # no success yet: no sample, not a zero
     assert set(metrics["mailer_log_entries"].values()) == {0}
+
+
+@pytest.mark.skipif(django.VERSION < (6, 1), reason="MAILERS is Django 6.1+")
+def test_every_queue_alias_has_its_samples_and_a_delivering_alias_none(settings):
+    settings.MAILERS = {
+        "default": {"BACKEND": "mailer.backend.DbBackend"},
+        "bulk": {"BACKEND": "mailer.backend.DbBackend", "OPTIONS": {"deliver_using": "smtp"}},
+        "smtp": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"},
+    }
+    queue(priority=Priority.LOW, mailer="gone", data=UNDECODED)  # an alias since removed: still counted as queued
+    metrics = parse(prometheus_text())
+    assert {dict(labels)["alias"] for labels in metrics["mailer_queue_messages"]} == {"default", "bulk", "gone"}
+    assert metrics["mailer_queue_waiting_messages"][(("alias", "bulk"),)] == 0
+    assert metrics["mailer_queue_messages"][("alias", "gone"), ("priority", "low")] == 1
 
 
 def test_label_values_are_escaped():
