@@ -116,13 +116,15 @@ def measure(args: argparse.Namespace) -> dict:
     from mailer.status import queue_status
 
     prometheus_text()  # warm: connection, first plans
-    times, status_times, queries = [], [], set()
+    times, status_times, queries, per_query = [], [], set(), {}
     for _ in range(args.rounds):
         with CaptureQueriesContext(connection) as captured:
             started = time.perf_counter()
             text = prometheus_text()
             times.append(time.perf_counter() - started)
         queries.add(len(captured))
+        for n, query in enumerate(captured.captured_queries):
+            per_query.setdefault(f"{n + 1}. {_kind(query['sql'])}", []).append(float(query["time"]))
         started = time.perf_counter()
         queue_status()
         status_times.append(time.perf_counter() - started)
@@ -146,6 +148,7 @@ def measure(args: argparse.Namespace) -> dict:
         "queries": sorted(queries),
         "prometheus_text": summary(times),
         "queue_status": summary(status_times),
+        "per_query_median": {name: statistics.median(values) for name, values in per_query.items()},
         "total_counted": status.total,
         "log_last_day": sum(vars(status.last_day).values()),
         "behind_pauses": status.behind_pauses,
@@ -153,6 +156,17 @@ def measure(args: argparse.Namespace) -> dict:
         "postgres": connection.cursor().connection.info.server_version,
         "python": platform.python_version(),
     }
+
+
+def _kind(sql: str) -> str:
+    """What a query of the reading reads, for the report."""
+    if "mailer_relaystate" in sql:
+        return "relays' pauses"
+    if "mailer_message" in sql and "mailer_messagelog" not in sql:
+        return "queue, GROUP BY priority, mailer"
+    if "COUNT(" in sql:
+        return "log, last day by result"
+    return "log, start of the last day"
 
 
 def report(result: dict) -> None:
@@ -168,6 +182,8 @@ def report(result: dict) -> None:
     for name in ("prometheus_text", "queue_status"):
         s = result[name]
         print(f"{name:18}" + "".join(f" {ms(s[key])}" for key in ("median", "min", "p90", "max", "stdev")))
+    for name, seconds in result["per_query_median"].items():
+        print(f"  query {name:38} {ms(seconds)}")
     met = result["prometheus_text"]["median"] < TARGET
     print(f"queries per reading: {result['queries']}; output {result['output_bytes']:,} bytes")
     print(f"target: median under {TARGET:g} s: {'met' if met else 'NOT met'}")
