@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from django.utils import timezone
 
 from mailer import routing
-from mailer.status import RESULT_NAMES, QueueStatus, queue_status
+from mailer.status import RESULT_NAMES, AliasCounts, QueueStatus, queue_status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -35,7 +35,8 @@ def prometheus_text(status: QueueStatus | None = None) -> str:
 
     ``status``: figures already read (default: :func:`~mailer.status.queue_status` now).
     """
-    status = status or queue_status()
+    if status is None:
+        status = queue_status()
     by_alias = {share.alias: share for share in status.by_alias}
     aliases = sorted(set(by_alias) | set(queue_aliases()))
 
@@ -114,7 +115,7 @@ def queue_aliases() -> list[str]:
     return found
 
 
-def _figure(by_alias: Mapping[str, object], alias: str, figure: str) -> int:
+def _figure(by_alias: Mapping[str, AliasCounts], alias: str, figure: str) -> int:
     share = by_alias.get(alias)
     return getattr(share, figure) if share is not None else 0
 
