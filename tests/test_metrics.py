@@ -9,6 +9,8 @@ import base64
 import datetime
 import io
 import time
+import urllib.error
+import urllib.request
 
 import django
 import pytest
@@ -383,3 +385,28 @@ def test_staff_may_read_it_in_a_browser_and_other_users_may_not(client, django_u
 def test_only_get_and_head(client, tokens):
     assert client.head(URL, **bearer(TOKEN)).status_code == 200
     assert client.post(URL, **bearer(TOKEN)).status_code == 405
+
+
+# What Prometheus 2.x/3.x sends with a scrape (besides its User-Agent and scrape timeout header).
+SCRAPE_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_scrape_over_http(live_server, tokens):
+    queue(priority=Priority.HIGH, data=UNDECODED)
+    headers = {
+        "Accept": SCRAPE_ACCEPT,
+        "User-Agent": "Prometheus/3.0.0",
+        "X-Prometheus-Scrape-Timeout-Seconds": "10",
+    }
+    request = urllib.request.Request(live_server.url + URL, headers={**headers, "Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["Content-Type"] == CONTENT_TYPE  # the classic format, which Prometheus reads
+        metrics = parse(response.read().decode())
+    assert metrics["mailer_queue_messages"][("alias", "default"), ("priority", "high")] == 1
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(live_server.url + URL, headers=headers), timeout=30)
+    assert refused.value.code == 401 and refused.value.headers["WWW-Authenticate"].startswith("Bearer")
