@@ -5,9 +5,12 @@ exposition format, version 0.0.4 (``# HELP`` and ``# TYPE`` lines, then one samp
 counted here: the figures, and what they cost (a handful of aggregate queries, whatever the queue's size),
 are those of :mod:`mailer.status`, so the metrics always agree with ``mailer_status`` and ``--json``.
 
-Every series is a gauge: the queue is a level, and the log is counted over a sliding window (the last
-hour and day), since ``purge_mail_log`` deletes entries and a counter must never go down. The series and
-how to use them are listed in ``docs/metrics.rst``; no ``prometheus_client`` is needed to write them.
+Every series is a gauge: the queue is a level, and so is the log's size (``mailer_log_entries``, every entry
+the log table holds): ``purge_mail_log`` deletes entries, and a counter must never go down. What was sent
+lately is counted over sliding windows (``mailer_log_recent_entries``, the last hour and day) rather than
+left to ``rate()`` over a figure that purges lower. The figures are read with ``queue_status(whole_log=True)``:
+three queries, the log's one scanning the whole log. The series and how to use them are listed in
+``docs/metrics.rst``; no ``prometheus_client`` is needed to write them.
 """
 
 from __future__ import annotations
@@ -33,10 +36,13 @@ Sample = tuple[Mapping[str, str], float]
 def prometheus_text(status: QueueStatus | None = None) -> str:
     """The metrics in the Prometheus text format, ending with a newline.
 
-    ``status``: figures already read (default: :func:`~mailer.status.queue_status` now).
+    ``status``: figures already read with ``queue_status(whole_log=True)`` (default: read now). A status
+    read without ``whole_log`` lacks the whole log's counts: ValueError.
     """
     if status is None:
-        status = queue_status()
+        status = queue_status(whole_log=True)
+    if status.log_total is None:
+        raise ValueError("prometheus_text() needs the whole log counted: pass queue_status(whole_log=True)")
     by_alias = {share.alias: share for share in status.by_alias}
     aliases = sorted(set(by_alias) | set(queue_aliases()))
 
@@ -88,7 +94,12 @@ def prometheus_text(status: QueueStatus | None = None) -> str:
         ),
         (
             "mailer_log_entries",
-            "Log entries of the last hour (window 1h) and of the last 24 hours (window 24h), by result.",
+            "Entries in the message log by result, whatever their age (purge_mail_log lowers it).",
+            [({"result": name}, getattr(status.log_total, name)) for name in RESULT_NAMES.values()],
+        ),
+        (
+            "mailer_log_recent_entries",
+            "Log entries attempted within the last hour (window 1h) and the last 24 hours (window 24h), by result.",
             [
                 ({"result": name, "window": window}, getattr(getattr(status, counts), name))
                 for window, counts in WINDOWS

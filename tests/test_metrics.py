@@ -42,6 +42,7 @@ SERIES = {
     "mailer_relays_paused",
     "mailer_relay_pause_remaining_seconds",
     "mailer_log_entries",
+    "mailer_log_recent_entries",
     "mailer_last_success_timestamp_seconds",
 }
 TOKEN = "s3cret-token-for-the-scrape-job-0123456789"
@@ -137,14 +138,18 @@ def test_every_figure_equals_what_the_database_holds():
     [age] = metrics["mailer_queue_oldest_age_seconds"].values()
     assert before - oldest - 0.01 <= age <= after - oldest + 0.01
 
+    # The whole log: one series per result, whatever the entries' age.
     entries = metrics["mailer_log_entries"]
+    assert entries == {(("result", r.name.lower()),): MessageLog.objects.filter(result=r).count() for r in Result}
+    assert entries == {(("result", "success"),): 4, (("result", "dont_send"),): 3, (("result", "failure"),): 3}
+    recent = metrics["mailer_log_recent_entries"]
     for window, span in [("1h", datetime.timedelta(hours=1)), ("24h", datetime.timedelta(days=1))]:
         for result in Result:
             expected = MessageLog.objects.filter(result=result, when_attempted__gte=now - span).count()
-            assert entries[("result", result.name.lower()), ("window", window)] == expected
-    assert entries[("result", "success"), ("window", "1h")] == 2
-    assert entries[("result", "dont_send"), ("window", "24h")] == 3
-    assert len(entries) == 6
+            assert recent[("result", result.name.lower()), ("window", window)] == expected
+    assert recent[("result", "success"), ("window", "1h")] == 2
+    assert recent[("result", "dont_send"), ("window", "24h")] == 3
+    assert len(recent) == 6
     newest = MessageLog.objects.filter(result=Result.SUCCESS).order_by("-when_attempted").first().when_attempted
     assert metrics["mailer_last_success_timestamp_seconds"] == {(): pytest.approx(newest.timestamp(), abs=0.001)}
 
@@ -179,7 +184,8 @@ def test_an_empty_queue_still_has_every_series_of_the_default_alias():
     assert metrics["mailer_queue_waiting_messages"] == {(("alias", "default"),): 0}
     assert metrics["mailer_queue_oldest_age_seconds"] == {(): 0}
     assert metrics["mailer_last_success_timestamp_seconds"] == {}  # no success yet: no sample, not a zero
-    assert set(metrics["mailer_log_entries"].values()) == {0}
+    assert metrics["mailer_log_entries"] == {(("result", r),): 0 for r in ["success", "dont_send", "failure"]}
+    assert set(metrics["mailer_log_recent_entries"].values()) == {0}
 
 
 @pytest.mark.skipif(django.VERSION < (6, 1), reason="MAILERS is Django 6.1+")
@@ -205,8 +211,13 @@ def test_label_values_are_escaped():
 
 def test_the_figures_are_those_of_queue_status():
     fill_queue()
-    status = queue_status()
+    fill_log()
+    status = queue_status(whole_log=True)
     metrics = parse(prometheus_text(status))
+    for name in ["success", "dont_send", "failure"]:
+        assert metrics["mailer_log_entries"][(("result", name),)] == getattr(status.log_total, name)
+        for window, counts in [("1h", status.last_hour), ("24h", status.last_day)]:
+            assert metrics["mailer_log_recent_entries"][("result", name), ("window", window)] == getattr(counts, name)
     queued = metrics["mailer_queue_messages"]
     for priority in ["high", "medium", "low", "other", "deferred"]:
         assert sum(v for labels, v in queued.items() if ("priority", priority) in labels) == getattr(status, priority)
@@ -215,21 +226,42 @@ def test_the_figures_are_those_of_queue_status():
     assert metrics["mailer_queue_oldest_age_seconds"] == {(): pytest.approx(status.oldest_queued_age, abs=0.001)}
 
 
+def test_a_status_read_without_the_whole_log_is_refused():
+    with pytest.raises(ValueError, match="whole_log=True"):
+        prometheus_text(queue_status())
+
+
+def test_purging_the_log_lowers_its_entries_and_not_the_recent_ones():
+    fill_log()
+    before = parse(prometheus_text())
+    call_command("purge_mail_log", "1", "--result", "all")  # the entries of three days ago and of 25 hours ago
+    after = parse(prometheus_text())
+    assert after["mailer_log_entries"] == {
+        (("result", "success"),): 2,
+        (("result", "dont_send"),): 3,
+        (("result", "failure"),): 1,
+    }
+    assert sum(after["mailer_log_entries"].values()) == MessageLog.objects.count() == 6
+    assert after["mailer_log_recent_entries"] == before["mailer_log_recent_entries"]
+
+
 def test_a_bounded_number_of_queries_whatever_the_queue_holds(django_assert_num_queries):
     fill_log()
     queue(data=UNDECODED)
-    # The relays' pauses; the queue grouped by priority and alias; the start of the last day in the log; the
-    # last day by result and window.
-    with django_assert_num_queries(4):
+    # The relays' pauses; the queue grouped by priority and alias; the whole log grouped by result, which also
+    # gives the recent windows and the last success.
+    with django_assert_num_queries(3):
         small = prometheus_text()
     Message.objects.bulk_create(
         Message(message_data=UNDECODED, priority=n % 5, mailer=f"alias{n % 40}", not_before=from_now(minutes=n - 500))
         for n in range(1000)
     )
     ratelimits.pause("default", retry_after=60)
-    with django_assert_num_queries(4):
-        large = prometheus_text()
-    assert len(parse(large)["mailer_queue_messages"]) > len(parse(small)["mailer_queue_messages"])
+    MessageLog.objects.filter(result=Result.SUCCESS, when_attempted__gte=from_now(days=-1)).delete()
+    with django_assert_num_queries(3):  # nothing sent for a day: the last success still comes from that query
+        large = parse(prometheus_text())
+    assert len(large["mailer_queue_messages"]) > len(parse(small)["mailer_queue_messages"])
+    assert large["mailer_last_success_timestamp_seconds"] == {(): pytest.approx(from_now(days=-3).timestamp(), abs=5)}
 
 
 def test_no_message_is_decoded(monkeypatch):

@@ -46,7 +46,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if options["json"] and options["prometheus"]:
             raise CommandError("--json and --prometheus cannot be combined", returncode=2)
-        status = queue_status()
+        # The metrics count the whole log too (mailer_log_entries); the table and --json read its last day only.
+        status = queue_status(whole_log=options["prometheus"])
         if options["prometheus"]:
             self.stdout.write(prometheus_text(status), ending="")
         elif options["json"]:
