@@ -65,6 +65,8 @@ DEFAULTS: dict[str, Any] = {
     "STORAGE": None,
     "STORAGE_THRESHOLD": 256 * 1024,
     "MAX_MESSAGE_SIZE": None,
+    # Who may read mailer.views.metrics besides staff: requests that carry one of these tokens (a str or a list).
+    "METRICS_TOKENS": (),
     # Locking
     "USE_FILE_LOCK": True,
     "LOCK_PATH": None,

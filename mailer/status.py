@@ -3,15 +3,18 @@
 :func:`queue_status` makes a handful of cheap queries and decodes no message:
 
 1. the relays' pauses (:class:`~mailer.models.RelayState`, one row per relay);
-2. the queue, grouped by priority: per priority, how many rows, how many wait for a retry or for their
-   ``send_at`` (``not_before`` still ahead), the next of each, how many due rows wait behind a paused
-   relay, and since when the longest-waiting due row has been due; one pass over the queue table;
-3. the log of the last day: the newest entry attempted before the window is found by walking the
-   primary key backwards, and the entries after it are counted by result and window, again along
-   the primary key. The log has no index on ``when_attempted``, but entries are written in the
-   order they are attempted, so the cost is that of the last day's entries, not of the whole log;
+2. the queue, grouped by priority and alias: per group, how many rows, how many wait for a retry or for
+   their ``send_at`` (``not_before`` still ahead), the next of each, how many due rows wait behind a
+   paused relay, and since when the longest-waiting due row has been due; one pass over the queue table;
+3. the log of the last day: the newest entry attempted before the window is found by walking the primary
+   key backwards, and the entries after it are counted in one ``GROUP BY result``, again along the primary
+   key. The log has no index on ``when_attempted``, but entries are written in the order they are
+   attempted, so the cost is that of the last day's entries, not of the whole log;
 4. the last success: within the last day from the same query; only when there was none, the newest
    success before, along the primary key.
+
+With ``whole_log=True`` (the Prometheus metrics), 3 and 4 are one ``GROUP BY result`` over the whole log
+that also counts every entry (:attr:`QueueStatus.log_total`): three queries, but a scan of the whole log.
 
 :func:`problems` is the health verdict on those figures (``mailer_status --max-age/--max-deferred``);
 it decodes at most a few of the next messages to send (:func:`undecodable_here`).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import operator
+from collections import Counter
 from dataclasses import asdict, dataclass
 from functools import reduce
 from typing import Any
@@ -47,6 +51,25 @@ class ResultCounts:
     success: int = 0
     dont_send: int = 0
     failure: int = 0
+
+
+# What the queue is counted into: the due messages by priority ("other": a priority set by hand), the deferred
+# ones, and those not due yet (waiting for a retry, or scheduled), both whatever their priority.
+QUEUE_FIGURES = ("high", "medium", "low", "other", "deferred", "waiting", "scheduled")
+
+
+@dataclass(frozen=True)
+class AliasCounts:
+    """The messages queued through one ``MAILERS`` alias, counted as :class:`QueueStatus` counts the queue."""
+
+    alias: str  # "default" for those queued without one (EMAIL_BACKEND, mailer.send_mail(), 2.x rows)
+    high: int = 0
+    medium: int = 0
+    low: int = 0
+    other: int = 0
+    deferred: int = 0
+    waiting: int = 0
+    scheduled: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,11 @@ class QueueStatus:
     # and how many of the due messages (counted under their priority) go to one of them.
     paused: tuple[tuple[str, datetime.datetime], ...] = ()
     behind_pauses: int = 0
+    # The same counts per alias the messages were queued through, by alias; they add up to the figures above.
+    by_alias: tuple[AliasCounts, ...] = ()
+    # Every entry in the log by result, whatever its age: what the log table holds (purge_mail_log lowers it).
+    # None unless read with queue_status(whole_log=True), as it costs a scan of the whole log.
+    log_total: ResultCounts | None = None
 
     @property
     def queued(self) -> int:
@@ -152,22 +180,24 @@ class QueueStatus:
 
 
 OTHER = "other"
+PRIORITY_NAMES = {priority.value: priority.name.lower() for priority in Priority}  # 1: "high"... 4: "deferred"
 
 
 @dataclass
 class _QueueCounts:
-    by_priority: dict[int | str, int]  # due rows per priority (OTHER: priorities set by hand); deferred: all
-    waiting: int = 0
+    by_alias: dict[str, Counter]  # per alias, the QUEUE_FIGURES of its rows
     next_retry: datetime.datetime | None = None
-    scheduled: int = 0
     next_scheduled: datetime.datetime | None = None
     behind_pauses: int = 0
     oldest_due: datetime.datetime | None = None
 
+    def shares(self) -> tuple[AliasCounts, ...]:
+        return tuple(AliasCounts(alias, **self.by_alias[alias]) for alias in sorted(self.by_alias))
+
 
 def _queue_counts(now: datetime.datetime, pauses: dict[str, datetime.datetime]) -> _QueueCounts:
-    """The queue in one ``GROUP BY priority``: due rows per priority, the waiting and scheduled ones, the
-    deferred ones.
+    """The queue in one ``GROUP BY priority, mailer``: per alias, due rows per priority, the waiting and
+    scheduled ones, the deferred ones.
 
     Priorities django-mailer does not write (set by hand) are counted under ``OTHER``. The senders leave out
     deferred rows and rows whose ``not_before`` is still ahead (see ``MessageQuerySet.due()``): after a failed
@@ -181,7 +211,7 @@ def _queue_counts(now: datetime.datetime, pauses: dict[str, datetime.datetime]) 
     due = ~ahead & ~behind if behind is not None else ~ahead
     rows = (
         Message.objects.order_by()
-        .values("priority")
+        .values("priority", "mailer")
         .annotate(
             n=Count("id"),
             waiting=Count("id", filter=ahead & tried),
@@ -192,18 +222,17 @@ def _queue_counts(now: datetime.datetime, pauses: dict[str, datetime.datetime]) 
             due_since=Min(due_since, filter=due),
         )
     )
-    counts = _QueueCounts({priority.value: 0 for priority in Priority})
-    counts.by_priority[OTHER] = 0
+    counts = _QueueCounts({})
     for row in rows:
-        priority = row["priority"]
-        if priority == Priority.DEFERRED:
-            counts.by_priority[priority] += row["n"]
+        share = counts.by_alias.setdefault(row["mailer"] or routing.DEFAULT_ALIAS, Counter())
+        priority = PRIORITY_NAMES.get(row["priority"], OTHER)
+        if priority == "deferred":
+            share[priority] += row["n"]
             continue
-        not_due = row["waiting"] + row["scheduled"]
-        counts.by_priority[priority if priority in counts.by_priority else OTHER] += row["n"] - not_due
-        counts.waiting += row["waiting"]
+        share[priority] += row["n"] - row["waiting"] - row["scheduled"]
+        share["waiting"] += row["waiting"]
+        share["scheduled"] += row["scheduled"]
         counts.next_retry = _earliest(counts.next_retry, row["next_retry"])
-        counts.scheduled += row["scheduled"]
         counts.next_scheduled = _earliest(counts.next_scheduled, row["next_scheduled"])
         counts.behind_pauses += row["behind"]
         counts.oldest_due = _earliest(counts.oldest_due, row["due_since"])
@@ -244,61 +273,62 @@ def _earliest(a: datetime.datetime | None, b: datetime.datetime | None) -> datet
     return b if a is None else a if b is None else min(a, b)
 
 
-def _log_counts(now: datetime.datetime) -> tuple[ResultCounts, ResultCounts, datetime.datetime | None]:
-    day_ago, hour_ago = now - DAY, now - HOUR
-    # The newest entry attempted before the window: the window's entries come after it.
-    before = MessageLog.objects.filter(when_attempted__lt=day_ago).order_by("-id").values_list("id", flat=True)
-    boundary = before.first()
-    window = MessageLog.objects.filter(when_attempted__gte=day_ago)
-    if boundary is not None:
-        window = window.filter(id__gt=boundary)
-    aggregates = {}
-    for code, name in RESULT_NAMES.items():
-        aggregates[f"day_{name}"] = Count("id", filter=Q(result=code))
-        aggregates[f"hour_{name}"] = Count("id", filter=Q(result=code, when_attempted__gte=hour_ago))
-    aggregates["last_success"] = Max("when_attempted", filter=Q(result=Result.SUCCESS))
-    found = window.aggregate(**aggregates)
-    last_day = ResultCounts(**{name: found[f"day_{name}"] for name in RESULT_NAMES.values()})
-    last_hour = ResultCounts(**{name: found[f"hour_{name}"] for name in RESULT_NAMES.values()})
-    last_success = found["last_success"]
-    if last_success is None:
+def _log_counts(
+    now: datetime.datetime, whole_log: bool
+) -> tuple[ResultCounts, ResultCounts, datetime.datetime | None, ResultCounts | None]:
+    """The last hour, the last day and (``whole_log``) every entry by result in one ``GROUP BY result``, and the
+    last success. Without ``whole_log`` only the last day is read (see the module's docstring)."""
+    day_ago, boundary, rows = now - DAY, None, MessageLog.objects.order_by()
+    if not whole_log:
+        # The newest entry attempted before the window: the window's entries come after it.
+        before = MessageLog.objects.filter(when_attempted__lt=day_ago).order_by("-id").values_list("id", flat=True)
+        boundary = before.first()
+        rows = rows.filter(when_attempted__gte=day_ago, **({"id__gt": boundary} if boundary is not None else {}))
+    hour, day = Q(when_attempted__gte=now - HOUR), Q(when_attempted__gte=day_ago)
+    grouped = rows.values("result").annotate(
+        hour=Count("id", filter=hour), day=Count("id", filter=day), total=Count("id"), newest=Max("when_attempted")
+    )
+    found = {row["result"]: row for row in grouped}
+    last_hour, last_day, total = (
+        ResultCounts(**{name: found[code][figure] if code in found else 0 for code, name in RESULT_NAMES.items()})
+        for figure in ("hour", "day", "total")
+    )
+    last_success = found.get(Result.SUCCESS.value, {}).get("newest")
+    if last_success is None and not whole_log:
         older = MessageLog.objects.filter(result=Result.SUCCESS)
         if boundary is not None:
             older = older.filter(id__lte=boundary)
         last_success = older.order_by("-id").values_list("when_attempted", flat=True).first()
-    return last_hour, last_day, last_success
+    return last_hour, last_day, last_success, total if whole_log else None
 
 
-def queue_status(now: datetime.datetime | None = None) -> QueueStatus:
+def queue_status(now: datetime.datetime | None = None, *, whole_log: bool = False) -> QueueStatus:
     """The queue by priority, what waits for a retry, the oldest due message, the log of the last hour and day,
     the last success.
 
-    The databases are those the routers give :class:`~mailer.models.Message` and
-    :class:`~mailer.models.MessageLog` for reading. ``now`` is for tests.
+    ``whole_log``: also count every log entry by result (:attr:`QueueStatus.log_total`), reading the whole
+    log instead of its last day (see the module's docstring). The databases are those the routers give
+    :class:`~mailer.models.Message` and :class:`~mailer.models.MessageLog` for reading. ``now`` is for tests.
     """
     now = now or timezone.now()
     ends = RelayState.objects.filter(paused_until__isnull=False).order_by("relay")
     pauses = dict(ends.values_list("relay", "paused_until"))
     counts = _queue_counts(now, pauses)
-    by_priority = counts.by_priority
-    last_hour, last_day, last_success = _log_counts(now)
+    shares = counts.shares()
+    last_hour, last_day, last_success, log_total = _log_counts(now, whole_log)
     return QueueStatus(
         checked_at=now,
-        high=by_priority[Priority.HIGH],
-        medium=by_priority[Priority.MEDIUM],
-        low=by_priority[Priority.LOW],
-        deferred=by_priority[Priority.DEFERRED],
-        other=by_priority[OTHER],
-        waiting=counts.waiting,
+        **{figure: sum(getattr(share, figure) for share in shares) for figure in QUEUE_FIGURES},
         next_retry=counts.next_retry,
-        scheduled=counts.scheduled,
         next_scheduled=counts.next_scheduled,
         paused=tuple((relay, until) for relay, until in pauses.items() if until > now),
         behind_pauses=counts.behind_pauses,
+        by_alias=shares,
         oldest_queued=counts.oldest_due,
         last_hour=last_hour,
         last_day=last_day,
         last_success=last_success,
+        log_total=log_total,
     )
 
 

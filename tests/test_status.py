@@ -130,6 +130,35 @@ def test_a_log_with_only_recent_entries():
     assert status.last_success == ago(hours=2)
 
 
+def test_the_whole_log_by_result_only_when_asked(django_assert_num_queries):
+    typical_log()
+    log(RESULT_SUCCESS, ago(hours=3))
+    windowed = queue_status(now=NOW)
+    assert windowed.log_total is None  # mailer_status reads the last day only
+    with django_assert_num_queries(3):  # the pauses, the queue, the whole log in one GROUP BY result
+        status = queue_status(now=NOW, whole_log=True)
+    assert status.log_total == ResultCounts(success=7, dont_send=3, failure=3)
+    for result, name in [(RESULT_SUCCESS, "success"), (RESULT_DONT_SEND, "dont_send"), (RESULT_FAILURE, "failure")]:
+        assert getattr(status.log_total, name) == MessageLog.objects.filter(result=result).count()
+    # The windows and the last success are those of the last day's reading.
+    assert (status.last_hour, status.last_day, status.last_success) == (
+        windowed.last_hour,
+        windowed.last_day,
+        windowed.last_success,
+    )
+
+
+def test_the_whole_log_finds_an_old_last_success_in_the_same_query(django_assert_num_queries):
+    log(RESULT_SUCCESS, ago(days=3))
+    log(RESULT_SUCCESS, ago(days=2))
+    log(RESULT_FAILURE, ago(minutes=10))
+    with django_assert_num_queries(3):
+        status = queue_status(now=NOW, whole_log=True)
+    assert status.last_success == ago(days=2)
+    assert status.log_total == ResultCounts(success=2, dont_send=0, failure=1)
+    assert status.last_day == ResultCounts(success=0, dont_send=0, failure=1)
+
+
 def test_few_queries_and_no_message_is_decoded(monkeypatch, django_assert_num_queries):
     typical_log()
     queue(priority=PRIORITY_HIGH, added=ago(minutes=5), data="garbage that does not decode")

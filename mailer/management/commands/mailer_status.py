@@ -1,11 +1,12 @@
 import json
 import sys
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from mailer.choices import Result
 from mailer.management.options import non_negative_int
+from mailer.metrics import prometheus_text
 from mailer.status import RESULT_NAMES, QueueStatus, problems, queue_status, short_duration
 
 EXIT_CHECK_FAILED = 1
@@ -22,6 +23,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+        parser.add_argument(
+            "--prometheus", action="store_true", help="Print the figures as Prometheus metrics instead of a table."
+        )
         parser.add_argument(
             "--max-age",
             type=non_negative_int,
@@ -40,8 +44,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        status = queue_status()
-        if options["json"]:
+        if options["json"] and options["prometheus"]:
+            raise CommandError("--json and --prometheus cannot be combined", returncode=2)
+        # The metrics count the whole log too (mailer_log_entries); the table and --json read its last day only.
+        status = queue_status(whole_log=options["prometheus"])
+        if options["prometheus"]:
+            self.stdout.write(prometheus_text(status), ending="")
+        elif options["json"]:
             self.stdout.write(json.dumps(status.as_dict()))
         else:
             self.stdout.write(self.table(status))
