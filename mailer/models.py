@@ -35,7 +35,6 @@ from mailer.choices import (  # the 2.x names of the vocabulary, kept importable
     Result,
     get_priority,
 )
-from mailer.conf import mailer_settings
 from mailer.fields import MessageDataField
 from mailer.logrows import PROVIDER_ID_LENGTH, get_provider_message_id
 from mailer.managers import DontSendEntryManager, MessageLogManager, MessageManager
@@ -73,17 +72,6 @@ def _decoded(obj: Message | MessageLog) -> EmailMessage | None:
     email = db_to_email(data)
     obj._email_cache = (data, email)
     return email
-
-
-def _delete_with_files(obj: models.Model, delete: Any, *args: Any, **kwargs: Any) -> Any:
-    """``obj.delete()``, then delete the files in ``MAILER_STORAGE`` that its row alone referred to."""
-    if not mailer_settings.STORAGE:
-        return delete(*args, **kwargs)
-    using = kwargs.get("using") or router.db_for_write(type(obj), instance=obj)
-    held = storage.tokens_of_rows([(obj.message_data, obj.when_added)])
-    result = delete(*args, **kwargs)
-    storage.release(held, using)
-    return result
 
 
 QUEUE_INDEX = "mailer_message_queue_idx"  # what senders claim the queue by (migration 0008)
@@ -146,7 +134,7 @@ class Message(models.Model):
             return "<Message repr unavailable>"
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
-        return _delete_with_files(self, super().delete, *args, **kwargs)
+        return storage.delete_with_files(self, super().delete, *args, **kwargs)
 
     @property
     def email(self) -> EmailMessage | None:
@@ -263,7 +251,7 @@ class MessageLog(models.Model):
             return "<MessageLog repr unavailable>"
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
-        return _delete_with_files(self, super().delete, *args, **kwargs)
+        return storage.delete_with_files(self, super().delete, *args, **kwargs)
 
     @property
     def email(self) -> EmailMessage | None:

@@ -37,7 +37,7 @@ from typing import Any
 from django.apps import apps
 from django.core.files.base import ContentFile
 from django.core.files.storage import InvalidStorageError, storages
-from django.db import models, transaction
+from django.db import models, router, transaction
 
 from mailer import serialization
 from mailer.conf import mailer_settings
@@ -324,3 +324,14 @@ def _delete(reference: StoredAttachment) -> None:
         storages[reference.alias].delete(reference.name)
     except Exception:
         logger.exception("could not delete the stored attachment %s from storage %r", reference.name, reference.alias)
+
+
+def delete_with_files(obj: models.Model, delete: Any, *args: Any, **kwargs: Any) -> Any:
+    """``obj.delete()`` of a queue or log row, then the files in ``MAILER_STORAGE`` that it alone referred to."""
+    if not mailer_settings.STORAGE:
+        return delete(*args, **kwargs)
+    using = kwargs.get("using") or router.db_for_write(type(obj), instance=obj)
+    held = tokens_of_rows([(obj.message_data, obj.when_added)])
+    result = delete(*args, **kwargs)
+    release(held, using)
+    return result
