@@ -15,7 +15,7 @@ from django.core.mail import EmailMessage
 from django.db import router, transaction
 from django.utils.timezone import now
 
-from mailer import row_size, scheduling, serialization, storage, writes
+from mailer import row_size, scheduling, serialization, storage, tables, writes
 from mailer.choices import get_priority  # also importable from here, as before
 from mailer.conf import mailer_settings
 from mailer.dontsend import remove_blocked
@@ -51,10 +51,11 @@ def queue(
     for email in emails:
         validate(email)
         schedules[id(email)] = scheduling.schedule_of(email, schedule)
-    empty = {id(email) for email in remove_blocked(emails, queueing=True)}
     stored: list[storage.StoredAttachment] = []
     try:
-        return _store(emails, empty, schedules, priority, mailer, stored)
+        with tables.needed():  # forgot `migrate`: said so, not "no such table: mailer_dontsendentry"
+            empty = {id(email) for email in remove_blocked(emails, queueing=True)}
+            return _store(emails, empty, schedules, priority, mailer, stored)
     except BaseException:
         storage.discard(stored)  # nothing refers to them: the rows were not written
         raise
