@@ -76,9 +76,8 @@ def test_with_logging_the_project_log_has_the_lines_and_nothing_is_printed_twice
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     err = lines(done.stderr)
-    assert [line for line in err if "Sent:" in line] == [
-        next(line for line in err if line.startswith("INFO mailer.engine: Sent: sent 1, deferred 1, skipped 0, failed 1"))
-    ]
+    [summary] = [line for line in err if "Sent:" in line]
+    assert summary.startswith("INFO mailer.engine: Sent: sent 1, deferred 1, skipped 0, failed 1 in ")
     assert not [line for line in err if "first error" in line]  # the command's own line: not with LOGGING
     assert any(line.startswith("WARNING mailer.engine: message 1: the relay refused 1") for line in err)
 
@@ -89,8 +88,8 @@ def test_verbosity_2_prints_one_line_per_message(project, logging_env):
     assert done.returncode == 0, done.stderr
     out = lines(done.stdout)
     assert len(out) == 3, out
-    assert out[0].startswith('failed   to nobody@example.com "Invoice 12": refused nobody@example.com: 550 5.1.1 No such user')
-    assert out[1].startswith('deferred to later@example.com "Invoice 13": refused later@example.com: 451 4.3.0 Try again later')
+    assert out[0] == 'failed   to nobody@example.com "Invoice 12": refused nobody@example.com: 550 5.1.1 No such user'
+    assert out[1].startswith('deferred to later@example.com "Invoice 13": refused later@example.com: 451 4.3.0 Try')
     assert out[2] == 'sent     to ann@example.com "Welcome"'
     if logging_env is not NO_LOGGING:  # no summary of the command's own: the log has its "Sent:" line
         assert not [line for line in lines(done.stderr) if line.startswith("Sent:")]
