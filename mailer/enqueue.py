@@ -38,6 +38,7 @@ def queue(
     """Store ``emails`` on the queue in one transaction; return how many were queued.
 
     Either the whole batch is stored or, if anything is wrong, none of it.
+    Emails without any recipient are left out, neither queued nor logged.
     Emails left without any recipient by the don't-send list are not queued
     but logged with ``RESULT_DONT_SEND``. ``mailer`` is the ``MAILERS`` alias
     they were queued through, if any. Each email is stored with a Message-ID
@@ -47,6 +48,11 @@ def queue(
     """
     priority = get_priority(priority)
     schedule = scheduling.checked_schedule(send_at, expires_at)
+    # No recipient at all: nothing to send, nothing to log, as Django's backends skip such an email.
+    # (One whose recipients the don't-send list removes is logged as "don't send", below.)
+    emails = [email for email in emails if email.recipients()]
+    if not emails:
+        return 0
     schedules = {}
     for email in emails:
         validate(email)

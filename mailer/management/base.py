@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
@@ -25,7 +26,6 @@ from mailer.management.output import CommandOutput
 from mailer.management.progress import RunTotals
 from mailer.runs import signals_handled
 from mailer.summaries import MessageReport, SendResult
-from mailer.tables import TablesMissing
 
 
 class Sender(Protocol):
@@ -46,7 +46,8 @@ class MailerCommand(BaseCommand):
             try:
                 with tables.needed():
                     return super().execute(*args, **options)
-            except TablesMissing as exc:
+            except ImproperlyConfigured as exc:
+                # Missing tables (TablesMissing), a backend that cannot be imported...: what to fix, in one line.
                 raise CommandError(str(exc)) from exc
 
 
