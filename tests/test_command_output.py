@@ -9,6 +9,7 @@ The exit status stays 0 when mail was deferred or failed, as with django-mailer 
 
 import json
 import re
+import threading
 
 import pytest
 
@@ -123,6 +124,8 @@ def test_relay_down_names_the_reason(tmp_path):
 
 def test_runmailer_prints_the_warning_line_of_each_pass_that_went_wrong(project):
     with running_command("runmailer", env={**project, **NO_LOGGING}) as proc:
+        watchdog = threading.Timer(60, proc.kill)  # no line coming: end of the stream, not a hung test
+        watchdog.start()
         seen = []
         for line in proc.stderr:
             seen.append(line.rstrip("\n"))
@@ -130,6 +133,7 @@ def test_runmailer_prints_the_warning_line_of_each_pass_that_went_wrong(project)
                 break
         proc.terminate()
         out, err = proc.communicate(timeout=30)
+        watchdog.cancel()
     assert SUMMARY.match(seen[-1]), seen
     # Before it, only the system check's warning about runmailer on SQLite: no line per message.
     assert not [line for line in seen[:-1] if "refused" in line or "Sent:" in line], seen
@@ -142,6 +146,8 @@ def test_an_idle_runmailer_pg_logs_no_pass_summary(tmp_path):
     env = {"MAILER_TEST_EMPTY_QUEUE_SLEEP": "0.1", "MAILER_TEST_USE_FILE_LOCK": "0"}
     with migrated_project(tmp_path, "idle", **env) as project:
         with running_command("runmailer_pg", env=project) as proc:
+            watchdog = threading.Timer(60, proc.kill)
+            watchdog.start()
             seen = []
             for line in proc.stderr:
                 seen.append(line)
@@ -151,6 +157,7 @@ def test_an_idle_runmailer_pg_logs_no_pass_summary(tmp_path):
             run_in_project(project, "import time; time.sleep(2)")
             proc.terminate()
             _out, err = proc.communicate(timeout=30)
+            watchdog.cancel()
     text = "".join(seen) + err
     assert "Sent:" not in text, text
     assert re.search(r"Stopped: \d\d+ passes, sent 0", text), text
