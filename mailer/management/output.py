@@ -36,19 +36,25 @@ def _plain(text: str) -> str:
     return text  # OutputWrapper's stderr would otherwise style the line as an error
 
 
-class _CommandHandler(logging.Handler):
-    """django-mailer's log records on the command's standard error, in its styles, the line per message left out."""
+def _not_said_otherwise(record: logging.LogRecord) -> bool:
+    """Leave out, below ERROR, what the command's own lines say: the summary, and what each message became."""
+    if record.levelno >= logging.ERROR:
+        return True
+    return not getattr(record, "mailer_per_message", False) and not getattr(record, "mailer_summary", False)
+
+
+class _CommandHandler(logging.StreamHandler):
+    """django-mailer's log records on the command's standard error, in its styles.
+
+    A stream handler on that stream, so that ``send_mail``'s progress bar wipes itself before each line.
+    """
 
     def __init__(self, command: BaseCommand, level: int) -> None:
-        super().__init__(level)
+        super().__init__(command.stderr)
+        self.setLevel(level)
         self.command = command
         self.setFormatter(logging.Formatter("%(message)s"))
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR:
-            return True
-        # The command's own lines say what these say: one summary, one line per message at -v 2.
-        return not getattr(record, "mailer_per_message", False) and not getattr(record, "mailer_summary", False)
+        self.addFilter(_not_said_otherwise)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
