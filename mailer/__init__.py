@@ -46,7 +46,8 @@ def send_mail(
     send_at: datetime.datetime | None = None,
     expires_at: datetime.datetime | None = None,
 ) -> int:
-    """Queue one plain text email, like :func:`django.core.mail.send_mail`. Returns 1.
+    """Queue one plain text email, like :func:`django.core.mail.send_mail`. Returns 1 (0, with nothing queued
+    or logged, when ``recipient_list`` is empty, as Django's ``send_mail()`` returns).
 
     ``send_at``: not sent before this time; ``expires_at``: not sent after it (see docs/usage.rst).
     """
@@ -56,8 +57,9 @@ def send_mail(
     from mailer import enqueue
 
     email = EmailMessage(force_str(subject), force_str(message), from_email, _recipients(recipient_list))
+    addressed = bool(email.recipients())  # before the don't-send list drops any
     enqueue.queue([email], priority, send_at=send_at, expires_at=expires_at)
-    return 1
+    return 1 if addressed else 0
 
 
 def send_html_mail(
@@ -75,7 +77,7 @@ def send_html_mail(
     send_at: datetime.datetime | None = None,
     expires_at: datetime.datetime | None = None,
 ) -> int:
-    """Queue an email with a plain text body and a ``text/html`` alternative. Returns 1.
+    """Queue an email with a plain text body and a ``text/html`` alternative. Returns 1 (0 without recipients).
 
     ``send_at`` and ``expires_at`` as for :func:`send_mail`.
     """
@@ -88,8 +90,9 @@ def send_html_mail(
         force_str(subject), force_str(message), from_email, _recipients(recipient_list), headers=headers
     )
     email.attach_alternative(force_str(message_html), "text/html")
+    addressed = bool(email.recipients())  # before the don't-send list drops any
     enqueue.queue([email], priority, send_at=send_at, expires_at=expires_at)
-    return 1
+    return 1 if addressed else 0
 
 
 def send_mass_mail(

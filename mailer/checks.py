@@ -13,6 +13,7 @@ import math
 import os
 from typing import Any
 
+import django
 from django.conf import settings
 from django.core import checks
 from django.core.checks.registry import CheckRegistry
@@ -33,6 +34,13 @@ _SETTINGS_READING_BACKENDS = (
 MAILERS_DOCS = "See 'Django 6.1 and MAILERS' in django-mailer's documentation."
 
 
+def delivery_hint() -> str:
+    """Where to read how the real sender is configured, for the Django that runs: ``MAILERS`` from 6.1 on."""
+    docs = "'Django 6.1 and MAILERS'" if django.VERSION >= (6, 1) else "'Installation' (EMAIL_BACKEND and friends)"
+    version = f"{django.VERSION[0]}.{django.VERSION[1]}"
+    return f"See {docs} in django-mailer's documentation, and https://docs.djangoproject.com/en/{version}/topics/email/"
+
+
 @checks.register()
 def check_delivery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Every way mail enters the queue must lead to a mailer that sends (no loop, no missing alias)."""
@@ -42,7 +50,10 @@ def check_delivery(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         try:
             route = routing.route(alias)
         except ImproperlyConfigured as exc:
-            error = checks.Error(str(exc), hint=MAILERS_DOCS, id="mailer.E001")
+            if isinstance(exc, routing.BackendNotImportable) and exc.setting == "MAILER_EMAIL_BACKEND":
+                paths.add(exc.path)  # mailer.E002 says it
+                continue
+            error = checks.Error(str(exc), hint=delivery_hint(), id="mailer.E001")
             if error not in errors:
                 errors.append(error)
         else:

@@ -25,7 +25,7 @@ from django.db import DatabaseError, close_old_connections, connections, router
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from mailer import claims, legacy_names
+from mailer import claims, legacy_names, tables
 from mailer.conf import mailer_settings
 from mailer.locking import acquire_lock, release_lock
 from mailer.models import Message
@@ -33,7 +33,7 @@ from mailer.outcomes import DEFERRABLE_EXCEPTIONS, handle_delivery_exception
 from mailer.passes import Pass
 from mailer.reading import QueueNotDecodable
 from mailer.routing import routes
-from mailer.summaries import SendResult, log_sent
+from mailer.summaries import MessageReport, SendResult, log_sent
 from mailer.wakeups import idle_wait, nap, until_due
 
 __all__ = [
@@ -70,6 +70,8 @@ def send_all(
     progress: Callable[[SendResult], None] | None = None,
     on_commit: Callable[[SendResult], None] | None = None,
     wait_for_limits: bool = False,
+    on_message: Callable[[MessageReport], None] | None = None,
+    log_idle: bool = True,
 ) -> SendResult | None:
     """Send the queue once (or the messages of ``queryset``).
 
@@ -89,6 +91,10 @@ def send_all(
     When every relay with mail is at its ``MAILER_RATE_LIMITS`` or paused, the
     pass ends (``paced_for`` of the result says for how long), or with
     ``wait_for_limits`` waits for the first to open, holding no message row.
+    ``on_message``, if given, is called (in the calling thread) with a
+    :class:`~mailer.summaries.MessageReport` for each message sent, deferred,
+    skipped or failed. Without ``log_idle``, the ``Sent:`` line of a pass that
+    found nothing to do is logged at the ``DEBUG`` level only.
     """
     routes_now = routes()  # Refuse a configuration that cannot send before touching anything.
     lock = None
@@ -99,11 +105,11 @@ def send_all(
     try:
         # As in 2.x: the engine's own prioritize(), looked up now (test suites patch it), under the lock.
         queryset = prioritize(queryset)
-        result = Pass(queryset, routes_now, stop, progress, on_commit, wait_for_limits).run()
+        result = Pass(queryset, routes_now, stop, progress, on_commit, wait_for_limits, on_message).run()
     finally:
         if lock is not None:
             release_lock(lock)
-    log_sent(logger, result)
+    log_sent(logger, result, log_idle=log_idle)
     return result
 
 
@@ -112,6 +118,7 @@ def send_loop(
     stop: threading.Event | None = None,
     on_pass: Callable[[SendResult], None] | None = None,
     carry_on: bool = False,
+    on_message: Callable[[MessageReport], None] | None = None,
 ) -> None:
     """Send forever (or until ``stop`` is set): wait while nothing is queued, then :func:`send_all`.
 
@@ -125,7 +132,8 @@ def send_loop(
     be reached (server restart, failover, network) is tried again after 1 s,
     doubling up to :data:`MAX_DATABASE_RETRY_DELAY`. ``ImproperlyConfigured``
     always ends the loop.
-    ``on_pass``, if given, is called with the result of each pass that ran.
+    ``on_pass``, if given, is called with the result of each pass that ran;
+    ``on_message`` is handed to each :func:`send_all`.
     """
     outages = 0  # database errors in a row
     while stop is None or not stop.is_set():
@@ -141,10 +149,13 @@ def send_loop(
                 close_old_connections()
             outages = 0
             started = timezone.now()
-            result = send_all(stop=stop, wait_for_limits=True)
+            # on_message only when given: test suites replace send_all() with functions that lack it.
+            extra = {"on_message": on_message} if on_message is not None else {}
+            result = send_all(stop=stop, wait_for_limits=True, **extra)
         except ImproperlyConfigured:
             raise
         except DatabaseError as exc:
+            tables.raise_if_missing(exc)  # not an outage: `migrate` was not run; ends the loop
             if not carry_on:
                 raise
             delay = min(2**outages, MAX_DATABASE_RETRY_DELAY)

@@ -15,7 +15,7 @@ from django.core.mail import EmailMessage
 from django.db import router, transaction
 from django.utils.timezone import now
 
-from mailer import row_size, scheduling, searchcols, serialization, storage, writes
+from mailer import row_size, scheduling, searchcols, serialization, storage, tables, writes
 from mailer.choices import get_priority  # also importable from here, as before
 from mailer.conf import mailer_settings
 from mailer.dontsend import blocked_text, remove_blocked
@@ -38,6 +38,7 @@ def queue(
     """Store ``emails`` on the queue in one transaction; return how many were queued.
 
     Either the whole batch is stored or, if anything is wrong, none of it.
+    Emails without any recipient are left out, neither queued nor logged.
     Emails left without any recipient by the don't-send list are not queued
     but logged with ``RESULT_DONT_SEND``. ``mailer`` is the ``MAILERS`` alias
     they were queued through, if any. Each email is stored with a Message-ID
@@ -47,14 +48,20 @@ def queue(
     """
     priority = get_priority(priority)
     schedule = scheduling.checked_schedule(send_at, expires_at)
+    # No recipient at all: nothing to send, nothing to log, as Django's backends skip such an email.
+    # (One whose recipients the don't-send list removes is logged as "don't send", below.)
+    emails = [email for email in emails if email.recipients()]
+    if not emails:
+        return 0
     schedules = {}
     for email in emails:
         validate(email)
         schedules[id(email)] = scheduling.schedule_of(email, schedule)
-    empty = {id(email) for email in remove_blocked(emails, queueing=True)}
     stored: list[storage.StoredAttachment] = []
     try:
-        return _store(emails, empty, schedules, priority, mailer, stored)
+        with tables.needed():  # forgot `migrate`: said so, not "no such table: mailer_dontsendentry"
+            empty = {id(email) for email in remove_blocked(emails, queueing=True)}
+            return _store(emails, empty, schedules, priority, mailer, stored)
     except BaseException:
         storage.discard(stored)  # nothing refers to them: the rows were not written
         raise

@@ -35,3 +35,9 @@ _TABLE = {
 def loggable(text: object) -> str:
     """``text`` as a string with control characters, U+2028/U+2029 and bidi controls escaped visibly."""
     return str(text).translate(_TABLE)
+
+
+# ``extra=`` of the log records about one message's fate ("sending message ...", a refusal, a failure):
+# the commands' own output, when the project's LOGGING does not handle django-mailer's records, leaves
+# them out below ERROR and says what they say in one summary line (mailer.management.output).
+PER_MESSAGE = {"mailer_per_message": True}

@@ -53,6 +53,7 @@ from mailer.dispatch import Delivery
 from mailer.dontsend import blocked_text
 from mailer.failures import Failure
 from mailer.logrows import log_fields
+from mailer.logtext import PER_MESSAGE
 from mailer.models import PRIORITY_DEFERRED, RESULT_DONT_SEND, RESULT_FAILURE, RESULT_SUCCESS, Message, MessageLog
 
 logger = logging.getLogger("mailer.engine")  # what these messages have always been logged on
@@ -228,7 +229,8 @@ def with_refusals(
     who took the message gets it twice.
     """
     note = smtp.describe(refusals)
-    logger.warning("message %s: the relay refused %d recipient(s):\n%s", message.pk, len(refusals), note)
+    text = "message %s: the relay refused %d recipient(s):\n%s"
+    logger.warning(text, message.pk, len(refusals), note, extra=PER_MESSAGE)
     attempts = (message.attempts or 0) + 1
     again = [r for r in refusals if r.transient] if failures.attempts_left(attempts) else []
     given_up = [r for r in refusals if r not in again]
@@ -279,9 +281,8 @@ def failed_attempt(message: Message, email: EmailMessage, failure: Failure) -> O
         when = failures.next_attempt(attempts)
         if _too_late(message, when):
             return expired(message, email, when, f"attempt {attempts} failed: {failure.reason}")
-        logger.info(
-            "message %s: attempt %d failed (%s); trying again at %s", message.pk, attempts, failure.reason, when
-        )
+        text = "message %s: attempt %d failed (%s); trying again at %s"
+        logger.info(text, message.pk, attempts, failure.reason, when, extra=PER_MESSAGE)
         log = log_fields(message, email, RESULT_FAILURE, _will_retry(failure.reason, attempts, when))
         update = {"not_before": when, "attempts": attempts, "last_error": failure.reason}
         return Outcome("deferred", (log,), pass_over=True, update=update)
@@ -289,7 +290,7 @@ def failed_attempt(message: Message, email: EmailMessage, failure: Failure) -> O
     if failure.transient:
         ending = "deferred" if mailer_settings.DEFER_PERMANENT_FAILURES else "giving up"
         reason = f"{reason} ({ending} after {attempts} attempts: MAILER_RETRY_MAX_ATTEMPTS)"
-    logger.warning("message %s failed for good: %s", message.pk, reason)
+    logger.warning("message %s failed for good: %s", message.pk, reason, extra=PER_MESSAGE)
     log = log_fields(message, email, RESULT_FAILURE, reason)
     block = ()
     if mailer_settings.DONT_SEND_UNKNOWN_RECIPIENTS and failure.user_unknown and len(set(email.recipients())) == 1:
@@ -336,7 +337,7 @@ def expired(message: Message, email: EmailMessage | None, next_attempt: Any = No
         text = f"{text}: its next attempt would have been at {next_attempt.isoformat()}"
     if reason:
         text = f"{text}\n{reason}"
-    logger.warning("message %s not sent: %s", message.pk, text.replace("\n", "; "))
+    logger.warning("message %s not sent: %s", message.pk, text.replace("\n", "; "), extra=PER_MESSAGE)
     return Outcome("failed", (log_fields(message, email, RESULT_FAILURE, text),), remove=True)
 
 
@@ -367,7 +368,7 @@ def relay_down() -> Outcome:
 def blocked(message: Message, email: EmailMessage) -> Outcome:
     """None of its recipients is left after the don't-send list: logged as such (with the blocked addresses, which
     the logged email keeps) and removed."""
-    logger.info("not sending message %s: no recipient left after the don't send list", message.pk)
+    logger.info("not sending message %s: no recipient left after the don't send list", message.pk, extra=PER_MESSAGE)
     text = blocked_text(email, "no recipient left")
     return Outcome("skipped", (log_fields(message, email, RESULT_DONT_SEND, text),), remove=True)
 
@@ -385,6 +386,7 @@ def discarded(message: Message, exc: serialization.UndecodableMessage) -> Outcom
         message.when_added,
         message.priority,
         exc,
+        extra=PER_MESSAGE,
     )
     if not message.message_data:
         return Outcome(None, remove=True)

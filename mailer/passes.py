@@ -23,14 +23,14 @@ from mailer import claims, outcomes, serialization, storage, writes
 from mailer.conf import mailer_settings
 from mailer.dispatch import Dispatcher
 from mailer.limits import PassLimits
-from mailer.logtext import loggable
+from mailer.logtext import PER_MESSAGE, loggable
 from mailer.message_ids import get_message_id, new_message_id
 from mailer.models import PRIORITY_DEFERRED, Message
 from mailer.outcomes import Batch, Outcome
 from mailer.pacing import Pacer
 from mailer.reading import Readable, Reader, release
 from mailer.routing import Route
-from mailer.summaries import SendResult
+from mailer.summaries import MessageReport, SendResult
 from mailer.wakeups import nap
 
 logger = logging.getLogger("mailer.engine")  # what these messages have always been logged on
@@ -53,8 +53,10 @@ class Pass:
         progress: Callable[[SendResult], None] | None = None,
         on_commit: Callable[[SendResult], None] | None = None,
         wait_for_limits: bool = False,
+        on_message: Callable[[MessageReport], None] | None = None,
     ) -> None:
         self.routes = routes
+        self.on_message = on_message
         self.wait_for_limits = wait_for_limits
         self.stop = stop
         self.progress = progress
@@ -167,7 +169,7 @@ class Pass:
                     email.extra_headers["Message-ID"] = new_message_id()
                 if logger.isEnabledFor(logging.INFO):
                     to = loggable(", ".join(map(str, email.to)))
-                    logger.info("sending message '%s' to %s", loggable(email.subject), to)
+                    logger.info("sending message '%s' to %s", loggable(email.subject), to, extra=PER_MESSAGE)
                 dispatcher.start(message, route, email, self.pacer.deadline(route))
             finished = dispatcher.finished()
             if not finished:
@@ -185,7 +187,7 @@ class Pass:
                 message = delivery.item
                 outcome = outcomes.judge(delivery, message, self.error_handler, self.using, stopping=self.stopping())
                 dispatcher.release(delivery, outcome.keep)
-                self.apply(message, outcome, batch)
+                self.apply(message, outcome, batch, delivery.email)
                 release(message)
                 if not outcome.may_go_on or self.limits.reached(self.result) or self.stopping():
                     taking = False
@@ -219,10 +221,15 @@ class Pass:
                 return outcomes.held(message, exc)
         return readable
 
-    def apply(self, message: Message, outcome: Outcome, batch: Batch) -> None:
-        """Carry out ``outcome`` for ``message``: in the batch's writes, in the counts, in the pass's position."""
+    def apply(self, message: Message, outcome: Outcome, batch: Batch, email: EmailMessage | None = None) -> None:
+        """Carry out ``outcome`` for ``message``: in the batch's writes, in the counts, in the pass's position.
+
+        ``email``, when the caller has it, is what ``on_message`` reports on (else the message is read again).
+        """
         batch.add(message, outcome)
         self.result.add(outcome)
+        if self.on_message is not None and outcome.counts is not None:
+            self.tell(outcome, email if email is not None else message.email)
         if outcome.remove and getattr(message, "stored_attachments", None):
             self.stored_files.extend((reference.token, message.when_added) for reference in message.stored_attachments)
         if outcome.put_aside:
@@ -261,12 +268,19 @@ class Pass:
     def relay_is_down(self, route: Route, exc: Exception | None) -> None:
         if route not in self.down:
             self.down.add(route)
-            logger.warning(
-                "%s did not answer (%s); its other messages wait for the next pass", route, exc or "no reply"
-            )
+            text = "%s did not answer (%s); its other messages wait for the next pass"
+            logger.warning(text, route, exc or "no reply", extra=PER_MESSAGE)
 
     def stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()
+
+    def tell(self, outcome: Outcome, email: EmailMessage | None) -> None:
+        """Hand what became of one message to the ``on_message`` callback; it can't break the pass."""
+        try:
+            self.on_message(MessageReport.of(outcome, email))
+        except Exception:
+            logger.warning("the on_message callback raised; not calling it again in this pass", exc_info=True)
+            self.on_message = None
 
     def report(self) -> None:
         """Hand a copy of the counts so far to the ``progress`` callback, if any; it can't break the pass."""

@@ -41,11 +41,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, router, transaction
 from django.utils import timezone
 
-from mailer import smtp
+from mailer import smtp, tables
 from mailer.conf import mailer_settings
 from mailer.engine import send_all
 from mailer.models import Message
-from mailer.summaries import SendResult
+from mailer.summaries import MessageReport, SendResult
 from mailer.wakeups import until_due
 
 logger = logging.getLogger(__name__)
@@ -189,8 +189,13 @@ class Listener:
 class PostgresSender:
     """The listening loop and its one sending thread."""
 
-    def __init__(self, on_pass: Callable[[SendResult], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_pass: Callable[[SendResult], None] | None = None,
+        on_message: Callable[[MessageReport], None] | None = None,
+    ) -> None:
         self.on_pass = on_pass  # called with the result of each pass, in the sending thread
+        self.on_message = on_message  # called with what became of each message, in the sending thread
         self.using = router.db_for_write(Message)
         if connections[self.using].vendor != "postgresql":
             raise ImproperlyConfigured(
@@ -234,7 +239,8 @@ class PostgresSender:
         """
         self.check_connection()
         try:
-            result = send_all(stop=self.stopping, wait_for_limits=True)
+            # Most passes are the heartbeat's and find nothing: their "Sent:" line is for DEBUG only.
+            result = send_all(stop=self.stopping, wait_for_limits=True, on_message=self.on_message, log_idle=False)
         except (ImproperlyConfigured, ImportError):
             raise
         except Exception as exc:
@@ -245,6 +251,7 @@ class PostgresSender:
                 )
                 self.close_connection()
                 return delay
+            tables.raise_if_missing(exc)  # `migrate` was not run: nothing to carry on with
             # Normally a message the backend choked on: the engine has deferred it and logged the traceback.
             logger.exception("sending failed; carrying on")
             return 0.0 if failures < IMMEDIATE_RETRIES else RECONNECT_DELAY

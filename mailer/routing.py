@@ -78,7 +78,11 @@ class Route:
             connection = mailers[self.alias]
         else:
             # No fail_silently argument: Django 6.1 deprecates it, and False is every backend's default.
-            connection = import_string(self.path)()
+            backend_class = import_string(self.path)
+            # Django 6.1 deprecates building its SMTP backend outside MAILERS, unless told alias=None: "from the
+            # EMAIL_* settings", which is what MAILER_EMAIL_BACKEND means (RemovedInDjango2028Warning otherwise).
+            settings_based = django.VERSION >= (6, 1) and issubclass(backend_class, smtp.SMTPBackend)
+            connection = backend_class(**({"alias": None} if settings_based else {}))
         # Django's SMTP backend: a default timeout, every refused recipient recorded (see mailer.smtp).
         smtp.prepare(connection)
         connection.open()
@@ -96,6 +100,7 @@ def route(queued_using: str | None = None) -> Route:
         queued_using = queued_using if queued_using in settings.MAILERS else DEFAULT_ALIAS
         config = mailer_config(queued_using)
         if config is not None and not queues(config):
+            _check_importable(config.get("BACKEND", DEFAULT_MAILERS_BACKEND), f"MAILERS[{queued_using!r}]['BACKEND']")
             return Route(alias=queued_using)
         options = (config or {}).get("OPTIONS", {})
         alias = options.get("deliver_using") or mailer_settings.DELIVER_USING
@@ -138,10 +143,36 @@ def _check_alias(alias: str, queued_using: str) -> str:
             f"MAILERS[{alias!r}], which puts mail back on the queue instead of sending it. Name an alias "
             "whose BACKEND really sends, for example 'django.core.mail.backends.smtp.EmailBackend'."
         )
+    _check_importable(config.get("BACKEND", DEFAULT_MAILERS_BACKEND), f"MAILERS[{alias!r}]['BACKEND']")
     return alias
 
 
+class BackendNotImportable(ImproperlyConfigured):
+    """A real sender's backend path that cannot be imported; ``path`` and ``setting`` say which."""
+
+    def __init__(self, message: str, path: str, setting: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.setting = setting
+
+
+def _check_importable(path: str, setting: str) -> None:
+    """Refuse a backend path that cannot be imported (when system checks were skipped, mailer.E002 did not):
+    the run stops before it takes a message, which stays queued as it is, instead of being deferred with
+    an ImportError traceback as if the message were at fault."""
+    try:
+        import_string(path)
+    except ImportError as exc:
+        raise BackendNotImportable(
+            f"{setting} is {path!r}, which cannot be imported ({exc}). The queued mail is held back, untouched, "
+            "until it names a backend that can be, for example 'django.core.mail.backends.smtp.EmailBackend'.",
+            path,
+            setting,
+        ) from exc
+
+
 def _check_path(path: str) -> str:
+    _check_importable(path, "MAILER_EMAIL_BACKEND")
     if is_queue_backend(path):
         problem = f"MAILER_EMAIL_BACKEND is {path!r}, which puts mail back on the queue instead of sending it"
         if mailers_configured():

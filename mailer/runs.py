@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from mailer import smtp
 from mailer.conf import mailer_settings
 from mailer.engine import send_all
-from mailer.summaries import SendResult, log_lock_held, log_sent
+from mailer.summaries import MessageReport, SendResult, log_lock_held, log_sent
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ def send_once(
     progress: Callable[[], Progress | None] | None = None,
     stop_on_sigterm: bool = True,
     log: logging.Logger = logger,
+    on_message: Callable[[MessageReport], None] | None = None,
 ) -> SendResult | None:
     """One pass over the queue, as ``manage.py send_mail`` makes it; what it did, or None if it sent nothing.
 
@@ -81,7 +82,7 @@ def send_once(
 
     ``progress``, if given, makes the progress display when the run starts (it may return None for
     none); the display is closed before the run's last line. The lines that are not the engine's go to
-    ``log`` (``send_mail`` passes its own logger).
+    ``log`` (``send_mail`` passes its own logger). ``on_message`` goes to :func:`~mailer.engine.send_all`.
     """
     if mailer_settings.PAUSE_SEND:
         log.info("sending is paused (MAILER_PAUSE_SEND), quitting.")
@@ -103,7 +104,7 @@ def send_once(
     with signals_handled(on_sigterm, *((signal.SIGTERM,) if stop_on_sigterm else ())):
         try:
             display = progress() if progress is not None else None
-            result = send_all(progress=display, on_commit=committed, stop=stop)
+            result = send_all(progress=display, on_commit=committed, stop=stop, on_message=on_message)
         except BaseException as exc:
             if display is not None:
                 display.close()

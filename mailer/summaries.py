@@ -17,10 +17,13 @@ groups records by their format string sees one kind of line per case.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
-from mailer.choices import RESULT_FAILURE as FAILURE
+from mailer.choices import RESULT_FAILURE
 from mailer.locking import lock_path
+from mailer.logtext import loggable
 from mailer.outcomes import Outcome
 
 
@@ -37,8 +40,19 @@ class SendResult:
     # Set when the pass ended because every relay with mail was at its rate limit or paused: the seconds
     # until the first of them may be sent to again.
     paced_for: float | None = None
-    # The text of the first failure this pass logged (a relay's reply, "Connection refused"...), for a person.
-    first_error: str | None = None
+    # The reason of the first message deferred or failed in the pass, on one line (the relay's reply,
+    # "[Errno 111] Connection refused"...): what the commands print when nobody configured logging.
+    first_error: str | None = field(default=None, compare=False)
+
+    @property
+    def troubled(self) -> bool:
+        """Did anything go wrong: a message deferred, failed or held back?"""
+        return bool(self.deferred or self.failed or self.held)
+
+    @property
+    def idle(self) -> bool:
+        """Did the pass find nothing to do (nothing sent, deferred, skipped, failed, held, or left for a limit)?"""
+        return not (self.sent or self.skipped or self.troubled or self.paced_for is not None)
 
     def __str__(self) -> str:
         held = f", held back {self.held}" if self.held else ""
@@ -52,19 +66,56 @@ class SendResult:
         """Count one message's outcome (:attr:`Outcome.counts <mailer.outcomes.Outcome.counts>` names the count)."""
         if outcome.counts is not None:
             setattr(self, outcome.counts, getattr(self, outcome.counts) + 1)
-        if self.first_error is None:
-            self.first_error = next((log["log_message"] for log in outcome.logs if log["result"] == FAILURE), None)
+            if self.first_error is None and outcome.counts in ("deferred", "failed"):
+                self.first_error = failure_text(outcome.logs) or None
 
 
-def log_sent(logger: logging.Logger, result: SendResult, stopped_by: BaseException | None = None) -> None:
+def failure_text(logs: Iterable[dict]) -> str:
+    """The reason in the first failure log row of ``logs``, on one line: its first line, or the last line
+    of a traceback (``ValueError: boom``)."""
+    for row in logs:
+        if row["result"] == RESULT_FAILURE:
+            lines = [line.strip() for line in row["log_message"].splitlines() if line.strip()]
+            if lines:
+                return lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    return ""
+
+
+@dataclass(frozen=True)
+class MessageReport:
+    """What became of one message in a pass, for ``-v 2``'s line per message."""
+
+    result: str  # sent, deferred, skipped, failed or held
+    to: str
+    subject: str
+    reason: str = ""
+
+    @classmethod
+    def of(cls, outcome: Outcome, email: Any) -> MessageReport:
+        """The report of ``outcome`` for ``email`` (an ``EmailMessage``, or None when it cannot be read)."""
+        to = ", ".join(map(str, email.to)) if email is not None else "?"
+        subject = str(email.subject) if email is not None else "?"
+        return cls(outcome.counts or "", to, subject, failure_text(outcome.logs))
+
+    def __str__(self) -> str:
+        line = f'{self.result:<8} to {loggable(self.to) or "(no To)"} "{loggable(self.subject)}"'
+        return f"{line}: {loggable(self.reason)}" if self.reason else line
+
+
+def log_sent(
+    logger: logging.Logger, result: SendResult, stopped_by: BaseException | None = None, *, log_idle: bool = True
+) -> None:
     """Log the line of a pass that ran: its counts, and the exception that stopped it if one did.
 
     A pass that ran to its end also puts its figures on the record (``sent``, ``deferred``,
-    ``duration``) for handlers that emit structured logs.
+    ``duration``) for handlers that emit structured logs. Without ``log_idle``, a pass that found nothing
+    to do logs its line at the ``DEBUG`` level only (``runmailer_pg``'s heartbeat passes).
     """
     if stopped_by is None:
-        extra = {"sent": result.sent, "deferred": result.deferred, "duration": result.seconds}
-        logger.info("Sent: %s", result, extra=extra)
+        # mailer_summary: what a command printing its own lines leaves out (mailer.management.output).
+        extra = {"sent": result.sent, "deferred": result.deferred, "duration": result.seconds, "mailer_summary": True}
+        level = logging.DEBUG if not log_idle and result.idle else logging.INFO
+        logger.log(level, "Sent: %s", result, extra=extra)
     else:
         logger.info("Sent: %s, then stopped by %s", result, describe(stopped_by))
 

@@ -181,7 +181,7 @@ class StubCommand(SenderCommand):
     banner = "Starting the stub."
     status = 0
 
-    def make_sender(self, on_pass):
+    def make_sender(self, on_pass, on_message):
         self.sender = StubSender(on_pass, self.status)
         return self.sender
 

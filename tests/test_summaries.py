@@ -559,7 +559,7 @@ def test_runmailer_pg_totals_on_stderr_when_it_stops(project, tmp_path):
     child = SenderProcess("runmailer_pg", env, tmp_path / "runmailer_pg.log")
     try:
         child.wait_for_log("listening for new mail", timeout=60)
-        child.wait_for_log("Sent: sent 0", timeout=60)  # the catch-up pass once listening
+        # The catch-up pass once listening finds nothing: its "Sent:" line is DEBUG only (issue 17).
         send_mail_in_project(project, 3)
         child.wait_for_log("Sent: sent 3", timeout=60)
         status = child.stop(signal.SIGTERM, timeout=30)
@@ -569,5 +569,6 @@ def test_runmailer_pg_totals_on_stderr_when_it_stops(project, tmp_path):
     assert status == 0, err
     [line] = logged(err, "mailer.management.commands.runmailer_pg")
     passes, *counts = STOPPED.match(line).groups()
-    assert int(passes) >= 2
+    assert int(passes) >= 1
     assert counts == ["3", "0", "0", "0"]
+    assert "Sent: sent 0" not in err  # the idle passes are counted, not logged

@@ -50,7 +50,7 @@ def test_a_task_sends_the_queue_and_reports_what_it_did(tasks):
         "seconds": pytest.approx(result.return_value["seconds"]),
         "held": 0,  # issue 12 item 3: rows this worker could not decode, left queued
         "paced_for": None,  # issue 15: set when every relay was at its rate limit or paused
-        "first_error": None,  # issue 17: the text of the first failure logged
+        "first_error": None,  # issue 17: the reason of the first message deferred or failed
     }
     assert sorted(email.subject for email in mail.outbox) == ["one", "two"]
     assert Message.objects.count() == 0

@@ -11,6 +11,7 @@ SECRET_KEY = os.environ.get("EXAMPLE_SECRET_KEY", "example-only-not-secret")
 DEBUG = True
 ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
 USE_TZ = True
+TIME_ZONE = "UTC"  # Django's default is America/Chicago: times in the log and mailer_status would read CST
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -1,4 +1,6 @@
-"""The frame the long-running senders (``runmailer``, ``runmailer_pg``) share.
+"""The frame of django-mailer's commands (:class:`MailerCommand`), and of the long-running senders.
+
+The long-running senders (``runmailer``, ``runmailer_pg``) share :class:`SenderCommand`.
 
 Each makes a sender: an object whose ``run()`` sends until its ``stop()`` is called (from the
 ``SIGINT``/``SIGTERM`` handler) and returns the exit status. Around it the frame adds ``--debug``,
@@ -14,13 +16,16 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from mailer import tables
 from mailer.checks import run_command_checks
+from mailer.management.output import CommandOutput
 from mailer.management.progress import RunTotals
 from mailer.runs import signals_handled
-from mailer.summaries import SendResult
+from mailer.summaries import MessageReport, SendResult
 
 
 class Sender(Protocol):
@@ -29,7 +34,24 @@ class Sender(Protocol):
     def stop(self, *args: Any) -> None: ...
 
 
-class SenderCommand(BaseCommand):
+class MailerCommand(BaseCommand):
+    """A django-mailer command: its own output when the project logs nothing of django-mailer's
+    (:mod:`mailer.management.output`), and a missing table said as an error, not a traceback."""
+
+    output: CommandOutput
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        self.verbosity = options.get("verbosity", 1)
+        with CommandOutput(self, self.verbosity) as self.output:
+            try:
+                with tables.needed():
+                    return super().execute(*args, **options)
+            except ImproperlyConfigured as exc:
+                # Missing tables (TablesMissing), a backend that cannot be imported...: what to fix, in one line.
+                raise CommandError(str(exc)) from exc
+
+
+class SenderCommand(MailerCommand):
     """A command that sends until a signal stops it. Subclasses set the attributes and :meth:`make_sender`."""
 
     command_name: str  # whose checks run (see mailer.checks.run_command_checks)
@@ -39,8 +61,11 @@ class SenderCommand(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--debug", action="store_true", help="Log django-mailer's DEBUG messages.")
 
-    def make_sender(self, on_pass: Callable[[SendResult], None]) -> Sender:
-        """The sender to run, calling ``on_pass`` with the result of each pass; raise CommandError if none."""
+    def make_sender(
+        self, on_pass: Callable[[SendResult], None], on_message: Callable[[MessageReport], None] | None
+    ) -> Sender:
+        """The sender to run, calling ``on_pass`` with the result of each pass and ``on_message`` (if not None)
+        with what became of each message; raise CommandError if none."""
         raise NotImplementedError
 
     def stopped(self, status: int) -> None:
@@ -54,14 +79,20 @@ class SenderCommand(BaseCommand):
         for warning in run_command_checks(self.command_name):  # errors raise SystemCheckError
             self.stderr.write(str(warning))
         totals = RunTotals()
-        sender = self.make_sender(totals.add)
+
+        def on_pass(result: SendResult) -> None:
+            totals.add(result)
+            self.output.pass_done(result)
+
+        sender = self.make_sender(on_pass, self.output.on_message)
         # SIGTERM (systemd, supervisors) and CONTROL-C stop the run, with everything sent so far
         # recorded; a delivery blocked on a relay is cut short and its message left queued.
         with signals_handled(sender.stop, signal.SIGINT, signal.SIGTERM):
             try:
-                self.stdout.write(f"{timezone.now():%B %d, %Y - %X}")
-                self.stdout.write(self.banner)
-                self.stdout.flush()
+                if options["verbosity"] >= 1:
+                    self.stdout.write(f"{timezone.now():%B %d, %Y - %X}")
+                    self.stdout.write(self.banner)
+                    self.stdout.flush()
                 status = sender.run()
             finally:
                 # Whatever ended the run (a signal, a configuration error, the sending thread's death).

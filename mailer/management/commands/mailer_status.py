@@ -1,10 +1,11 @@
 import json
 import sys
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils import timezone
 
 from mailer.choices import Result
+from mailer.management.base import MailerCommand
 from mailer.management.options import non_negative_int
 from mailer.metrics import prometheus_text
 from mailer.status import RESULT_NAMES, QueueStatus, problems, queue_status, short_duration
@@ -12,7 +13,7 @@ from mailer.status import RESULT_NAMES, QueueStatus, problems, queue_status, sho
 EXIT_CHECK_FAILED = 1
 
 
-class Command(BaseCommand):
+class Command(MailerCommand):
     help = (
         "Show the mail queue by priority, the messages waiting for a retry or scheduled for later, the age of the "
         "oldest message due, the log of the last hour and day and the relays paused because they asked to slow "

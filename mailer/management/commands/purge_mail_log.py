@@ -2,9 +2,8 @@ import argparse
 import logging
 import time
 
-from django.core.management.base import BaseCommand
-
 from mailer.choices import Result
+from mailer.management.base import MailerCommand
 from mailer.management.options import non_negative_int
 from mailer.models import MessageLog
 
@@ -30,7 +29,7 @@ def days_argument(value: str) -> int:
     return days
 
 
-class Command(BaseCommand):
+class Command(MailerCommand):
     help = "Delete mail log entries older than DAYS days (by default only those of sent mail)."
 
     def add_arguments(self, parser):

@@ -1,15 +1,14 @@
 import logging
 import time
 
-from django.core.management.base import BaseCommand
-
+from mailer.management.base import MailerCommand
 from mailer.management.options import add_deprecated_cron_option, warn_if_cron
 from mailer.models import Message
 
 logger = logging.getLogger(__name__)
 
 
-class Command(BaseCommand):
+class Command(MailerCommand):
     help = "Put deferred mail back on the queue, to be attempted by the next send_mail."
 
     def add_arguments(self, parser):

@@ -14,22 +14,24 @@ class Command(SenderCommand):
     logger = logger
     banner = "Starting django-mailer send loop. Quit with CONTROL-C."
 
-    def make_sender(self, on_pass):
-        return _Loop(on_pass)
+    def make_sender(self, on_pass, on_message):
+        return _Loop(on_pass, on_message)
 
     def stopped(self, status):
-        self.stdout.write("Stopped.")
+        if self.verbosity >= 1:
+            self.stdout.write("Stopped.")
 
 
 class _Loop:
     """:func:`~mailer.engine.send_loop` as a sender: runs until :meth:`stop`."""
 
-    def __init__(self, on_pass):
+    def __init__(self, on_pass, on_message):
         self.on_pass = on_pass
+        self.on_message = on_message
         self.stopping = threading.Event()
 
     def run(self):
-        send_loop(stop=self.stopping, on_pass=self.on_pass, carry_on=True)
+        send_loop(stop=self.stopping, on_pass=self.on_pass, carry_on=True, on_message=self.on_message)
         return 0
 
     def stop(self, *args):

@@ -1,8 +1,9 @@
 import logging
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from mailer.conf import mailer_settings
+from mailer.management.base import MailerCommand
 from mailer.management.options import add_deprecated_cron_option, warn_if_cron
 from mailer.management.progress import ProgressBar
 from mailer.models import Message
@@ -12,7 +13,7 @@ from mailer.runs import HeldBack, send_once
 logger = logging.getLogger(__name__)
 
 
-class Command(BaseCommand):
+class Command(MailerCommand):
     help = (
         "Do one pass through the mail queue, attempting to send all mail. "
         "Shows a progress bar when standard error is a terminal."
@@ -24,10 +25,16 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         warn_if_cron("send_mail", options)
         try:
-            send_once(progress=self.progress_bar, log=logger)
-        except (QueueNotDecodable, HeldBack) as exc:
+            result = send_once(progress=self.progress_bar, log=logger, on_message=self.output.on_message)
+        except HeldBack as exc:
+            self.output.pass_done(exc.result)
             # Exit non-zero: mail is waiting that this sender cannot send (see the errors logged).
             raise CommandError(str(exc)) from exc
+        except QueueNotDecodable as exc:
+            # Exit non-zero: mail is waiting that this sender cannot send (see the errors logged).
+            raise CommandError(str(exc)) from exc
+        # Exit 0 also when mail was deferred or failed, as django-mailer 2.x did: cron mails nobody for it.
+        self.output.pass_done(result)
 
     def progress_bar(self):
         """A bar on standard error when it is a terminal (never under cron), sized with one COUNT query."""
