@@ -280,10 +280,15 @@ def test_the_log_shows_an_html_message_whole_and_a_hostile_one_inert(browser, ex
         wait.until(EC.invisibility_of_element_located((By.ID, "nav-sidebar")))
         assert browser.save_screenshot(str(screenshot_path(tmp_path, "admin-log-list.png")))
 
-        # SEARCH STEP, to add once the search branch (i17-search) is merged: type "ann@example.com" in the log's
-        # search box, check the invoice and the password reset are the rows found, save
-        # screenshot_path(tmp_path, "admin-log-search.png"), and show it in docs/sending.rst where the comment
-        # "(The search of the log ...)" stands. The steps below open the invoice from whatever list is shown.
+        # The search box: an address in Cc, typed in another case, finds the invoice and nothing else.
+        search = browser.find_element(By.ID, "searchbar")
+        search.send_keys("Billing@Example.com")
+        search.submit()
+        wait.until(EC.url_contains("q=Billing"))
+        table = wait.until(EC.visibility_of_element_located((By.ID, "result_list")))
+        subjects = [cell.text for cell in table.find_elements(By.CSS_SELECTOR, "td.field-subject")]
+        assert subjects == ["Your invoice"]
+        assert browser.save_screenshot(str(screenshot_path(tmp_path, "admin-log-search.png")))
 
         def open_entry(subject):
             row = f"//tr[td[contains(@class, 'field-subject') and text()='{subject}']]"
@@ -324,7 +329,7 @@ def test_the_log_shows_an_html_message_whole_and_a_hostile_one_inert(browser, ex
         browser.set_window_size(1400, 900)
 
         # The hostile one: rendered, but no script ran, nothing was fetched, the form was not sent.
-        browser.back()
+        browser.get(f"{example_server}/admin/mailer/messagelog/?q=eve%40example.com")  # found by its recipient
         title = open_entry("Hostile HTML") and browser.title
         frame = browser.find_element(By.CSS_SELECTOR, "iframe.mailer-html")
         html_url = frame.get_attribute("src")
