@@ -51,8 +51,8 @@ SLACK = 0.05
 RESERVE_BATCHES = 8
 # Tokens older than SLACK may still be used while a sender holds no more than this share of a second's
 # worth of the relay's tightest limit: delivered late, they can add at most that many deliveries to a
-# window at the relay (1% of a per-second limit per sender). That lets a sender far from a high limit
-# ("100000/s") reserve a few times a second instead of every SLACK.
+# window at the relay (1% of a per-second limit per sender). A sender reserves that many at a time, so
+# that one far from a high limit ("100000/s") reserves once per so many messages, not every SLACK.
 STALE_SHARE = 0.01
 # Pauses that other senders recorded are read at most this often (seconds): a pause lasts at least
 # MAILER_RETRY_DELAY, and a sender that meets the relay's "slow down" itself pauses at once anyway.
@@ -98,7 +98,7 @@ class Pacer:
             returning = (grant, held) if grant is not None and held else None
             grant = ratelimits.reserve(
                 relay,
-                min(wanted * RESERVE_BATCHES, chunk),
+                min(chunk, max(wanted * RESERVE_BATCHES, self.carry.get(relay, 0))),
                 limits=self.limits[relay],
                 slack=SLACK,
                 returning=returning,
