@@ -18,7 +18,7 @@ from mailer.models import (
 )
 from tests.dropin.legacy_venv import LEGACY_MIGRATIONS
 from tests.support.emails import make_email
-from tests.support.pickles import legacy_2x
+from tests.support.pickles import insert_2x_rows, legacy_2x
 from tests.support.queueing import queue
 
 pytestmark = pytest.mark.django_db
@@ -135,20 +135,9 @@ def test_migration_0016_adds_the_search_columns_and_old_rows_are_filled_later():
     executor = MigrationExecutor(connection)
     leaf = executor.loader.graph.leaf_nodes("mailer")
     data = legacy_2x(make_email("Before 0016", to=["Ann <ANN@example.org>"], cc=["cy@example.org"]))
-    qn = connection.ops.quote_name
     try:
         executor.migrate([("mailer", "0015_rate_limits")])
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {qn('mailer_message')} ({qn('message_data')}, {qn('when_added')}, {qn('priority')}, "
-                f"{qn('retry_count')}) VALUES (%s, %s, %s, %s)",
-                [data, now(), PRIORITY_MEDIUM, 0],
-            )
-            cursor.execute(
-                f"INSERT INTO {qn('mailer_messagelog')} ({qn('message_data')}, {qn('when_added')}, {qn('priority')}, "
-                f"{qn('when_attempted')}, {qn('result')}, {qn('log_message')}) VALUES (%s, %s, %s, %s, %s, %s)",
-                [data, now(), PRIORITY_MEDIUM, now(), RESULT_SUCCESS, ""],
-            )
+        insert_2x_rows(data)
         executor = MigrationExecutor(connection)
         executor.migrate(leaf)
         assert Message.objects.get().recipients is None

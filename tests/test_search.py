@@ -16,14 +16,13 @@ from mailer.models import (
     PRIORITY_MEDIUM,
     RESULT_DONT_SEND,
     RESULT_FAILURE,
-    RESULT_SUCCESS,
     DontSendEntry,
     LogRecipient,
     Message,
     MessageLog,
 )
 from tests.support.emails import make_email
-from tests.support.pickles import legacy_2x
+from tests.support.pickles import insert_2x_rows, legacy_2x
 from tests.support.queueing import queue
 
 pytestmark = pytest.mark.django_db
@@ -175,20 +174,7 @@ def test_requeued_failures_keep_their_columns(admin_client, failures):
 
 def insert_as_2x(subject: str, to: list[str]) -> None:
     """A queue row and a log row as django-mailer 2.x writes them: no search columns (its data is a 2.x pickle)."""
-    data = legacy_2x(make_email(subject, to=to))
-    qn = connection.ops.quote_name
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {qn('mailer_message')} ({qn('message_data')}, {qn('when_added')}, {qn('priority')}, "
-            f"{qn('retry_count')}) VALUES (%s, %s, %s, %s)",
-            [data, now(), PRIORITY_MEDIUM, 0],
-        )
-        cursor.execute(
-            f"INSERT INTO {qn('mailer_messagelog')} ({qn('message_data')}, {qn('when_added')}, {qn('priority')}, "
-            f"{qn('when_attempted')}, {qn('result')}, {qn('log_message')}, {qn('message_id')}) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            [data, now(), PRIORITY_MEDIUM, now(), RESULT_SUCCESS, "", "<old@example.org>"],
-        )
+    insert_2x_rows(legacy_2x(make_email(subject, to=to)), message_id="<old@example.org>")
 
 
 def test_old_rows_are_found_after_the_fill(admin_client):

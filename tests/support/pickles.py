@@ -16,6 +16,29 @@ def legacy_2x(obj, protocol=None):
     return base64.encodebytes(pickle.dumps(obj, protocol)).decode("ascii")
 
 
+def insert_2x_rows(data: str, message_id: str | None = None) -> None:
+    """A queue row and a log row holding ``data`` as django-mailer 2.x writes them: only 2.x's columns, by raw SQL
+    (so they work against an older schema too)."""
+    from django.db import connection
+    from django.utils.timezone import now
+
+    from mailer.models import PRIORITY_MEDIUM, RESULT_SUCCESS
+
+    qn = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {qn('mailer_message')} ({qn('message_data')}, {qn('when_added')}, {qn('priority')}, "
+            f"{qn('retry_count')}) VALUES (%s, %s, %s, %s)",
+            [data, now(), PRIORITY_MEDIUM, 0],
+        )
+        cursor.execute(
+            f"INSERT INTO {qn('mailer_messagelog')} ({qn('message_data')}, {qn('when_added')}, {qn('priority')}, "
+            f"{qn('when_attempted')}, {qn('result')}, {qn('log_message')}, {qn('message_id')}) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            [data, now(), PRIORITY_MEDIUM, now(), RESULT_SUCCESS, "", message_id],
+        )
+
+
 def legacy_raw(obj, protocol=0):
     """What very old versions stored: the raw pickle as text."""
     return pickle.dumps(obj, protocol=protocol).decode("latin-1")
