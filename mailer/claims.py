@@ -18,12 +18,14 @@ What a sender does with the rows it claimed is written by :mod:`mailer.writes`.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models, router
 from django.db.models import Case, Exists, F, Func, IntegerField, Q, QuerySet, TextField, When
+from django.db.models.base import DEFERRED
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Length
 from django.utils import timezone
@@ -224,22 +226,29 @@ class _Reader:
         names = [column[0] for column in description]
         fields = [field for field in Message._meta.concrete_fields if field.column in names]
         self.using = using
-        self.attnames = [field.attname for field in fields]
-        self.positions = [names.index(field.column) for field in fields]
+        positions = [names.index(field.column) for field in fields]
         model_columns = {field.column for field in fields}
         self.extra = [(i, name) for i, name in enumerate(names) if name not in model_columns]
         self.compiler = queryset.query.get_compiler(using)
         table = Message._meta.db_table
         converters = self.compiler.get_converters([field.get_col(table) for field in fields])
-        self.converters = {self.positions[i]: convert for i, convert in converters.items()}
+        self.converters = {positions[i]: convert for i, convert in converters.items()}
+        # Every field's value in the model's order, DEFERRED (one past the row's end) for a column not
+        # read: from_db() then takes its quick way, without matching names to fields for each row.
+        position_of = {field.column: position for field, position in zip(fields, positions, strict=True)}
+        self.attnames = [field.attname for field in Message._meta.concrete_fields]
+        self.values = operator.itemgetter(
+            *(position_of.get(field.column, len(names)) for field in Message._meta.concrete_fields)
+        )
 
     def messages(self, rows: list[tuple]) -> list[Message]:
         if self.converters:
             rows = self.compiler.apply_converters(rows, self.converters)
-        using, attnames, positions, extra = self.using, self.attnames, self.positions, self.extra
+        using, attnames, values, extra = self.using, self.attnames, self.values, self.extra
+        from_db = Message.from_db
         messages = []
         for row in rows:
-            message = Message.from_db(using, attnames, [row[i] for i in positions])
+            message = from_db(using, attnames, values((*row, DEFERRED)))
             for i, name in extra:
                 setattr(message, name, row[i])
             messages.append(message)

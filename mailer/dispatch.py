@@ -123,15 +123,18 @@ def _deliver(delivery: Delivery) -> Delivery:
     if delivery.not_after is not None and time.monotonic() > delivery.not_after:
         delivery.too_late = True
         return delivery
+    relay = smtp.is_smtp(connection)
     try:
-        with smtp.capturing() as capture:
+        if relay:
+            with smtp.capturing() as capture:
+                connection.send_messages([delivery.email])
+            delivery.refusals = capture.refusals
+        else:  # only Django's SMTP backend reports refused recipients (see mailer.smtp)
             connection.send_messages([delivery.email])
     except Exception as exc:
         # An SMTP relay that stopped answering mid-session; other backends may time out per message.
         delivery.exception = exc
-        delivery.relay_down = isinstance(exc, TimeoutError) and smtp.is_smtp(connection)
-        return delivery
-    delivery.refusals = capture.refusals
+        delivery.relay_down = relay and isinstance(exc, TimeoutError)
     return delivery
 
 

@@ -45,7 +45,7 @@ def get_provider_message_id(email: EmailMessage) -> str | None:
         return None
     if isinstance(ids, (set, frozenset, list, tuple)):
         ids = ", ".join(sorted(map(str, ids)))
-    return str(ids)[:PROVIDER_ID_LENGTH]
+    return storable(ids, PROVIDER_ID_LENGTH)
 
 
 def log_fields(message: Queued, email: EmailMessage | None, result_code: str, log_message: str = "") -> dict:
@@ -64,18 +64,23 @@ def log_fields(message: Queued, email: EmailMessage | None, result_code: str, lo
     note = standins.note_for(email)
     if note:
         log_message = f"{note}\n{log_message}" if log_message else note
-    return {
-        "message_data": data,
-        "message_id": storable(get_message_id(email), MESSAGE_ID_LENGTH) if email is not None else None,
-        "provider_message_id": storable(get_provider_message_id(email)) if email is not None else None,
-        "when_added": message.when_added,
-        "when_attempted": now(),
-        "priority": message.priority,
-        "result": result_code,
-        "log_message": storable(log_message, LOG_MESSAGE_LENGTH),
-        "mailer": message.mailer,
-        **log_columns(email),
-    }
+    message_id = provider_id = None
+    if email is not None:
+        message_id = storable(get_message_id(email), MESSAGE_ID_LENGTH)
+        provider_id = get_provider_message_id(email)
+    fields = log_columns(email)
+    fields.update(
+        message_data=data,
+        message_id=message_id,
+        provider_message_id=provider_id,
+        when_added=message.when_added,
+        when_attempted=now(),
+        priority=message.priority,
+        result=result_code,
+        log_message=storable(log_message, LOG_MESSAGE_LENGTH) if log_message else "",
+        mailer=message.mailer,
+    )
+    return fields
 
 
 def storable(value: Any, limit: int | None = None) -> str | None:
@@ -84,6 +89,8 @@ def storable(value: Any, limit: int | None = None) -> str | None:
     A value the log cannot store makes the whole batch's outcome write fail; what
     went out must be recorded whatever the sender put in a header.
     """
+    if type(value) is str and (limit is None or len(value) <= limit) and "\x00" not in value:
+        return value  # nearly every value: nothing to do
     if value is None:
         return None
     text = str(value)

@@ -144,10 +144,15 @@ class Pass:
         started = time.monotonic()
         deadline = started + self.commit_interval
         todo = iter(to_send)
-        dispatcher = self.dispatcher
+        dispatcher, limits = self.dispatcher, self.limits
         taking = True
         while True:
-            while taking and dispatcher.has_idle_slot() and self.limits.room_for(self.result, dispatcher.busy()):
+            # (Spelled out, not dispatcher.has_idle_slot() and limits.room_for(): this loop runs once per message.)
+            while (
+                taking
+                and dispatcher.idle
+                and (limits.max_batch is None or limits.room_for(self.result, dispatcher.busy()))
+            ):
                 item = next(todo, None)
                 if item is None:
                     taking = False
@@ -239,7 +244,7 @@ class Pass:
             self.pass_over(message)
         if outcome.throttled is not None:
             self.pacer.throttle(self.routes.get(message.mailer, self.routes[None]), outcome.throttled)
-        if outcome.dealt_with:
+        if self.progress is not None and outcome.dealt_with:
             self.report()
 
     def pass_over(self, message: Message) -> None:

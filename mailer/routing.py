@@ -15,8 +15,7 @@ sends its own leftover messages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import django
 from django.conf import settings
@@ -60,9 +59,12 @@ def queues(config: dict[str, Any] | None) -> bool:
     return config is not None and is_queue_backend(config.get("BACKEND", DEFAULT_MAILERS_BACKEND))
 
 
-@dataclass(frozen=True)
-class Route:
-    """The real mailer for some queued messages: a ``MAILERS`` alias, or a backend's dotted path."""
+class Route(NamedTuple):
+    """The real mailer for some queued messages: a ``MAILERS`` alias, or a backend's dotted path.
+
+    A tuple, not a dataclass: a sender looks routes up in dicts and sets several times per message,
+    and a tuple's hash costs no Python call.
+    """
 
     alias: str | None = None
     path: str | None = None

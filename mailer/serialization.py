@@ -128,17 +128,21 @@ def _upgrade(obj: Any) -> Any:
     for key in _CONNECTION_KEYS:
         state.pop(key, None)
     state[_CONNECTION_KEY] = None
-    alternative = getattr(mail_message, "EmailAlternative", None)
-    if alternative is not None and isinstance(state.get("alternatives"), list):
+    alternatives, attachments = state.get("alternatives"), state.get("attachments")
+    if alternatives and _ALTERNATIVE is not None and isinstance(alternatives, list):
         state["alternatives"] = [
-            alternative(*item) if type(item) is tuple and len(item) == 2 else item for item in state["alternatives"]
+            _ALTERNATIVE(*item) if type(item) is tuple and len(item) == 2 else item for item in alternatives
         ]
-    attachment = getattr(mail_message, "EmailAttachment", None)
-    if attachment is not None and isinstance(state.get("attachments"), list):
+    if attachments and _ATTACHMENT is not None and isinstance(attachments, list):
         state["attachments"] = [
-            attachment(*item) if type(item) is tuple and len(item) == 3 else item for item in state["attachments"]
+            _ATTACHMENT(*item) if type(item) is tuple and len(item) == 3 else item for item in attachments
         ]
     return obj
+
+
+# Django 5.2+'s named tuples for alternatives and attachments (None before).
+_ALTERNATIVE = getattr(mail_message, "EmailAlternative", None)
+_ATTACHMENT = getattr(mail_message, "EmailAttachment", None)
 
 
 def loads(data: str | bytes | None) -> Any:

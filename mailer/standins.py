@@ -26,6 +26,7 @@ from django.core.mail import EmailMessage
 from mailer.unpicklable import build, content_attributes, plain_class
 
 _NOTES: weakref.WeakKeyDictionary[EmailMessage, str] = weakref.WeakKeyDictionary()
+_made_any = False  # has plain_email() made one in this process? (a sender asks note_for() twice per message)
 
 
 class _StandIn:
@@ -70,13 +71,15 @@ def plain_email(raw: bytes) -> EmailMessage | None:
     note = f"sent as a plain django.core.mail.{cls.__name__}: its class {obj.path} cannot be imported here"
     if dropped:
         note = f"{note} (left out: {', '.join(dropped)}, of classes that cannot be imported either)"
+    global _made_any
+    _made_any = True
     _NOTES[email] = note
     return email
 
 
 def note_for(email: EmailMessage | None) -> str:
     """What the log must say of ``email`` if :func:`plain_email` made it ("" otherwise)."""
-    if not _NOTES or email is None:
+    if not _made_any or email is None:
         return ""
     return _NOTES.get(email, "")
 

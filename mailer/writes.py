@@ -253,13 +253,13 @@ def _values(rows: Sequence[dict], fields: list[models.Field], defaults: dict, co
             raise TypeError(f"insert() cannot write {field.__class__.__name__} {field.name!r}")
     names = [field.attname for field in fields]
     dates = [(i, field) for i, field in enumerate(fields) if isinstance(field, models.DateTimeField)]
-    prepared: dict = {}  # (field, value) -> database value: rows of a batch share their timestamps
+    prepared: dict = {}  # (column, value) -> database value: rows of a batch share their timestamps
     values = []
     for row in rows:
         row = {**defaults, **row} if defaults else row
         value = [row[name] for name in names]
         for i, field in dates:
-            key = (field, value[i])
+            key = (i, value[i])  # not the field: a Field's hash is a Python call
             if key not in prepared:
                 prepared[key] = field.get_db_prep_save(value[i], connection)
             value[i] = prepared[key]
