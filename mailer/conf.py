@@ -45,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
     # list: (N, DAYS) adds it at its Nth within DAYS days; None: soft bounces add nothing.
     "SOFT_BOUNCE_LIMIT": None,
     "PAUSE_SEND": False,
+    # Staging: a list of addresses every message is sent to instead of its recipients (mailer.staging); None: off.
+    "REDIRECT_TO": None,
     "EMPTY_QUEUE_SLEEP": 30,
     # How many messages one transaction claims, and how long the results of
     # messages already handed to the backend may stay uncommitted.

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from django.core.mail import EmailMessage
 from django.utils.timezone import now
 
-from mailer import serialization, standins
+from mailer import serialization, staging, standins
 from mailer.conf import mailer_settings
 from mailer.message_ids import get_message_id
 from mailer.searchcols import log_columns
@@ -64,6 +64,9 @@ def log_fields(message: Queued, email: EmailMessage | None, result_code: str, lo
     note = standins.note_for(email)
     if note:
         log_message = f"{note}\n{log_message}" if log_message else note
+    redirected = staging.note_for(email)  # after the reason: a failure's first line stays its reason
+    if redirected:
+        log_message = f"{log_message}\n{redirected}" if log_message else redirected
     message_id = provider_id = None
     if email is not None:
         message_id = storable(get_message_id(email), MESSAGE_ID_LENGTH)

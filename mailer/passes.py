@@ -19,7 +19,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from mailer import claims, outcomes, serialization, storage, writes
+from mailer import claims, outcomes, serialization, staging, storage, writes
 from mailer.conf import mailer_settings
 from mailer.dispatch import Dispatcher
 from mailer.limits import PassLimits
@@ -55,6 +55,10 @@ class Pass:
         wait_for_limits: bool = False,
         on_message: Callable[[MessageReport], None] | None = None,
     ) -> None:
+        # MAILER_REDIRECT_TO (None: off), checked (ImproperlyConfigured) before anything is set up, once per pass;
+        # the emails redirected, by queued row.
+        self.redirect_to = staging.redirect_to()
+        self.redirected: dict[int, staging.Redirect] = {}
         self.routes = routes
         self.on_message = on_message
         self.wait_for_limits = wait_for_limits
@@ -128,6 +132,7 @@ class Pass:
         finally:
             self.dispatcher.close()
             self.pacer.close()
+            self.forget_redirects()
             self.result.seconds = time.monotonic() - started
         return self.result
 
@@ -172,6 +177,8 @@ class Pass:
                     # earlier versions of this one. Set here, not left to the backend, so that the log records
                     # the Message-ID that went out.
                     email.extra_headers["Message-ID"] = new_message_id()
+                if self.redirect_to is not None:  # the one place an email is readied for the backend
+                    self.redirected[message.pk] = staging.redirect(email, self.redirect_to)
                 if logger.isEnabledFor(logging.INFO):
                     to = loggable(", ".join(map(str, email.to)))
                     logger.info("sending message '%s' to %s", loggable(email.subject), to, extra=PER_MESSAGE)
@@ -181,6 +188,9 @@ class Pass:
                 batch.quick = time.monotonic() - started < self.commit_interval / 2
                 break
             for delivery in finished:
+                redirect = self.redirected.get(delivery.item.pk)
+                if redirect is not None:  # put back as it was queued, for the log and the error handler
+                    delivery.refusals = redirect.undo(delivery.refusals)
                 if delivery.too_late:  # its token is too old to keep the limit at the relay: next batch
                     self.pacer.late(delivery.route)
                     dispatcher.release(delivery, delivery.connection)
@@ -191,6 +201,8 @@ class Pass:
                     self.relay_is_down(delivery.route, delivery.exception)
                 message = delivery.item
                 outcome = outcomes.judge(delivery, message, self.error_handler, self.using, stopping=self.stopping())
+                if redirect is not None:
+                    outcome = redirect.judged(outcome)
                 dispatcher.release(delivery, outcome.keep)
                 self.apply(message, outcome, batch, delivery.email)
                 release(message)
@@ -201,6 +213,7 @@ class Pass:
             if taking and time.monotonic() >= deadline:
                 taking = False
                 batch.stopped_early = next(todo, None) is not None
+        self.forget_redirects()  # every delivery is collected and its log rows are made
         if batch.error is None:
             error = self.reader.nothing_decodes(batch.claimed, batch.held)
             if error is not None:
@@ -246,6 +259,11 @@ class Pass:
             self.pacer.throttle(self.routes.get(message.mailer, self.routes[None]), outcome.throttled)
         if self.progress is not None and outcome.dealt_with:
             self.report()
+
+    def forget_redirects(self) -> None:
+        for redirect in self.redirected.values():
+            redirect.forget()
+        self.redirected.clear()
 
     def pass_over(self, message: Message) -> None:
         """Leave the claimed ``message`` queued, untouched, and do not claim it again in this pass.

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from mailer import smtp
+from mailer import smtp, staging
 from mailer.conf import mailer_settings
 from mailer.engine import send_all
 from mailer.summaries import MessageReport, SendResult, log_lock_held, log_sent
@@ -87,6 +87,9 @@ def send_once(
     if mailer_settings.PAUSE_SEND:
         log.info("sending is paused (MAILER_PAUSE_SEND), quitting.")
         return None
+    notice = staging.notice()
+    if notice is not None:
+        log.info("%s", notice)  # at INFO: send_mail runs from cron, which mails what it prints
     started = time.monotonic()
     so_far = SendResult()  # the counts committed before an exception, which send_all() does not summarize
 

@@ -20,7 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from mailer import tables
+from mailer import staging, tables
 from mailer.checks import run_command_checks
 from mailer.management.output import CommandOutput
 from mailer.management.progress import RunTotals
@@ -92,6 +92,9 @@ class SenderCommand(MailerCommand):
                 if options["verbosity"] >= 1:
                     self.stdout.write(f"{timezone.now():%B %d, %Y - %X}")
                     self.stdout.write(self.banner)
+                    notice = staging.notice()
+                    if notice is not None:
+                        self.stdout.write(self.style.WARNING(notice))
                     self.stdout.flush()
                 status = sender.run()
             finally:

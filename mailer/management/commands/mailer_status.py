@@ -4,6 +4,7 @@ import sys
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from mailer import staging
 from mailer.choices import Result
 from mailer.management.base import MailerCommand
 from mailer.management.options import non_negative_int
@@ -55,6 +56,9 @@ class Command(MailerCommand):
             self.stdout.write(json.dumps(status.as_dict()))
         else:
             self.stdout.write(self.table(status))
+            notice = staging.notice()
+            if notice is not None:  # a staging server: the mail goes elsewhere
+                self.stdout.write(f"\nStaging\n  {notice}")
         found = problems(status, options["max_age"], options["max_deferred"])
         if found:
             self.stdout.flush()
