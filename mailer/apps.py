@@ -8,4 +8,4 @@ class MailerConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from mailer import checks  # noqa: F401  (registers the system checks)
+        from mailer import checks, unsubscribe  # noqa: F401  (register the system checks)
