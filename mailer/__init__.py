@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __version__ = "3.0.0.dev0"
@@ -45,18 +45,27 @@ def send_mail(
     *,
     send_at: datetime.datetime | None = None,
     expires_at: datetime.datetime | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> int:
     """Queue one plain text email, like :func:`django.core.mail.send_mail`. Returns 1 (0, with nothing queued
     or logged, when ``recipient_list`` is empty, as Django's ``send_mail()`` returns).
 
     ``send_at``: not sent before this time; ``expires_at``: not sent after it (see docs/usage.rst).
+    ``headers``: extra headers, as for :class:`~django.core.mail.EmailMessage` (such as
+    :func:`mailer.unsubscribe.unsubscribe_headers`).
     """
     from django.core.mail import EmailMessage
     from django.utils.encoding import force_str
 
     from mailer import enqueue
 
-    email = EmailMessage(force_str(subject), force_str(message), from_email, _recipients(recipient_list))
+    email = EmailMessage(
+        force_str(subject),
+        force_str(message),
+        from_email,
+        _recipients(recipient_list),
+        headers=dict(headers) if headers else None,
+    )
     addressed = bool(email.recipients())  # before the don't-send list drops any
     enqueue.queue([email], priority, send_at=send_at, expires_at=expires_at)
     return 1 if addressed else 0

@@ -69,6 +69,11 @@ DEFAULTS: dict[str, Any] = {
     "MAX_MESSAGE_SIZE": None,
     # Who may read mailer.views.metrics besides staff: requests that carry one of these tokens (a str or a list).
     "METRICS_TOKENS": (),
+    # One-click unsubscribe links (mailer.unsubscribe): the https address of the site ("https://example.com"),
+    # an address for mailto: unsubscribes besides the link, and how long a link works (seconds; None: for ever).
+    "UNSUBSCRIBE_BASE_URL": None,
+    "UNSUBSCRIBE_MAILTO": None,
+    "UNSUBSCRIBE_MAX_AGE": 60 * 24 * 60 * 60,
     # Locking
     "USE_FILE_LOCK": True,
     "LOCK_PATH": None,

@@ -1,4 +1,8 @@
-"""Views a project may route to; none is routed unless the project does it (see ``docs/metrics.rst``)."""
+"""Views a project may route to; none is routed unless the project does it.
+
+:func:`metrics` (see ``docs/metrics.rst``) and :func:`unsubscribe`, through ``mailer.urls``
+(see ``docs/unsubscribe.rst``).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,20 @@ import base64
 import binascii
 import hmac
 
+from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils.timezone import now
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_safe
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods, require_safe
 
+from mailer.choices import DontSendReason
 from mailer.conf import mailer_settings
 from mailer.metrics import CONTENT_TYPE, prometheus_text
+from mailer.models import DontSendEntry
+from mailer.unsubscribe import ONE_CLICK, address_from_token
 
 CHALLENGE = 'Bearer realm="django-mailer metrics"'
 
@@ -67,3 +78,42 @@ def _token_accepted(header: str) -> bool:
 def _is_staff(request: HttpRequest) -> bool:
     user = getattr(request, "user", None)  # None without django.contrib.auth's middleware
     return user is not None and user.is_active and user.is_staff
+
+
+ONE_CLICK_FIELD, _, ONE_CLICK_VALUE = ONE_CLICK.partition("=")
+UNSUBSCRIBE_TEMPLATE = "mailer/unsubscribe.html"
+
+
+@csrf_exempt  # RFC 8058: the one-click POST comes from the mailbox provider's servers, without a cookie
+@never_cache
+@require_http_methods(["GET", "HEAD", "POST"])
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    """The link of ``List-Unsubscribe`` (see :mod:`mailer.unsubscribe`): puts its address on the don't-send list.
+
+    GET shows a page that asks to confirm, and changes nothing: mail scanners and previews open links. A POST
+    whose body holds ``List-Unsubscribe=One-Click`` (RFC 8058's one-click POST, and the page's button) adds
+    the address, once, and answers 200 whether it was on the list already or not. A token altered, forged or
+    expired gets 400 and adds nothing; so does a POST without that field. The token is the only credential:
+    it was sent to the address it names.
+    """
+    try:
+        address = address_from_token(token)
+    except signing.SignatureExpired:
+        return _unsubscribe_page(request, "expired", status=400)
+    except signing.BadSignature:
+        return _unsubscribe_page(request, "invalid", status=400)
+    if request.method != "POST":
+        return _unsubscribe_page(request, "confirm", address)
+    if request.POST.get(ONE_CLICK_FIELD) != ONE_CLICK_VALUE:
+        return _unsubscribe_page(request, "confirm", address, status=400)
+    DontSendEntry.objects.add_once(
+        address, reason=DontSendReason.UNSUBSCRIBED, event_at=now(), detail="List-Unsubscribe link (RFC 8058)"
+    )
+    return _unsubscribe_page(request, "done", address)
+
+
+def _unsubscribe_page(request: HttpRequest, state: str, address: str = "", status: int = 200) -> HttpResponse:
+    context = {"state": state, "address": address, "field": ONE_CLICK_FIELD, "value": ONE_CLICK_VALUE}
+    response = render(request, UNSUBSCRIBE_TEMPLATE, context, status=status)
+    response["X-Robots-Tag"] = "noindex"
+    return response

@@ -61,3 +61,5 @@ else:
     EMAIL_BACKEND = "mailer.backend.DbBackend"
 # What really sends, so that ``mail.outbox`` holds what ``send_all()`` sent.
 MAILER_EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# tests/urls.py routes mailer.urls (one-click unsubscribe), whose links need the site's address.
+MAILER_UNSUBSCRIBE_BASE_URL = "https://testserver"
