@@ -15,7 +15,7 @@ from django.core.mail import EmailMessage
 from django.db import router, transaction
 from django.utils.timezone import now
 
-from mailer import row_size, scheduling, searchcols, serialization, storage, tables, writes
+from mailer import notify, row_size, scheduling, searchcols, serialization, storage, tables, writes
 from mailer.choices import get_priority  # also importable from here, as before
 from mailer.conf import mailer_settings
 from mailer.dontsend import blocked_text, remove_blocked
@@ -77,6 +77,7 @@ def _store(
 ) -> int:
     """Encode and insert the rows of :func:`queue`; what was saved to ``MAILER_STORAGE`` is added to ``stored``."""
     when_added = now()  # one reading for the batch (the model default would read the clock per message)
+    events = notify.Events.if_listened()  # None without a receiver of mailer.signals: nothing built for them
     messages = []
     logs = []
     sizes = []  # (row data, stored attachments) per row, for the size checks
@@ -91,6 +92,8 @@ def _store(
             text = blocked_text(email, "no recipient left to send to")
             logs.append(log_fields(message, email, RESULT_DONT_SEND, text))
             sizes.append((logs[-1]["message_data"], references))
+            if events is not None:
+                events.skipped(message, logs[-1])
         else:
             # Copies, if anything is to change: the caller's email is left as it is.
             email, references = storage.offload(with_message_id(scheduling.unscheduled(original)))
@@ -109,6 +112,8 @@ def _store(
                     **searchcols.search_columns(email),
                 }
             )
+            if events is not None:
+                events.queued(messages[-1], email)
     using = router.db_for_write(Message)
     row_size.check_message_size(sizes)
     row_size.check([data for data, _references in sizes if data], using)
@@ -119,4 +124,6 @@ def _store(
         with transaction.atomic(using=using):
             writes.insert(Message, messages, using, batch_size=mailer_settings.MESSAGES_BATCH_SIZE)
             writes.insert_logs(logs, using)
+    if events is not None:
+        events.send_on_commit(using)  # once the caller's transaction commits, if the rows were queued in one
     return len(messages)

@@ -9,12 +9,14 @@ is cut and cleaned here, so that a value the log cannot store never fails the wr
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from django.core.mail import EmailMessage
 from django.utils.timezone import now
 
 from mailer import serialization, staging, standins
+from mailer.choices import RESULT_FAILURE
 from mailer.conf import mailer_settings
 from mailer.message_ids import get_message_id
 from mailer.searchcols import log_columns
@@ -102,3 +104,14 @@ def storable(value: Any, limit: int | None = None) -> str | None:
     if "\x00" in text:
         text = text.replace("\x00", "")
     return text[:limit] if limit is not None and len(text) > limit else text
+
+
+def failure_text(logs: Iterable[dict]) -> str:
+    """The reason in the first failure log row of ``logs``, on one line: its first line, or the last line
+    of a traceback (``ValueError: boom``)."""
+    for row in logs:
+        if row["result"] == RESULT_FAILURE:
+            lines = [line.strip() for line in row["log_message"].splitlines() if line.strip()]
+            if lines:
+                return lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    return ""

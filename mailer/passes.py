@@ -19,7 +19,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from mailer import claims, outcomes, serialization, staging, storage, writes
+from mailer import claims, notify, outcomes, serialization, staging, storage, writes
 from mailer.conf import mailer_settings
 from mailer.dispatch import Dispatcher
 from mailer.limits import PassLimits
@@ -88,6 +88,8 @@ class Pass:
         # Files in MAILER_STORAGE of the messages this batch removes from the queue: deleted after the commit
         # unless a log row keeps referring to them (mailer.storage.release).
         self.stored_files: list[tuple[str, object]] = []
+        # The mailer.signals of the batch in hand; None when no signal has a receiver (then nothing is built).
+        self.events: notify.Events | None = None
 
     def run(self) -> SendResult:
         started = time.monotonic()
@@ -102,6 +104,7 @@ class Pass:
                     self.result.paced_for = self.pacer.opens_in()
                     break
                 batch = Batch()
+                self.events = notify.Events.if_listened()
                 try:
                     with transaction.atomic(using=self.using):
                         messages = self.claim(size, self.position, self.pacer.mailers())
@@ -117,6 +120,8 @@ class Pass:
                             batch.error = stop
                         writes.record(batch.logs, batch.log_pks, batch.done, self.using, batch.updates, batch.block)
                         storage.release(self.stored_files, self.using)
+                        if self.events is not None:
+                            self.events.send_on_commit(self.using)  # after the commit; never if it rolls back
                 finally:
                     self.stored_files = []
                     self.pacer.settle()
@@ -246,6 +251,8 @@ class Pass:
         """
         batch.add(message, outcome)
         self.result.add(outcome)
+        if self.events is not None:
+            self.events.outcome(message, outcome, email)
         if self.on_message is not None and outcome.counts is not None:
             self.tell(outcome, email if email is not None else message.email)
         if outcome.remove and getattr(message, "stored_attachments", None):

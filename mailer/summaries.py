@@ -17,12 +17,11 @@ groups records by their format string sees one kind of line per case.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailer.choices import RESULT_FAILURE
 from mailer.locking import lock_path
+from mailer.logrows import failure_text
 from mailer.logtext import loggable
 from mailer.outcomes import Outcome
 
@@ -68,17 +67,6 @@ class SendResult:
             setattr(self, outcome.counts, getattr(self, outcome.counts) + 1)
             if self.first_error is None and outcome.counts in ("deferred", "failed"):
                 self.first_error = failure_text(outcome.logs) or None
-
-
-def failure_text(logs: Iterable[dict]) -> str:
-    """The reason in the first failure log row of ``logs``, on one line: its first line, or the last line
-    of a traceback (``ValueError: boom``)."""
-    for row in logs:
-        if row["result"] == RESULT_FAILURE:
-            lines = [line.strip() for line in row["log_message"].splitlines() if line.strip()]
-            if lines:
-                return lines[-1] if lines[0].startswith("Traceback") else lines[0]
-    return ""
 
 
 @dataclass(frozen=True)
