@@ -9,6 +9,7 @@ that raises is logged and can neither stop a send nor roll back what was recorde
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Mapping
 from functools import partial
@@ -54,7 +55,7 @@ class Events:
 
     def __init__(self, wanted: set[str]) -> None:
         self.wanted = wanted  # the signals with a receiver when the batch began
-        self.events: dict[str, list[MessageEvent]] = {}
+        self.events: dict[str, list[MessageEvent]] = {name: [] for name in wanted}
 
     @classmethod
     def if_listened(cls) -> Events | None:
@@ -62,10 +63,6 @@ class Events:
         # Signal.receivers first: no lock taken, no list built, for a signal nobody connected to.
         wanted = {name for name, signal in SIGNALS.items() if signal.receivers and signal.has_listeners(Message)}
         return cls(wanted) if wanted else None
-
-    def add(self, name: str, event: MessageEvent) -> None:
-        if name in self.wanted:
-            self.events.setdefault(name, []).append(event)
 
     def queued(self, row: Mapping[str, Any], email: EmailMessage) -> None:
         """A message queued: ``row`` is its queue row's fields, ``email`` what was stored (with its Message-ID)."""
@@ -79,7 +76,7 @@ class Events:
                 subject=row["subject_text"] or "",
                 next_attempt=row["not_before"],
             )
-            self.add("queued", event)
+            self.events["queued"].append(event)
 
     def outcome(self, message: Message, outcome: Outcome, email: EmailMessage | None = None) -> None:
         """What became of a claimed ``message``: one event per log row the outcome writes.
@@ -96,7 +93,7 @@ class Events:
                 # MAILER_ERROR_HANDLER said "deferred": the handler logs for itself, the email says the rest.
                 email = email if email is not None else message.email
                 row = {**search_columns(email), "message_id": get_message_id(email)}
-                self.add("deferred", _event(message, row))
+                self.events["deferred"].append(_event(message, row))
             return
         retry = (outcome.update or {}).get("not_before")  # the time of the next attempt, for the last row
         last = len(logs) - 1
@@ -104,27 +101,28 @@ class Events:
             name = _signal_of(row, retry is not None and index == last)
             if name not in self.wanted:
                 continue
-            if name == "sent":
+            if name == "sent" and last:  # some recipients refused: each is in a failed or deferred event
                 refused = {
                     a for other in logs if other["result"] == RESULT_FAILURE for a in addresses(other["recipients"])
                 }
                 kept = tuple(a for a in addresses(row["recipients"]) if a not in refused)
-                self.add(name, _event(message, row, recipients=kept))
-            elif name == "skipped":
-                self.add(name, _event(message, row))
+                self.events[name].append(_event(message, row, recipients=kept))
+            elif name in ("sent", "skipped"):
+                self.events[name].append(_event(message, row))
             else:
-                next_attempt = retry if name == "deferred" else None
-                self.add(name, _event(message, row, error=failure_text([row]), next_attempt=next_attempt))
+                when = retry if name == "deferred" else None
+                self.events[name].append(_event(message, row, error=failure_text([row]), next_attempt=when))
 
     def skipped(self, message: Message, row: Mapping[str, Any]) -> None:
         """An email the don't-send list stopped at queueing (``message``: unsaved, ``row``: its log row)."""
         if "skipped" in self.wanted:
-            self.add("skipped", _event(message, row))
+            self.events["skipped"].append(_event(message, row))
 
     def send_on_commit(self, using: str) -> None:
         """Send the signals once the current transaction on ``using`` commits (at once outside a transaction)."""
-        if self.events:
-            events, self.events = self.events, {}
+        events = {name: batch for name, batch in self.events.items() if batch}
+        self.events = {name: [] for name in self.wanted}
+        if events:
             transaction.on_commit(partial(send, events), using=using, robust=True)
 
 
@@ -148,15 +146,22 @@ def _signal_of(row: Mapping[str, Any], retried: bool) -> str:
     return "deferred" if retried or row["priority"] == PRIORITY_DEFERRED else "failed"
 
 
-def _event(message: Message, row: Mapping[str, Any], **fields: Any) -> MessageEvent:
-    """The event of claimed (or unsaved) ``message`` whose log row is ``row``."""
-    values = {
-        "pk": message.pk,
-        "message_id": row.get("message_id"),
-        "mailer": message.mailer,
-        "priority": message.priority,
-        "recipients": tuple(addresses(row.get("recipients"))),
-        "subject": row.get("subject_text") or "",
-        "provider_message_id": row.get("provider_message_id"),
-    }
-    return MessageEvent(**{**values, **fields})
+def _event(
+    message: Message,
+    row: Mapping[str, Any],
+    recipients: tuple[str, ...] | None = None,
+    error: str = "",
+    next_attempt: datetime.datetime | None = None,
+) -> MessageEvent:
+    """The event of claimed (or unsaved) ``message`` whose log row is ``row`` (``recipients``: else the row's)."""
+    return MessageEvent(
+        message.pk,
+        row.get("message_id"),
+        message.mailer,
+        message.priority,
+        tuple(addresses(row.get("recipients"))) if recipients is None else recipients,
+        row.get("subject_text") or "",
+        error,
+        next_attempt,
+        row.get("provider_message_id"),
+    )
