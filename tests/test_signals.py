@@ -359,3 +359,12 @@ def test_an_expired_message_is_reported_failed(relay, received):
     [[failed]] = received.of("failed")
     assert failed.subject == "too late" and failed.error.startswith("expired:")
     assert relay.received() == []
+
+
+def test_with_the_staging_switch_events_name_the_messages_own_recipients(relay, received, settings):
+    settings.MAILER_REDIRECT_TO = ["qa@example.com"]
+    mailer.send_mail("hello", "body", SENDER, ["ann@example.com"])
+    send_all()
+    assert relay.received() == ["qa@example.com"]
+    [[sent]] = received.of("sent")
+    assert sent.recipients == ("ann@example.com",)
