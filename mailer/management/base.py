@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from mailer import staging, tables
 from mailer.checks import run_command_checks
+from mailer.heartbeats import Heartbeat
 from mailer.management.output import CommandOutput
 from mailer.management.progress import RunTotals
 from mailer.runs import signals_handled
@@ -62,10 +63,14 @@ class SenderCommand(MailerCommand):
         parser.add_argument("--debug", action="store_true", help="Log django-mailer's DEBUG messages.")
 
     def make_sender(
-        self, on_pass: Callable[[SendResult], None], on_message: Callable[[MessageReport], None] | None
+        self,
+        on_pass: Callable[[SendResult], None],
+        on_message: Callable[[MessageReport], None] | None,
+        on_commit: Callable[[SendResult], None],
     ) -> Sender:
-        """The sender to run, calling ``on_pass`` with the result of each pass and ``on_message`` (if not None)
-        with what became of each message; raise CommandError if none."""
+        """The sender to run, calling ``on_pass`` with the result of each pass, ``on_message`` (if not None)
+        with what became of each message and ``on_commit`` with a pass's counts after each of its commits;
+        raise CommandError if none."""
         raise NotImplementedError
 
     def stopped(self, status: int) -> None:
@@ -79,15 +84,17 @@ class SenderCommand(MailerCommand):
         for warning in run_command_checks(self.command_name):  # errors raise SystemCheckError
             self.stderr.write(str(warning))
         totals = RunTotals()
+        heartbeat = Heartbeat(self.command_name)  # this process's row in mailer_status (mailer.heartbeats)
 
         def on_pass(result: SendResult) -> None:
             totals.add(result)
+            heartbeat.passed(result)
             self.output.pass_done(result)
 
-        sender = self.make_sender(on_pass, self.output.on_message)
+        sender = self.make_sender(on_pass, self.output.on_message, heartbeat.committed)
         # SIGTERM (systemd, supervisors) and CONTROL-C stop the run, with everything sent so far
         # recorded; a delivery blocked on a relay is cut short and its message left queued.
-        with signals_handled(sender.stop, signal.SIGINT, signal.SIGTERM):
+        with signals_handled(sender.stop, signal.SIGINT, signal.SIGTERM), heartbeat:
             try:
                 if options["verbosity"] >= 1:
                     self.stdout.write(f"{timezone.now():%B %d, %Y - %X}")
