@@ -143,6 +143,39 @@ def test_send_mail_and_the_task_leave_a_stopped_row_with_what_they_sent(project)
     assert (task["kind"], task["state"], task["sent"]) == ("task", "stopped", 3)
 
 
+def in_pass(rows: list[dict], total: int) -> bool:
+    """One live sender, part way through a pass of ``total`` messages, sending now."""
+    return len(rows) == 1 and rows[0]["state"] == "live" and 0 < rows[0]["sent"] < total and rows[0]["rate"] > 0
+
+
+# One message a batch, 0.3 s apart: a pass of 12 takes 3.6 s, and its commits are counted as they come.
+SLOW_PASS = {"MAILER_EMAIL_THROTTLE": 0.3}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "runmailer",
+        pytest.param(
+            "runmailer_pg",
+            marks=pytest.mark.skipif(dbconfig.vendor() != "postgres", reason="runmailer_pg needs PostgreSQL"),
+        ),
+    ],
+)
+def test_a_long_pass_shows_what_it_sent_so_far_and_its_rate(project, tmp_path, command):
+    send_mail_in_project(project, 12)
+    settings = {**BEATS, **SLOW_PASS, "MAILER_SENDER_HOST": "slow"}
+    sender = SenderProcess(command, project, tmp_path / "slow.log", settings=settings)
+    try:
+        [row] = wait_for_senders(project, lambda rows: in_pass(rows, 12), "part of the pass counted, at some rate")
+        assert row["kind"] == command
+        wait_for_senders(project, lambda rows: rows[0]["sent"] == 12, "the whole pass counted")
+        assert sender.stop() == 0, sender.log()
+        assert sender_rows(project)[0]["state"] == "stopped"
+    finally:
+        sender.kill()
+
+
 @pytest.mark.skipif(dbconfig.vendor() != "postgres", reason="runmailer_pg needs PostgreSQL")
 def test_runmailer_pg_keeps_a_heartbeat(project, tmp_path):
     listener = start_host(project, tmp_path, "listener", command="runmailer_pg")
