@@ -22,3 +22,6 @@ class HeartbeatsElsewhere:
 
     def db_for_write(self, model, **hints):
         return "beats" if model._meta.model_name == "senderheartbeat" else None
+
+    def allow_migrate(self, db, app_label, **hints):
+        return False if db == "beats" else None  # never opened by migrate or the system checks
