@@ -43,7 +43,7 @@ class Heartbeat:
     def __init__(self, kind: str, alias: str = "") -> None:
         self.kind = kind
         self.alias = alias
-        self.interval = float(mailer_settings.HEARTBEAT_INTERVAL or 0)
+        self.interval = _interval()
         self.using = router.db_for_write(SenderHeartbeat)
         self.lock = threading.Lock()
         self.done = 0  # sent by the passes that ended
@@ -147,6 +147,16 @@ class Heartbeat:
 
     def stop(self) -> None:
         self.update(stopped_at=timezone.now(), rate=0.0)
+
+
+def _interval() -> float:
+    """``MAILER_HEARTBEAT_INTERVAL`` in seconds; 0 (no heartbeats, with a warning) when it is not a number."""
+    value = mailer_settings.HEARTBEAT_INTERVAL
+    try:
+        return max(0.0, float(value or 0))
+    except (TypeError, ValueError):
+        logger.warning("MAILER_HEARTBEAT_INTERVAL is %r, not a number of seconds: no sender heartbeats", value)
+        return 0.0
 
 
 def _close(using: str) -> None:

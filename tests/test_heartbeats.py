@@ -241,6 +241,16 @@ def test_a_heartbeat_that_cannot_be_written_does_not_stop_sending(project, tmp_p
     assert table_counts(project)["logs"]["1"] == 4
 
 
+def test_a_heartbeat_interval_that_is_not_a_number_turns_heartbeats_off_not_sending(project):
+    settings = {"MAILER_HEARTBEAT_INTERVAL": "often"}
+    send_mail_in_project(project, 2)
+    done = manage("send_mail", env={**project, "MAILER_TEST_SETTINGS": json.dumps(settings)})
+    assert done.returncode == 0, done.stderr
+    assert "MAILER_HEARTBEAT_INTERVAL is 'often', not a number of seconds: no sender heartbeats" in done.stderr
+    assert table_counts(project)["logs"]["1"] == 2
+    assert sender_rows(project) == []
+
+
 # The rule, in this process.
 
 NOW = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.UTC)
