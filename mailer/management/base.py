@@ -62,15 +62,14 @@ class SenderCommand(MailerCommand):
     def add_arguments(self, parser):
         parser.add_argument("--debug", action="store_true", help="Log django-mailer's DEBUG messages.")
 
+    heartbeat: Heartbeat  # this process's row in mailer_status (mailer.heartbeats), made before make_sender()
+
     def make_sender(
-        self,
-        on_pass: Callable[[SendResult], None],
-        on_message: Callable[[MessageReport], None] | None,
-        on_commit: Callable[[SendResult], None],
+        self, on_pass: Callable[[SendResult], None], on_message: Callable[[MessageReport], None] | None
     ) -> Sender:
-        """The sender to run, calling ``on_pass`` with the result of each pass, ``on_message`` (if not None)
-        with what became of each message and ``on_commit`` with a pass's counts after each of its commits;
-        raise CommandError if none."""
+        """The sender to run, calling ``on_pass`` with the result of each pass and ``on_message`` (if not None)
+        with what became of each message; raise CommandError if none. Hand ``self.heartbeat.committed`` to
+        the engine as ``on_commit`` for the heartbeat to count a long pass's messages as they are sent."""
         raise NotImplementedError
 
     def stopped(self, status: int) -> None:
@@ -84,14 +83,14 @@ class SenderCommand(MailerCommand):
         for warning in run_command_checks(self.command_name):  # errors raise SystemCheckError
             self.stderr.write(str(warning))
         totals = RunTotals()
-        heartbeat = Heartbeat(self.command_name)  # this process's row in mailer_status (mailer.heartbeats)
+        heartbeat = self.heartbeat = Heartbeat(self.command_name)
 
         def on_pass(result: SendResult) -> None:
             totals.add(result)
             heartbeat.passed(result)
             self.output.pass_done(result)
 
-        sender = self.make_sender(on_pass, self.output.on_message, heartbeat.committed)
+        sender = self.make_sender(on_pass, self.output.on_message)
         # SIGTERM (systemd, supervisors) and CONTROL-C stop the run, with everything sent so far
         # recorded; a delivery blocked on a relay is cut short and its message left queued.
         with signals_handled(sender.stop, signal.SIGINT, signal.SIGTERM), heartbeat:

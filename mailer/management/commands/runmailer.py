@@ -14,8 +14,8 @@ class Command(SenderCommand):
     logger = logger
     banner = "Starting django-mailer send loop. Quit with CONTROL-C."
 
-    def make_sender(self, on_pass, on_message, on_commit):
-        return _Loop(on_pass, on_message, on_commit)
+    def make_sender(self, on_pass, on_message):
+        return _Loop(on_pass, on_message, self.heartbeat.committed)
 
     def stopped(self, status):
         if self.verbosity >= 1:

@@ -17,10 +17,10 @@ class Command(SenderCommand):
     logger = logger
     banner = "Starting django-mailer send loop (PostgreSQL LISTEN/NOTIFY). Quit with CONTROL-C."
 
-    def make_sender(self, on_pass, on_message, on_commit):
+    def make_sender(self, on_pass, on_message):
         from mailer.postgres import PostgresSender
 
         try:
-            return PostgresSender(on_pass=on_pass, on_message=on_message, on_commit=on_commit)
+            return PostgresSender(on_pass=on_pass, on_message=on_message, on_commit=self.heartbeat.committed)
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from exc
