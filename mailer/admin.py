@@ -17,7 +17,12 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from mailer import bounces, postgres, ratelimits
+from mailer import (
+    admin_senders,  # noqa: F401  (registers the senders' page)
+    bounces,
+    postgres,
+    ratelimits,
+)
 from mailer.addresses import address_key
 from mailer.admin_columns import EmailColumnsMixin, RetryFieldsMixin
 from mailer.admin_email import EMAIL_FIELDS, EmailPageMixin

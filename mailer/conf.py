@@ -74,6 +74,12 @@ DEFAULTS: dict[str, Any] = {
     "UNSUBSCRIBE_BASE_URL": None,
     "UNSUBSCRIBE_MAILTO": None,
     "UNSUBSCRIBE_MAX_AGE": 60 * 24 * 60 * 60,
+    # Heartbeats (mailer.heartbeats, mailer.senders): the host name senders report (None: socket.gethostname()),
+    # seconds between a sender's heartbeats (None or 0: none written), and after how long without one a sender
+    # is taken for gone (None: 3 heartbeat intervals, at least 30 seconds).
+    "SENDER_HOST": None,
+    "HEARTBEAT_INTERVAL": 10,
+    "SENDER_GONE_AFTER": None,
     # Locking
     "USE_FILE_LOCK": True,
     "LOCK_PATH": None,

@@ -119,6 +119,7 @@ def send_loop(
     on_pass: Callable[[SendResult], None] | None = None,
     carry_on: bool = False,
     on_message: Callable[[MessageReport], None] | None = None,
+    on_commit: Callable[[SendResult], None] | None = None,
 ) -> None:
     """Send forever (or until ``stop`` is set): wait while nothing is queued, then :func:`send_all`.
 
@@ -133,7 +134,7 @@ def send_loop(
     doubling up to :data:`MAX_DATABASE_RETRY_DELAY`. ``ImproperlyConfigured``
     always ends the loop.
     ``on_pass``, if given, is called with the result of each pass that ran;
-    ``on_message`` is handed to each :func:`send_all`.
+    ``on_message`` and ``on_commit`` are handed to each :func:`send_all`.
     """
     outages = 0  # database errors in a row
     while stop is None or not stop.is_set():
@@ -149,8 +150,10 @@ def send_loop(
                 close_old_connections()
             outages = 0
             started = timezone.now()
-            # on_message only when given: test suites replace send_all() with functions that lack it.
+            # on_message and on_commit only when given: test suites replace send_all() with functions that lack them.
             extra = {"on_message": on_message} if on_message is not None else {}
+            if on_commit is not None:
+                extra["on_commit"] = on_commit
             result = send_all(stop=stop, wait_for_limits=True, **extra)
         except ImproperlyConfigured:
             raise

@@ -193,9 +193,11 @@ class PostgresSender:
         self,
         on_pass: Callable[[SendResult], None] | None = None,
         on_message: Callable[[MessageReport], None] | None = None,
+        on_commit: Callable[[SendResult], None] | None = None,
     ) -> None:
         self.on_pass = on_pass  # called with the result of each pass, in the sending thread
         self.on_message = on_message  # called with what became of each message, in the sending thread
+        self.on_commit = on_commit  # called with the pass's counts after each commit, in the sending thread
         self.using = router.db_for_write(Message)
         if connections[self.using].vendor != "postgresql":
             raise ImproperlyConfigured(
@@ -240,7 +242,13 @@ class PostgresSender:
         self.check_connection()
         try:
             # Most passes are the heartbeat's and find nothing: their "Sent:" line is for DEBUG only.
-            result = send_all(stop=self.stopping, wait_for_limits=True, on_message=self.on_message, log_idle=False)
+            result = send_all(
+                stop=self.stopping,
+                wait_for_limits=True,
+                on_message=self.on_message,
+                on_commit=self.on_commit,
+                log_idle=False,
+            )
         except (ImproperlyConfigured, ImportError):
             raise
         except Exception as exc:

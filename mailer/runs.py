@@ -67,6 +67,7 @@ def send_once(
     stop_on_sigterm: bool = True,
     log: logging.Logger = logger,
     on_message: Callable[[MessageReport], None] | None = None,
+    on_commit: Callable[[SendResult], None] | None = None,
 ) -> SendResult | None:
     """One pass over the queue, as ``manage.py send_mail`` makes it; what it did, or None if it sent nothing.
 
@@ -82,7 +83,8 @@ def send_once(
 
     ``progress``, if given, makes the progress display when the run starts (it may return None for
     none); the display is closed before the run's last line. The lines that are not the engine's go to
-    ``log`` (``send_mail`` passes its own logger). ``on_message`` goes to :func:`~mailer.engine.send_all`.
+    ``log`` (``send_mail`` passes its own logger). ``on_message`` goes to :func:`~mailer.engine.send_all`;
+    ``on_commit``, if given, is called as there (with the pass's counts after each of its commits).
     """
     if mailer_settings.PAUSE_SEND:
         log.info("sending is paused (MAILER_PAUSE_SEND), quitting.")
@@ -96,6 +98,8 @@ def send_once(
     def committed(result: SendResult) -> None:
         nonlocal so_far
         so_far = result
+        if on_commit is not None:
+            on_commit(result)
 
     stop = threading.Event()  # only SIGTERM sets it
 

@@ -19,7 +19,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import router, transaction
 
 from mailer.engine import send_all
+from mailer.heartbeats import Heartbeat
 from mailer.models import Message
+from mailer.sender_models import SenderKind
 
 try:
     from django.tasks import task
@@ -42,7 +44,8 @@ def send_queued_mail() -> dict[str, Any] | None:
     every relay with mail is at its ``MAILER_RATE_LIMITS`` or paused, it waits
     for the first to open, as ``runmailer`` does.
     """
-    result = send_all(wait_for_limits=True)
+    with Heartbeat(SenderKind.TASK) as heartbeat:  # the worker's row in mailer_status while the pass runs
+        result = send_all(wait_for_limits=True, on_commit=heartbeat.committed)
     return None if result is None else asdict(result)
 
 

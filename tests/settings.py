@@ -63,3 +63,6 @@ else:
 MAILER_EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # tests/urls.py routes mailer.urls (one-click unsubscribe), whose links need the site's address.
 MAILER_UNSUBSCRIBE_BASE_URL = "https://testserver"
+# No heartbeat thread in this process: it would write through a connection of its own, outside each test's
+# transaction. Senders run as child processes (tests.project) write theirs (tests/test_heartbeats.py).
+MAILER_HEARTBEAT_INTERVAL = None

@@ -255,7 +255,7 @@ def test_table():
     assert lines[14].split() == ["don't", "send", "1", "2"]
     assert lines[15].split() == ["failure", "1", "2"]
     assert lines[16].startswith("  last success ") and "ago)" in lines[16]
-    assert len(lines) == 17  # no relay is paused: no such part
+    assert lines[17:] == ["", "Senders     0 live"]  # no relay is paused: no such part; no sender has run
 
 
 def test_table_of_an_empty_queue():
@@ -272,7 +272,8 @@ def test_json_is_one_object_on_one_line():
     assert (code, err) == (0, "")
     assert out.count("\n") == 1
     data = json.loads(out)
-    assert list(data) == TOP_KEYS
+    assert list(data) == [*TOP_KEYS, "senders"]  # the queue's figures (status.as_dict()), then the senders
+    assert data["senders"] == []  # none has run: no heartbeat row
     assert data["queue"]["medium"] == 1
     assert 7200 <= data["oldest_queued_age_seconds"] < 7300
     assert data["log"]["last_hour"]["success"] == 1

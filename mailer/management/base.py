@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from mailer import staging, tables
 from mailer.checks import run_command_checks
+from mailer.heartbeats import Heartbeat
 from mailer.management.output import CommandOutput
 from mailer.management.progress import RunTotals
 from mailer.runs import signals_handled
@@ -61,11 +62,14 @@ class SenderCommand(MailerCommand):
     def add_arguments(self, parser):
         parser.add_argument("--debug", action="store_true", help="Log django-mailer's DEBUG messages.")
 
+    heartbeat: Heartbeat  # this process's row in mailer_status (mailer.heartbeats), made before make_sender()
+
     def make_sender(
         self, on_pass: Callable[[SendResult], None], on_message: Callable[[MessageReport], None] | None
     ) -> Sender:
         """The sender to run, calling ``on_pass`` with the result of each pass and ``on_message`` (if not None)
-        with what became of each message; raise CommandError if none."""
+        with what became of each message; raise CommandError if none. Hand ``self.heartbeat.committed`` to
+        the engine as ``on_commit`` for the heartbeat to count a long pass's messages as they are sent."""
         raise NotImplementedError
 
     def stopped(self, status: int) -> None:
@@ -79,15 +83,17 @@ class SenderCommand(MailerCommand):
         for warning in run_command_checks(self.command_name):  # errors raise SystemCheckError
             self.stderr.write(str(warning))
         totals = RunTotals()
+        heartbeat = self.heartbeat = Heartbeat(self.command_name)
 
         def on_pass(result: SendResult) -> None:
             totals.add(result)
+            heartbeat.passed(result)
             self.output.pass_done(result)
 
         sender = self.make_sender(on_pass, self.output.on_message)
         # SIGTERM (systemd, supervisors) and CONTROL-C stop the run, with everything sent so far
         # recorded; a delivery blocked on a relay is cut short and its message left queued.
-        with signals_handled(sender.stop, signal.SIGINT, signal.SIGTERM):
+        with signals_handled(sender.stop, signal.SIGINT, signal.SIGTERM), heartbeat:
             try:
                 if options["verbosity"] >= 1:
                     self.stdout.write(f"{timezone.now():%B %d, %Y - %X}")

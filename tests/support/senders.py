@@ -21,7 +21,8 @@ from tests.support.waiting import wait_until
 class SenderProcess:
     """One child running ``command``; ``settings`` (JSON-able) go through ``MAILER_TEST_SETTINGS``.
 
-    ``python``: the interpreter to run it with (a cached venv with another database driver, say).
+    ``python``: the interpreter to run it with (a cached venv with another database driver, say); ``cwd``: its
+    working directory (where the file lock is, unless ``MAILER_LOCK_PATH`` says otherwise).
     """
 
     def __init__(
@@ -32,6 +33,7 @@ class SenderProcess:
         settings: dict | None = None,
         banner: bool = True,
         python: str = sys.executable,
+        cwd: Path = REPO_ROOT,
     ):
         env = dict(env)
         if settings:
@@ -42,7 +44,7 @@ class SenderProcess:
             self.proc = subprocess.Popen(
                 [python, "-m", "django", command],
                 env=project_env(env),
-                cwd=REPO_ROOT,
+                cwd=cwd,
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,

@@ -9,6 +9,7 @@ from mailer.choices import Result
 from mailer.management.base import MailerCommand
 from mailer.management.options import non_negative_int
 from mailer.metrics import prometheus_text
+from mailer.senders import sender_statuses, senders_json, senders_table
 from mailer.status import RESULT_NAMES, QueueStatus, problems, queue_status, short_duration
 
 EXIT_CHECK_FAILED = 1
@@ -18,7 +19,8 @@ class Command(MailerCommand):
     help = (
         "Show the mail queue by priority, the messages waiting for a retry or scheduled for later, the age of the "
         "oldest message due, the log of the last hour and day and the relays paused because they asked to slow "
-        "down. With --max-age or --max-deferred, exit with status 1 when the queue is stuck."
+        "down, and the senders running on every host (and those gone without a word). With --max-age or "
+        "--max-deferred, exit with status 1 when the queue is stuck."
     )
     # A monitoring probe: quick, and nothing on stderr but the reasons it fails.
     requires_system_checks = []
@@ -53,9 +55,11 @@ class Command(MailerCommand):
         if options["prometheus"]:
             self.stdout.write(prometheus_text(status), ending="")
         elif options["json"]:
-            self.stdout.write(json.dumps(status.as_dict()))
+            self.stdout.write(
+                json.dumps({**status.as_dict(), "senders": senders_json(sender_statuses(status.checked_at))})
+            )
         else:
-            self.stdout.write(self.table(status))
+            self.stdout.write("\n".join([self.table(status), *senders_table(sender_statuses(status.checked_at))]))
             notice = staging.notice()
             if notice is not None:  # a staging server: the mail goes elsewhere
                 self.stdout.write(f"\nStaging\n  {notice}")

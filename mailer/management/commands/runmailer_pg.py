@@ -21,6 +21,6 @@ class Command(SenderCommand):
         from mailer.postgres import PostgresSender
 
         try:
-            return PostgresSender(on_pass=on_pass, on_message=on_message)
+            return PostgresSender(on_pass=on_pass, on_message=on_message, on_commit=self.heartbeat.committed)
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from exc

@@ -3,12 +3,14 @@ import logging
 from django.core.management.base import CommandError
 
 from mailer.conf import mailer_settings
+from mailer.heartbeats import Heartbeat
 from mailer.management.base import MailerCommand
 from mailer.management.options import add_deprecated_cron_option, warn_if_cron
 from mailer.management.progress import ProgressBar
 from mailer.models import Message
 from mailer.reading import QueueNotDecodable
 from mailer.runs import HeldBack, send_once
+from mailer.sender_models import SenderKind
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +27,13 @@ class Command(MailerCommand):
     def handle(self, *args, **options):
         warn_if_cron("send_mail", options)
         try:
-            result = send_once(progress=self.progress_bar, log=logger, on_message=self.output.on_message)
+            with Heartbeat(SenderKind.SEND_MAIL) as heartbeat:  # this run's row in mailer_status
+                result = send_once(
+                    progress=self.progress_bar,
+                    log=logger,
+                    on_message=self.output.on_message,
+                    on_commit=heartbeat.committed,
+                )
         except HeldBack as exc:
             self.output.pass_done(exc.result)
             # Exit non-zero: mail is waiting that this sender cannot send (see the errors logged).
