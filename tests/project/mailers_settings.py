@@ -34,6 +34,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 ROOT_URLCONF = "tests.urls"
+# tests.urls routes mailer.urls (one-click unsubscribe), which needs the site's address (check mailer.E018).
+MAILER_UNSUBSCRIBE_BASE_URL = "https://testserver"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
