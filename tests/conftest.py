@@ -143,3 +143,13 @@ def packet_limit():
         with connection.cursor() as cursor:
             cursor.execute("SET GLOBAL max_allowed_packet = %s", [original])
     connection.close()
+
+
+@pytest.fixture
+def relay(settings):
+    """A scripted loopback relay (tests.support.relays) that the senders deliver to; accepts everything."""
+    from tests.support.relays import ScriptedRelay, send_through
+
+    with ScriptedRelay() as relay:
+        send_through(settings, relay)
+        yield relay

@@ -51,13 +51,6 @@ def headers_of(transaction):
 
 
 @pytest.fixture
-def relay(settings):
-    with ScriptedRelay() as relay:
-        send_through(settings, relay)
-        yield relay
-
-
-@pytest.fixture
 def staging(settings, relay):
     settings.MAILER_REDIRECT_TO = STAGING
     return relay

@@ -34,7 +34,6 @@ from mailer.unsubscribe import (
     unsubscribe_headers,
     unsubscribe_url,
 )
-from tests.support.relays import ScriptedRelay, send_through
 
 pytestmark = pytest.mark.django_db
 
@@ -42,13 +41,6 @@ SENDER = "news@example.com"
 FORM = "application/x-www-form-urlencoded"
 MAILTO = "unsubscribe@example.com"
 LINK = re.compile(r"<(https://[^<>]+)>")
-
-
-@pytest.fixture
-def relay(settings):
-    with ScriptedRelay() as relay:
-        send_through(settings, relay)
-        yield relay
 
 
 @pytest.fixture
