@@ -3,6 +3,8 @@
 Real processes, a real database server and a real SMTP server: every message delivered once, none lost;
 after ``SIGKILL``, no more messages delivered twice than ``docs/guarantees.rst`` allows. Runs whatever
 ``MAILER_TEST_DB`` is: the processes use a fresh database of their own, not the test database.
+Each case runs in the run of its own server (``MAILER_TEST_DB=postgres`` or ``mysql``), once per invocation
+of ``runtests.py --db all`` instead of once per database of it.
 """
 
 import re
@@ -13,7 +15,7 @@ from contextlib import closing, contextmanager
 
 import pytest
 
-from tests.support import services
+from tests.support import dbconfig, services
 from tests.support.procs import manage, popen_manage
 from tests.support.waiting import wait_until
 
@@ -73,6 +75,12 @@ def queue_in_fresh_database(db, count):
         yield env, lambda: counts(name)
 
 
+def own_run(db):
+    """Skips a case on ``db`` unless the suite runs on that server."""
+    reason = f"children on a {db} database of their own: runs with MAILER_TEST_DB={db}"
+    return pytest.mark.skipif(dbconfig.vendor() != db, reason=reason)
+
+
 def deliveries(smtp_server):
     return Counter(int(r.message["X-Test-Seq"]) for r in smtp_server.messages)
 
@@ -94,8 +102,10 @@ def finish(procs, timeout=300):
 
 @pytest.mark.parametrize(
     "db, senders, count",
-    [("postgres", 2, 500), ("mysql", 2, 500), ("postgres", 4, 2000), ("mysql", 4, 2000)],
-    ids=["postgres-2x500", "mysql-2x500", "postgres-4x2000", "mysql-4x2000"],
+    [
+        pytest.param(db, senders, count, marks=own_run(db), id=f"{db}-{senders}x{count}")
+        for db, senders, count in [("postgres", 2, 500), ("mysql", 2, 500), ("postgres", 4, 2000), ("mysql", 4, 2000)]
+    ],
 )
 def test_senders_share_the_queue_without_duplicates_or_loss(db, senders, count, slow_smtp_server, record_property):
     smtp_server = slow_smtp_server
@@ -132,7 +142,7 @@ def test_senders_share_the_queue_without_duplicates_or_loss(db, senders, count, 
             warnings.warn(f"{db}: a sender sent nothing ({sent}): the queue was not shared this time", stacklevel=1)
 
 
-@pytest.mark.parametrize("db", ["postgres", "mysql"])
+@pytest.mark.parametrize("db", [pytest.param(db, marks=own_run(db), id=db) for db in ("postgres", "mysql")])
 def test_a_sender_killed_mid_run_loses_nothing_and_resends_within_the_bound(
     db, slow_smtp_server, record_property, tmp_path
 ):
@@ -185,7 +195,7 @@ Message.objects.create(message_data=email_to_db(poison), priority=PRIORITY_HIGH)
 """
 
 
-@pytest.mark.parametrize("db", ["postgres", "mysql"])
+@pytest.mark.parametrize("db", [pytest.param(db, marks=own_run(db), id=db) for db in ("postgres", "mysql")])
 def test_a_poison_message_at_the_head_does_not_block_the_queue(db, smtp_server, tmp_path):
     with queue_in_fresh_database(db, 50) as (env, counts):
         done = manage("shell", "-c", POISON, env=env)
