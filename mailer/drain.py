@@ -75,25 +75,41 @@ def _rows() -> QuerySet:
 
 
 def _lost(now: datetime.datetime) -> Q:
+    """The slots free to take: ended (no run due), or overdue by more than LOST_AFTER (the worker is gone)."""
     return Q(due_at__isnull=True) | Q(due_at__lt=now - datetime.timedelta(seconds=LOST_AFTER))
 
 
-def missing(aliases: Iterable[str], tasks: int) -> list[tuple[str, int]]:
-    """The ``(alias, slot)`` of each of ``tasks`` chains per alias that is neither waiting nor running: one query."""
+def _serving(now: datetime.datetime) -> Q:
+    """The slots whose chain will send mail due now within a slice: running, due soon, or waiting for its relay
+    (which mail due now waits for as well). Not one waiting for a later retry or ``send_at``, nor a lost one."""
+    soon = now + datetime.timedelta(seconds=max(drain_slice(), 1.0))
+    return ~_lost(now) & (Q(paced=True) | Q(due_at__lte=soon))
+
+
+def missing(aliases: Iterable[str], tasks: int, *, now_mail: bool = True) -> list[tuple[str, int]]:
+    """The ``(alias, slot)`` of each of ``tasks`` chains per alias to start: one query.
+
+    With ``now_mail`` (mail due now was queued), every slot not serving it: free, lost, or waiting for a later
+    retry or ``send_at`` (its waiting run, superseded, will end). Without, the free and lost slots only.
+    """
     aliases = sorted(set(aliases))
     if not aliases or tasks <= 0:
         return []
     now = timezone.now()
-    live = set(_rows().filter(alias__in=aliases, slot__lt=tasks).exclude(_lost(now)).values_list("alias", "slot"))
-    return [(alias, slot) for alias in aliases for slot in range(tasks) if (alias, slot) not in live]
+    live = _rows().filter(alias__in=aliases, slot__lt=tasks).filter(_serving(now) if now_mail else ~_lost(now))
+    taken = set(live.values_list("alias", "slot"))
+    return [(alias, slot) for alias in aliases for slot in range(tasks) if (alias, slot) not in taken]
 
 
-def take(alias: str, slot: int, due: datetime.datetime | None = None) -> str | None:
-    """Take the slot if it is free or lost, for a run due at ``due`` (now if None); its new token, or None when
-    another process took it first."""
+def take(
+    alias: str, slot: int, due: datetime.datetime | None = None, *, now_mail: bool = True, paced: bool = False
+) -> str | None:
+    """Take the slot (as :func:`missing` would give it) for a run due at ``due`` (now if None); its new token,
+    or None when another process took it first."""
     token, now = uuid.uuid4().hex, timezone.now()
-    fields = {"token": token, "due_at": due or now, "task_id": ""}
-    if _rows().filter(alias=alias, slot=slot).filter(_lost(now)).update(**fields):
+    fields = {"token": token, "due_at": due or now, "task_id": "", "paced": paced}
+    rows = _rows().filter(alias=alias, slot=slot)
+    if (rows.exclude(_serving(now)) if now_mail else rows.filter(_lost(now))).update(**fields):
         return token
     try:
         with transaction.atomic(using=router.db_for_write(DrainChain)):
@@ -103,8 +119,11 @@ def take(alias: str, slot: int, due: datetime.datetime | None = None) -> str | N
     return token
 
 
-def hand_on(alias: str, slot: int | None, token: str, due: datetime.datetime, tasks: int) -> tuple[int, str] | None:
-    """A run ends and its alias has mail left for ``due``: the slot and new token of its next run, or None.
+def hand_on(
+    alias: str, slot: int | None, token: str, due: datetime.datetime, tasks: int, paced: bool = False
+) -> tuple[int, str] | None:
+    """A run ends and its alias has mail left for ``due`` (``paced``: when its relay opens): the slot and new
+    token of its next run, or None.
 
     A run keeps its own slot while its token is the slot's; a run superseded, or enqueued by hand
     (``slot`` None), takes a free or lost slot among ``tasks`` (at least one), and ends when there is none:
@@ -112,10 +131,11 @@ def hand_on(alias: str, slot: int | None, token: str, due: datetime.datetime, ta
     """
     if slot is not None:
         new = uuid.uuid4().hex
-        if _rows().filter(alias=alias, slot=slot, token=token).update(token=new, due_at=due, task_id=""):
+        fields = {"token": new, "due_at": due, "task_id": "", "paced": paced}
+        if _rows().filter(alias=alias, slot=slot, token=token).update(**fields):
             return slot, new
-    for _alias, free in missing([alias], max(tasks, 1)):
-        new = take(alias, free, due)
+    for _alias, free in missing([alias], max(tasks, 1), now_mail=False):
+        new = take(alias, free, due, now_mail=False, paced=paced)
         if new is not None:
             return free, new
     return None
@@ -124,7 +144,8 @@ def hand_on(alias: str, slot: int | None, token: str, due: datetime.datetime, ta
 def started(alias: str, slot: int | None, token: str, until: datetime.datetime) -> None:
     """A run of the slot starts; it sends until about ``until`` (its row is not lost before that, plus LOST_AFTER)."""
     if slot is not None:
-        _rows().filter(alias=alias, slot=slot, token=token).update(due_at=until, started_at=timezone.now())
+        fields = {"due_at": until, "started_at": timezone.now(), "paced": False}
+        _rows().filter(alias=alias, slot=slot, token=token).update(**fields)
 
 
 def enqueued(alias: str, slot: int, token: str, task_id: str) -> None:
@@ -138,8 +159,9 @@ def release(alias: str, slot: int | None, token: str) -> None:
         _rows().filter(alias=alias, slot=slot, token=token).update(due_at=None)
 
 
-def next_run(alias: str, since: datetime.datetime, stopped: bool, result: Any) -> datetime.datetime | None:
-    """When the chain of ``alias`` can next send, after a pass that started at ``since`` (``None``: nothing left).
+def next_run(alias: str, since: datetime.datetime, stopped: bool, result: Any) -> tuple[datetime.datetime | None, bool]:
+    """When the chain of ``alias`` can next send, after a pass that started at ``since`` (``None``: nothing left),
+    and whether that is when its relay opens.
 
     ``stopped``: the pass ended because its slice did; ``result``: its :class:`~mailer.summaries.SendResult`
     (``None`` when another run held the file lock). Mail due and left by a pass that was stopped or dealt with
@@ -150,11 +172,11 @@ def next_run(alias: str, since: datetime.datetime, stopped: bool, result: Any) -
     now = timezone.now()
     queue = queue_of(alias).non_deferred()
     if result is None:  # the file lock: another sender on this machine is at it; look again after a slice
-        return now + datetime.timedelta(seconds=max(drain_slice(), 1.0)) if queue.exists() else None
+        return (now + datetime.timedelta(seconds=max(drain_slice(), 1.0)) if queue.exists() else None), False
     if result.paced_for is not None:
-        return now + datetime.timedelta(seconds=result.paced_for) if queue.exists() else None
+        return (now + datetime.timedelta(seconds=result.paced_for) if queue.exists() else None), True
     dealt = result.sent + result.deferred + result.skipped + result.failed
     if (stopped or dealt) and queue.due().exists():
-        return now
+        return now, False
     due = queue.next_due(since)
-    return None if due is None else max(due, now)
+    return (None if due is None else max(due, now)), False

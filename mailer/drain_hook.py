@@ -31,24 +31,25 @@ def chains_wanted(tasks: int | None = None) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def queued(mailers: Iterable[str | None], using: str) -> None:
-    """Mail was queued with these ``Message.mailer`` values: once the transaction on ``using`` commits, make
-    sure their aliases' chains run (:func:`mailer.tasks.start_draining`; an alias not in ``MAILERS`` counts as
-    the default one there). Nothing at all with ``MAILER_DRAIN_TASKS`` 0."""
+def queued(mailers: Iterable[str | None] | None, using: str) -> None:
+    """Mail was queued with these ``Message.mailer`` values (``None``: made due again, by the admin or
+    ``retry_deferred``, of any alias): once the transaction on ``using`` commits, make sure the chains of
+    their aliases run (:func:`mailer.tasks.start_draining`; an alias not in ``MAILERS`` counts as the default
+    one there). Nothing at all with ``MAILER_DRAIN_TASKS`` 0."""
     if not chains_wanted():
         return
-    aliases = sorted({DEFAULT_ALIAS if mailer is None else mailer for mailer in mailers})
+    aliases = None if mailers is None else sorted({DEFAULT_ALIAS if mailer is None else mailer for mailer in mailers})
     transaction.on_commit(partial(_start, aliases), using=using)
 
 
-def _start(aliases: list[str]) -> None:
+def _start(aliases: list[str] | None) -> None:
     """Start the missing chains; never raises: the mail is queued whatever happens here (log a warning)."""
     try:
         start_draining = import_string("mailer.tasks.start_draining")
-        for alias in aliases:
+        for alias in aliases if aliases is not None else [None]:
             start_draining(alias)
     except Exception as exc:
-        logger.warning("could not start the drain tasks for %s (%s); the mail stays queued", aliases, exc)
+        logger.warning("could not start the drain tasks for %s (%s); the mail stays queued", aliases or "all", exc)
 
 
 @receiver(post_save, sender=Message, dispatch_uid="mailer.drain")

@@ -56,7 +56,8 @@ class DrainChain(models.Model):
 
     ``token`` names the run the chain is waiting for (a run with another token was superseded and does not
     go on); ``due_at`` is when that run is due (while it runs: when its slice ends), ``None`` once the chain
-    ended with nothing left to send. A chain overdue by more than :data:`mailer.drain.LOST_AFTER` is lost
+    ended with nothing left to send; ``paced``: the run waits for the alias's relay (rate limit or pause), which
+    mail queued meanwhile waits for too. A chain overdue by more than :data:`mailer.drain.LOST_AFTER` is lost
     (its worker died) and may be started again. ``task_id`` is the task framework's id of the run, to look for.
     """
 
@@ -66,6 +67,7 @@ class DrainChain(models.Model):
     token = models.CharField(_("token"), max_length=32, blank=True, default="")
     task_id = models.CharField(_("task id"), max_length=255, blank=True, default="")
     due_at = models.DateTimeField(_("next run due"), null=True, blank=True)
+    paced = models.BooleanField(_("waits for its relay"), default=False)
     started_at = models.DateTimeField(_("last run started"), null=True, blank=True)
 
     class Meta:

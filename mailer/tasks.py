@@ -104,12 +104,12 @@ def drain_queue(alias: str = "default", slot: int | None = None, token: str = ""
             if result is not None:
                 total = _add(total, result)
                 heartbeat.passed(result)
-            due = drain.next_run(alias, since, stopped, result)
+            due, paced = drain.next_run(alias, since, stopped, result)
             if can_defer or due is None or due > timezone.now():
                 break
     next_run = None
     if due is not None and can_defer:
-        next_run = _go_on(alias, slot, token, due, tasks)
+        next_run = _go_on(alias, slot, token, due, tasks, paced)
     else:
         drain.release(alias, slot, token)
         if due is not None:
@@ -121,17 +121,23 @@ def start_draining(alias: str | None = None, *, tasks: int | None = None) -> int
     """Make sure ``tasks`` (default ``MAILER_DRAIN_TASKS``) chains of :func:`drain_queue` run for ``alias``
     (``None``: every alias with mail queued); enqueue those missing and return how many that was.
 
-    One query when they all run (two with ``alias`` None), so that queueing can call it every time: a
-    chain that waits for a later run or runs counts as there, unless it is overdue by more than
-    :data:`mailer.drain.LOST_AFTER` seconds. An enqueue that fails is logged, and its slot left free.
+    Meant for mail due now: a chain counts as there if it runs, is due within a slice, or waits for its
+    relay (rate limit, pause), unless it is overdue by more than :data:`mailer.drain.LOST_AFTER` seconds
+    (lost); one that waits for a later retry or ``send_at`` is enqueued again for now (its waiting run
+    will find itself superseded and end). One query when they are all there (two with ``alias`` None), so
+    that queueing calls it every time. An enqueue that fails is logged, and its slot left free.
     """
     wanted = chains_wanted(tasks)
     if not wanted:
         return 0
-    aliases = [drain.drain_alias(alias)] if alias is not None else drain.queued_aliases()
+    return _start([drain.drain_alias(alias)] if alias is not None else drain.queued_aliases(), wanted)
+
+
+def _start(aliases: list[str], wanted: int, now_mail: bool = True) -> int:
+    """Enqueue the chains :func:`mailer.drain.missing` finds missing; how many."""
     started = 0
-    for chain_alias, slot in drain.missing(aliases, wanted):
-        token = drain.take(chain_alias, slot)
+    for chain_alias, slot in drain.missing(aliases, wanted, now_mail=now_mail):
+        token = drain.take(chain_alias, slot, now_mail=now_mail)
         if token is not None and _enqueue(chain_alias, slot, token, None):
             started += 1
     return started
@@ -164,13 +170,16 @@ def _send_slice(alias: str, slot: int | None, token: str, heartbeat: Heartbeat) 
     return result, stop.is_set()
 
 
-def _go_on(alias: str, slot: int | None, token: str, due: datetime.datetime, tasks: int) -> datetime.datetime | None:
+def _go_on(
+    alias: str, slot: int | None, token: str, due: datetime.datetime, tasks: int, paced: bool = False
+) -> datetime.datetime | None:
     """Enqueue the chain's next run for ``due``; when it was enqueued for (None: not, see drain.hand_on).
-    Then start the chains of the alias that were lost, so that a fleet heals itself without queueing."""
-    handed = drain.hand_on(alias, slot, token, due, tasks)
+    Then start the chains of the alias that were lost, so that a fleet heals itself without queueing (only
+    those: one waiting for a later retry is left waiting, or chains would wake each other up)."""
+    handed = drain.hand_on(alias, slot, token, due, tasks, paced)
     enqueued = handed is not None and _enqueue(alias, *handed, due)
     if tasks:
-        start_draining(alias, tasks=tasks)
+        _start([alias], tasks, now_mail=False)
     return due if enqueued else None
 
 

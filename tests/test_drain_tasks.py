@@ -17,7 +17,7 @@ from django.utils import timezone
 
 import mailer
 from mailer import drain, drain_checks, ratelimits, routing
-from mailer.models import DrainChain, Message, MessageLog, SenderHeartbeat, make_message
+from mailer.models import PRIORITY_DEFERRED, DrainChain, Message, MessageLog, SenderHeartbeat, make_message
 from tests.support.queueing import queue
 from tests.support.services import unavailable
 from tests.support.task_backends import DUMMY, IMMEDIATE, REFUSING, TASKS_MODULE
@@ -220,6 +220,68 @@ def test_a_lost_chain_is_started_again_and_a_late_one_is_not(dummy, tasks, setti
     overdue.update(due_at=timezone.now() - datetime.timedelta(seconds=drain.LOST_AFTER + 1))
     assert tasks.start_draining() == 1
     assert DrainChain.objects.get(pk=chain.pk).token != chain.token
+
+
+def test_mail_queued_while_the_chain_waits_for_a_later_time_wakes_it(
+    dummy, tasks, settings, relay, django_capture_on_commit_callbacks
+):
+    settings.MAILER_DRAIN_TASKS = 1
+    at = timezone.now() + datetime.timedelta(hours=2)
+    in_transaction(django_capture_on_commit_callbacks, lambda: queue("later", not_before=at))
+    [first] = dummy.results
+    dummy.clear()
+    assert tasks.drain_queue.call(**first.kwargs)["next_run"] == at.isoformat()
+    [waiting] = dummy.results
+    dummy.clear()
+    in_transaction(django_capture_on_commit_callbacks, lambda: queue("now"))
+    [woken] = dummy.results
+    assert (woken.task.run_after, woken.kwargs["slot"]) == (None, 0)
+    assert tasks.drain_queue.call(**woken.kwargs)["sent"] == 1
+    dummy.clear()
+    # The run that waited for two hours was superseded: it ends, and the chain waits in the woken one's next run.
+    assert tasks.drain_queue.call(**waiting.kwargs)["next_run"] is None
+    assert dummy.results == []
+
+
+def test_mail_queued_while_the_chain_waits_for_its_relay_does_not_wake_it(
+    dummy, tasks, settings, relay, django_capture_on_commit_callbacks
+):
+    settings.MAILER_DRAIN_TASKS = 1
+    settings.MAILER_RATE_LIMITS = {ratelimits.relay_of(routing.route(None)): ["1/h"]}
+    queue("one")
+    queue("two")
+    assert tasks.start_draining() == 1
+    [first] = dummy.results
+    assert tasks.drain_queue.call(**first.kwargs)["sent"] == 1
+    assert len(dummy.results) == 2  # the next run, an hour on
+    in_transaction(django_capture_on_commit_callbacks, lambda: queue("three"))
+    assert len(dummy.results) == 2  # it could not go before the relay opens either
+
+
+def test_a_run_starts_its_alias_lost_chains_again_and_leaves_waiting_ones(dummy, tasks, settings, relay):
+    settings.MAILER_DRAIN_TASKS = 2
+    settings.MAILER_DRAIN_SLICE = 1e-9
+    for n in range(4):
+        queue(f"m{n}")
+    assert tasks.start_draining() == 2
+    first = dummy.results[0]
+    other = DrainChain.objects.filter(slot=1)
+    other.update(due_at=timezone.now() + datetime.timedelta(hours=1))  # waits for a later retry
+    dummy.clear()
+    tasks.drain_queue.call(**first.kwargs)
+    assert [r.kwargs["slot"] for r in dummy.results] == [0]
+    other.update(due_at=timezone.now() - datetime.timedelta(seconds=drain.LOST_AFTER + 1))
+    dummy.clear()
+    tasks.drain_queue.call(**DrainChain.objects.filter(slot=0).values("alias", "slot", "token")[0])
+    assert sorted(r.kwargs["slot"] for r in dummy.results) == [0, 1]
+
+
+def test_retrying_deferred_mail_starts_the_chains(dummy, settings, django_capture_on_commit_callbacks):
+    settings.MAILER_DRAIN_TASKS = 1
+    queue("deferred", priority=PRIORITY_DEFERRED)
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("retry_deferred")
+    assert runs(dummy) == [("default", None)]
 
 
 def test_a_superseded_run_sends_its_slice_and_does_not_go_on(dummy, tasks, settings, relay):
