@@ -95,9 +95,15 @@ def missing(aliases: Iterable[str], tasks: int, *, now_mail: bool = True) -> lis
     aliases = sorted(set(aliases))
     if not aliases or tasks <= 0:
         return []
+    # The rows judged here as _serving() and _lost() do in SQL: a plain query is built in a fraction of the time.
+    rows = _rows().filter(alias__in=aliases).values_list("alias", "slot", "due_at", "paced")
     now = timezone.now()
-    live = _rows().filter(alias__in=aliases, slot__lt=tasks).filter(_serving(now) if now_mail else ~_lost(now))
-    taken = set(live.values_list("alias", "slot"))
+    lost, soon = now - datetime.timedelta(seconds=LOST_AFTER), now + datetime.timedelta(seconds=max(drain_slice(), 1.0))
+    taken = {
+        (alias, slot)
+        for alias, slot, due_at, paced in rows
+        if due_at is not None and due_at >= lost and (not now_mail or paced or due_at <= soon)
+    }
     return [(alias, slot) for alias in aliases for slot in range(tasks) if (alias, slot) not in taken]
 
 

@@ -166,7 +166,9 @@ def _send_slice(alias: str, slot: int | None, token: str, heartbeat: Heartbeat) 
         if time.monotonic() >= deadline:
             stop.set()
 
-    result = send_all(drain.queue_of(alias), stop=stop, progress=progress, on_commit=heartbeat.committed)
+    # An idle pass (a run woken for mail another chain sent) is logged at the DEBUG level only.
+    queue = drain.queue_of(alias)
+    result = send_all(queue, stop=stop, progress=progress, on_commit=heartbeat.committed, log_idle=False)
     return result, stop.is_set()
 
 

@@ -353,6 +353,8 @@ def test_purge_log_deletes_what_purge_mail_log_deletes(tasks):
     assert tasks.purge_log.enqueue(days=30, result="all").return_value == 1
     call_command("purge_mail_log", "30", "--result", "all")
     assert MessageLog.objects.count() == 1
+    with pytest.raises(ValueError, match="one of success, failure, all"):
+        tasks.purge_log.call(days=30, result="sent")
 
 
 # --- checks -----------------------------------------------------------------------------------------------------
