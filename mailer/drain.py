@@ -38,6 +38,8 @@ logger = logging.getLogger("mailer.tasks")
 # slice and ends (its token was replaced), so being wrong costs one slice of a second chain.
 LOST_AFTER = 300
 
+PACED_AT_LEAST = 1.0  # seconds: the earliest next run of a chain that waits for its relay
+
 
 def drain_alias(mailer: str | None) -> str:
     """The alias of the chains that send mail queued with ``Message.mailer`` = ``mailer``: that ``MAILERS``
@@ -180,7 +182,9 @@ def next_run(alias: str, since: datetime.datetime, stopped: bool, result: Any) -
     if result is None:  # the file lock: another sender on this machine is at it; look again after a slice
         return (now + datetime.timedelta(seconds=max(drain_slice(), 1.0)) if queue.exists() else None), False
     if result.paced_for is not None:
-        return (now + datetime.timedelta(seconds=result.paced_for) if queue.exists() else None), True
+        # At least a second on: a relay said to open "now" that the pass still found closed is not spun on.
+        wait = max(result.paced_for, PACED_AT_LEAST)
+        return (now + datetime.timedelta(seconds=wait) if queue.exists() else None), True
     dealt = result.sent + result.deferred + result.skipped + result.failed
     if (stopped or dealt) and queue.due().exists():
         return now, False

@@ -133,6 +133,16 @@ def test_a_relay_at_its_rate_limit_is_waited_for_by_a_later_run_not_in_the_worke
     assert value["next_run"] == run_after.isoformat()
 
 
+def test_a_per_second_limit_is_waited_for_within_the_slice(dummy, tasks, settings, relay):
+    """A wait shorter than SHORT_PACE, inside the slice, costs no task per second. About one second: 6 at 5/s."""
+    settings.MAILER_RATE_LIMITS = {ratelimits.relay_of(routing.route(None)): ["5/s"]}
+    for n in range(6):
+        queue(f"m{n}")
+    value = tasks.drain_queue.call(alias="default")
+    assert (value["sent"], value["next_run"]) == (6, None)
+    assert dummy.results == []
+
+
 def test_a_slice_that_ended_with_mail_due_enqueues_the_next_run_for_now(dummy, tasks, settings, relay):
     settings.MAILER_DRAIN_SLICE = 1e-9
     for n in range(3):
