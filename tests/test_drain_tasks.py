@@ -180,6 +180,21 @@ def test_queueing_one_by_one_starts_the_chains_once(dummy, settings, django_capt
     assert sorted(DrainChain.objects.values_list("alias", "slot")) == [("default", 0), ("default", 1), ("default", 2)]
 
 
+def test_scheduled_mail_queued_one_by_one_starts_the_chains_once_for_its_time(
+    dummy, settings, django_capture_on_commit_callbacks
+):
+    settings.MAILER_DRAIN_TASKS = 2
+    at = timezone.now() + datetime.timedelta(hours=1)
+    for n in range(50):
+        in_transaction(django_capture_on_commit_callbacks, lambda n=n: queue(f"news {n}", not_before=at))
+    assert runs(dummy) == [("default", at)] * 2
+    sooner = at - datetime.timedelta(minutes=30)
+    sooner_mail = ("sooner", "body", "from@example.com", ["to@example.com"])
+    in_transaction(django_capture_on_commit_callbacks, lambda: mailer.send_mail(*sooner_mail, send_at=sooner))
+    in_transaction(django_capture_on_commit_callbacks, lambda: queue("now"))
+    assert runs(dummy)[2:] == [("default", sooner)] * 2 + [("default", None)] * 2
+
+
 def test_start_draining_costs_one_query_when_the_chains_run(dummy, tasks, settings, django_assert_num_queries):
     settings.MAILER_DRAIN_TASKS = 2
     queue("one")
