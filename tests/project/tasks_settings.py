@@ -26,8 +26,19 @@ elif ENGINE == "rq":
     RQ_QUEUES = {"default": {"URL": _env("MAILER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")}}
     TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["default"]}}
 elif ENGINE == "celery":
-    TASKS = {"default": {"BACKEND": "django_tasks_celery.CeleryBackend", "OPTIONS": {"CELERY_APP": "tests.project.celery_app.app"}}}
+    TASKS = {
+        "default": {
+            "BACKEND": "django_tasks_celery.CeleryBackend",
+            "OPTIONS": {"CELERY_APP": "tests.project.celery_app.app"},
+        }
+    }
     CELERY_BROKER_URL = _env("MAILER_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
     CELERY_TASK_DEFAULT_QUEUE = _env("MAILER_TEST_CELERY_QUEUE", "mailer-tests")
+    # Celery's advice for long tasks: a worker reserves only the task it runs (not four), so that the drain
+    # chains spread over the workers, and acknowledges it when done, so that a killed worker's task is run again.
+    CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+    CELERY_TASK_ACKS_LATE = True
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False  # no pidbox queue per worker left in the broker
 else:
     raise ValueError(f"MAILER_TEST_TASKS_ENGINE must be db, rq or celery, not {ENGINE!r}")
