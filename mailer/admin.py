@@ -10,6 +10,7 @@ and log entries are named by their readable titles (:mod:`mailer.admin_titles`).
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import router
 from django.db.models import Count, Q
 from django.http import HttpRequest
 from django.urls import reverse
@@ -20,6 +21,7 @@ from django.utils.translation import gettext_lazy as _
 from mailer import (
     admin_senders,  # noqa: F401  (registers the senders' page)
     bounces,
+    drain_hook,
     postgres,
     ratelimits,
 )
@@ -166,6 +168,7 @@ class MessageAdmin(
         made_due = queryset.make_due()
         if made_due:
             postgres.wake_senders()  # runmailer_pg sends them at once, not at its next heartbeat
+            drain_hook.queued(None, router.db_for_write(Message))  # and MAILER_DRAIN_TASKS's chains, on commit
         report(self, request, MADE_DUE_NOW, made_due)
         deferred = queryset.deferred().count()
         if deferred:
@@ -176,6 +179,8 @@ class MessageAdmin(
         """As ``retry_deferred`` does: deferred messages go back on the queue, waiting ones are due now."""
         made_due = queryset.waiting_for_retry().update(not_before=None)
         retried = queryset.retry_deferred()  # the deferred ones: those waiting are due now already
+        if made_due or retried:
+            drain_hook.queued(None, router.db_for_write(Message))
         if made_due:
             report(self, request, MADE_DUE, made_due)
         if retried or not made_due:
@@ -318,6 +323,7 @@ class MessageLogAdmin(AliasOnlyWithMailersMixin, EmailColumnsMixin, EmailPageMix
                 )
             )
         Message.objects.bulk_create(copies)
+        drain_hook.queued({copy.mailer for copy in copies}, router.db_for_write(Message))
         report(self, request, REQUEUED, len(copies))
         not_failures = queryset.exclude(result=Result.FAILURE).count()
         if not_failures:

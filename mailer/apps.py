@@ -8,4 +8,4 @@ class MailerConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from mailer import checks, staging, unsubscribe  # noqa: F401  (register the system checks)
+        from mailer import checks, drain_checks, drain_hook, staging, unsubscribe  # noqa: F401  (checks, receivers)

@@ -80,6 +80,11 @@ DEFAULTS: dict[str, Any] = {
     "SENDER_HOST": None,
     "HEARTBEAT_INTERVAL": 10,
     "SENDER_GONE_AFTER": None,
+    # Continuous draining on Django's tasks framework (mailer.tasks, mailer.drain): how many drain_queue chains
+    # per alias queueing keeps going (0: none), the seconds one run sends for, and the TASKS alias they go to.
+    "DRAIN_TASKS": 0,
+    "DRAIN_SLICE": 10,
+    "TASKS_BACKEND": "default",
     # Locking
     "USE_FILE_LOCK": True,
     "LOCK_PATH": None,

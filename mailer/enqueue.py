@@ -15,7 +15,7 @@ from django.core.mail import EmailMessage
 from django.db import router, transaction
 from django.utils.timezone import now
 
-from mailer import notify, row_size, scheduling, searchcols, serialization, storage, tables, writes
+from mailer import drain_hook, notify, row_size, scheduling, searchcols, serialization, storage, tables, writes
 from mailer.choices import get_priority  # also importable from here, as before
 from mailer.conf import mailer_settings
 from mailer.dontsend import blocked_text, remove_blocked
@@ -126,4 +126,6 @@ def _store(
             writes.insert_logs(logs, using)
     if events is not None:
         events.send_on_commit(using)  # once the caller's transaction commits, if the rows were queued in one
+    if messages:
+        drain_hook.queued({row["mailer"] for row in messages}, using)  # MAILER_DRAIN_TASKS: the drain chains, on commit
     return len(messages)

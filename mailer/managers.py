@@ -287,6 +287,21 @@ class MessageLogManager(models.Manager.from_queryset(MessageLogQuerySet)):
         deleted, _per_model = self.filter(when_attempted__lt=limit, result__in=list(result_codes)).delete()
         return deleted
 
+    def purge(self, days: int, result: str | None = None) -> dict[Result, int]:
+        """What ``manage.py purge_mail_log`` and the ``purge_log`` task do: delete entries older than ``days`` days
+        whose result is ``result`` (a key of :data:`PURGE_RESULTS`; ``None``: success), one ``DELETE`` per result
+        so that the caller can say how many of each went; how many per result."""
+        codes = PURGE_RESULTS[result or Result.SUCCESS.word]
+        return {code: self.purge_old_entries(days, [code]) for code in codes}
+
+
+# What purge() accepts as ``result``, and the results each deletes.
+PURGE_RESULTS: dict[str, list[Result]] = {
+    Result.SUCCESS.word: [Result.SUCCESS],
+    Result.FAILURE.word: [Result.FAILURE],
+    "all": list(Result),
+}
+
 
 def _clock(model: type[models.Model]) -> Any:
     """``mailer.models.datetime_now``, looked up when called, as django-mailer 2.x read it: test suites

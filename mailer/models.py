@@ -42,7 +42,7 @@ from mailer.message_ids import get_message_id, with_message_id
 from mailer.recipients import LogRecipient
 from mailer.scheduling import checked_schedule
 from mailer.searchcols import RECIPIENT_INDEX, first_recipient_field, recipients_field, search_columns, subject_field
-from mailer.sender_models import SenderHeartbeat
+from mailer.sender_models import DrainChain, SenderHeartbeat
 from mailer.validation import validate
 
 logger = logging.getLogger(__name__)
@@ -381,6 +381,7 @@ __all__ = [
     "RateReservation",
     "LogRecipient",
     "SenderHeartbeat",
+    "DrainChain",
     "SoftBounce",
     "datetime_now",
     "email_to_db",

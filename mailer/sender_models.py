@@ -49,3 +49,31 @@ class SenderHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.host}:{self.pid}" + (f" ({self.alias})" if self.alias else "")
+
+
+class DrainChain(models.Model):
+    """One chain of ``drain_queue`` tasks (:mod:`mailer.drain`, migration 0019): slot ``slot`` of ``alias``.
+
+    ``token`` names the run the chain is waiting for (a run with another token was superseded and does not
+    go on); ``due_at`` is when that run is due (while it runs: when its slice ends), ``None`` once the chain
+    ended with nothing left to send; ``paced``: the run waits for the alias's relay (rate limit or pause), which
+    mail queued meanwhile waits for too. A chain overdue by more than :data:`mailer.drain.LOST_AFTER` is lost
+    (its worker died) and may be started again. ``task_id`` is the task framework's id of the run, to look for.
+    """
+
+    id = models.BigAutoField(auto_created=True, primary_key=True, verbose_name="ID")
+    alias = models.CharField(_("alias"), max_length=100)
+    slot = models.PositiveIntegerField(_("slot"))
+    token = models.CharField(_("token"), max_length=32, blank=True, default="")
+    task_id = models.CharField(_("task id"), max_length=255, blank=True, default="")
+    due_at = models.DateTimeField(_("next run due"), null=True, blank=True)
+    paced = models.BooleanField(_("waits for its relay"), default=False)
+    started_at = models.DateTimeField(_("last run started"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("drain chain")
+        verbose_name_plural = _("drain chains")
+        constraints = [models.UniqueConstraint(fields=["alias", "slot"], name="mailer_drainchain_slot")]
+
+    def __str__(self) -> str:
+        return f"{self.alias} #{self.slot}"

@@ -5,16 +5,13 @@ import time
 from mailer.choices import Result
 from mailer.management.base import MailerCommand
 from mailer.management.options import non_negative_int
+from mailer.managers import PURGE_RESULTS
 from mailer.models import MessageLog
 
 logger = logging.getLogger(__name__)
 
 # What --result accepts, and the results each choice deletes.
-RESULTS = {
-    Result.SUCCESS.word: [Result.SUCCESS],
-    Result.FAILURE.word: [Result.FAILURE],
-    "all": list(Result),
-}
+RESULTS = PURGE_RESULTS
 
 # 365,000 days (about 1,000 years) back from now is still after the year 1000, the lowest date every
 # supported database compares reliably; a larger DAYS used to end in an OverflowError traceback.
@@ -47,8 +44,7 @@ class Command(MailerCommand):
     def handle(self, *args, **options):
         started = time.monotonic()
         days = options["days"]
-        # One DELETE per result, so that the summary can say how many of each went.
-        deleted = {code: MessageLog.objects.purge_old_entries(days, [code]) for code in RESULTS[options["result"]]}
+        deleted = MessageLog.objects.purge(days, options["result"])
         logger.info(
             "%s log entries deleted (%s) older than %s day(s) in %.2fs",
             sum(deleted.values()),
