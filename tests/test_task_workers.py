@@ -5,9 +5,9 @@ django-tasks-rq (Redis), and ``celery worker`` with django-tasks-celery (RabbitM
 ``tests.project.tasks_settings`` on a fresh PostgreSQL database, delivering to an aiosmtpd relay on loopback
 that takes 4 ms per message; deliveries are counted by Message-ID.
 
-Heavy (2,000 and 1,000 messages, four workers, 20-40 seconds per test on a loaded 2-CPU machine): they run on PostgreSQL only, the one
-database that several processes share with row locks, and each engine on the CI cells that need it (see
-``engine_skip``).
+Heavy (2,000 and 1,000 messages, four workers, 20-40 seconds per test on a loaded 2-CPU machine): they run on
+PostgreSQL only, the one database that several processes share with row locks, and each engine on the CI cells
+that need it (see ``engine_skip``).
 """
 
 from __future__ import annotations
