@@ -226,14 +226,22 @@ def _descendants(pid: int) -> list[int]:
 
 @contextmanager
 def running_workers(
-    engine: str, env: dict, log_dir: Path, count: int, settings: dict | None = None
+    engine: str,
+    env: dict,
+    log_dir: Path,
+    count: int,
+    settings: dict | None = None,
+    interval: float = 0.1,
+    report: bool = True,
 ) -> Iterator[list[WorkerProcess]]:
     """``count`` workers of ``engine`` for the block, each ready when it is given; stopped (SIGTERM, then
-    SIGKILL) at its end, whatever happened. The end of each log is printed, for a failing test's report."""
+    SIGKILL) at its end, whatever happened. With ``report``, the end of each log is printed, for a failing
+    test's report. ``interval``: ``db_worker``'s idle poll."""
     workers: list[WorkerProcess] = []
     try:
         for n in range(count):
-            workers.append(WorkerProcess(engine, env, log_dir / f"{engine}-worker-{n}.log", f"w{n}", settings=settings))
+            log = log_dir / f"{engine}-worker-{n}.log"
+            workers.append(WorkerProcess(engine, env, log, f"w{n}", interval=interval, settings=settings))
         for worker in workers:
             worker.wait_for_log(READY[engine], timeout=60)
         yield workers
@@ -247,4 +255,5 @@ def running_workers(
             except subprocess.TimeoutExpired:
                 pass
             worker.kill()
-            print(f"--- {engine} worker {n} (exit status {worker.proc.returncode}) ---\n{worker.log()[-6000:]}")
+            if report:
+                print(f"--- {engine} worker {n} (exit status {worker.proc.returncode}) ---\n{worker.log()[-6000:]}")
