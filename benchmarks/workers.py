@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -62,14 +63,17 @@ def measure(args: argparse.Namespace, workers: int, sink: SMTPSink, tmp: Path) -
             MAILER_TEST_SETTINGS=json.dumps(settings),
             **broker,
         ) as env,
-        running_workers(args.engine, env, tmp, workers, interval=args.interval, report=False),
+        running_workers(args.engine, env, tmp, workers, interval=args.interval, report=False) as processes,
     ):
         quiet = {**env, "MAILER_TEST_SETTINGS": json.dumps({**settings, "MAILER_DRAIN_TASKS": 0})}
         assert f"queued {args.messages}" in run_in_project(quiet, QUEUE.format(count=args.messages))
+        cpu_before, machine_before = _worker_cpu(processes), _machine_cpu()
         out = run_in_project(env, START.format(tasks=workers)).split()
         started = float(out[out.index("started") + 2])
         if not sink.wait_for(lambda s: s.count >= args.messages, timeout=args.timeout):
             raise RuntimeError(f"{workers} worker(s): {sink.snapshot()} after {args.timeout}s")
+        cpu, machine = _worker_cpu(processes) - cpu_before, _machine_cpu()
+        busy, total = machine[0] - machine_before[0], machine[1] - machine_before[1]
         arrivals = sorted(sink.first_arrival.values())
         snapshot = sink.snapshot()
     return {
@@ -78,8 +82,32 @@ def measure(args: argparse.Namespace, workers: int, sink: SMTPSink, tmp: Path) -
         "steady_per_second": (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]),
         "first_after": arrivals[0] - started,
         "duplicates": snapshot["duplicates"],
+        # CPU seconds of the worker processes (with their work horses) per message, and how busy the
+        # machine's CPUs were meanwhile (every process: the workers, PostgreSQL, this process, the rest).
+        "worker_cpu_ms": 1000 * cpu / args.messages,
+        "machine_busy": busy / total if total else float("nan"),
         "connections": snapshot["connections"],
     }
+
+
+def _worker_cpu(processes) -> float:
+    """CPU seconds used so far by the workers and their reaped children (``/proc/PID/stat``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for worker in processes:
+        try:
+            fields = Path(f"/proc/{worker.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return total / ticks
+
+
+def _machine_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot (``/proc/stat``)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    return sum(values) - idle, sum(values)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -120,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"[{time.strftime('%H:%M:%S')}] round {number}: {workers} worker(s) {result['per_second']:.1f}/s "
                     f"(steady {result['steady_per_second']:.1f}/s, first after {result['first_after']:.2f}s, "
-                    f"{result['duplicates']} duplicates)",
+                    f"{result['duplicates']} duplicates, worker CPU {result['worker_cpu_ms']:.1f} ms/message, "
+                    f"machine CPUs {100 * result['machine_busy']:.0f}% busy)",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -131,7 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     for workers in args.counts:
         values = [r["per_second"] for r in rounds if r["workers"] == workers]
         medians[workers] = statistics.median(values)
-        print(f"  {workers} worker(s): median {medians[workers]:.1f} msg/s, spread {min(values):.1f}-{max(values):.1f}")
+        cpu = statistics.median(r["worker_cpu_ms"] for r in rounds if r["workers"] == workers)
+        busy = statistics.median(r["machine_busy"] for r in rounds if r["workers"] == workers)
+        print(
+            f"  {workers} worker(s): median {medians[workers]:.1f} msg/s, spread {min(values):.1f}-{max(values):.1f}; "
+            f"worker CPU {cpu:.1f} ms/message, machine CPUs {100 * busy:.0f}% busy"
+        )
     base = args.counts[0]
     for workers in args.counts[1:]:
         ratios = []
