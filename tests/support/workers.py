@@ -19,7 +19,7 @@ before). ``MAILER_TEST_TASK_ENGINES`` (a comma list, or ``all``) picks the engin
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import os
 import re
 import signal
@@ -88,11 +88,9 @@ def engine_problem(engine: str) -> str | None:
     }[engine]
     if django.VERSION < (6, 0):
         modules.append("django_tasks")
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            return f"the {engine} task engine needs {module} ({exc}); pip install -e '.[test]'"
+    for module in modules:  # found, not imported: django-rq reads the settings when it is imported
+        if importlib.util.find_spec(module) is None:
+            return f"the {engine} task engine needs {module}; pip install -e '.[test]'"
     try:
         if engine == "rq":
             import redis
