@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 from sink import SMTPSink  # noqa: E402
 
 from tests.support.project_db import migrated_project, run_in_project  # noqa: E402
-from tests.support.workers import engine_broker, engine_problem, running_workers  # noqa: E402
+from tests.support.workers import descendants, engine_broker, engine_problem, running_workers  # noqa: E402
 
 QUEUE = """
 from django.core.mail import EmailMessage
@@ -91,15 +91,17 @@ def measure(args: argparse.Namespace, workers: int, sink: SMTPSink, tmp: Path) -
 
 
 def _worker_cpu(processes) -> float:
-    """CPU seconds used so far by the workers and their reaped children (``/proc/PID/stat``)."""
+    """CPU seconds used so far by the workers, their live children (a Celery pool process) and their reaped
+    ones (rq's work horses), from ``/proc/PID/stat``."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for worker in processes:
-        try:
-            fields = Path(f"/proc/{worker.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+        for pid in [worker.proc.pid, *descendants(worker.proc.pid)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
     return total / ticks
 
 

@@ -187,7 +187,7 @@ class WorkerProcess(SenderProcess):
     def crash(self) -> None:
         """SIGKILL for the worker and every process it started: a Celery pool process is in its process group,
         but rq's work horse starts a session of its own (``setsid``), so it is found by its parent."""
-        for pid in [*_descendants(self.proc.pid), self.proc.pid]:
+        for pid in [*descendants(self.proc.pid), self.proc.pid]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -210,7 +210,7 @@ class WorkerProcess(SenderProcess):
         return self.log().count(f"path={task} state=SUCCESSFUL")
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """The processes whose parent is ``pid``, and theirs (from ``/proc``; empty where there is none)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
