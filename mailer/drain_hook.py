@@ -6,6 +6,7 @@ Apart from :mod:`mailer.drain`, which reads the routes, so that queueing imports
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Iterable
 from functools import partial
@@ -31,23 +32,24 @@ def chains_wanted(tasks: int | None = None) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def queued(mailers: Iterable[str | None] | None, using: str) -> None:
+def queued(mailers: Iterable[str | None] | None, using: str, due: datetime.datetime | None = None) -> None:
     """Mail was queued with these ``Message.mailer`` values (``None``: made due again, by the admin or
     ``retry_deferred``, of any alias): once the transaction on ``using`` commits, make sure the chains of
     their aliases run (:func:`mailer.tasks.start_draining`; an alias not in ``MAILERS`` counts as the default
-    one there). Nothing at all with ``MAILER_DRAIN_TASKS`` 0."""
+    one there). ``due``: when the first of that mail is due, if later than now (``send_at``). Nothing at all
+    with ``MAILER_DRAIN_TASKS`` 0."""
     if not chains_wanted():
         return
     aliases = None if mailers is None else sorted({DEFAULT_ALIAS if mailer is None else mailer for mailer in mailers})
-    transaction.on_commit(partial(_start, aliases), using=using)
+    transaction.on_commit(partial(_start, aliases, due), using=using)
 
 
-def _start(aliases: list[str] | None) -> None:
+def _start(aliases: list[str] | None, due: datetime.datetime | None) -> None:
     """Start the missing chains; never raises: the mail is queued whatever happens here (log a warning)."""
     try:
         start_draining = import_string("mailer.tasks.start_draining")
         for alias in aliases if aliases is not None else [None]:
-            start_draining(alias)
+            start_draining(alias, due=due)
     except Exception as exc:
         logger.warning("could not start the drain tasks for %s (%s); the mail stays queued", aliases or "all", exc)
 
@@ -56,4 +58,4 @@ def _start(aliases: list[str] | None) -> None:
 def _saved(sender: type[Message], instance: Message, created: bool, using: str, **kwargs: Any) -> None:
     """``make_message(...).save()``, the one way of queueing that is not :func:`mailer.enqueue.queue`."""
     if created:
-        queued([instance.mailer], using)
+        queued([instance.mailer], using, instance.not_before)

@@ -127,5 +127,7 @@ def _store(
     if events is not None:
         events.send_on_commit(using)  # once the caller's transaction commits, if the rows were queued in one
     if messages:
-        drain_hook.queued({row["mailer"] for row in messages}, using)  # MAILER_DRAIN_TASKS: the drain chains, on commit
+        # MAILER_DRAIN_TASKS: the drain chains, on commit, in time for the first message (send_at aside: now).
+        due = None if any(row["not_before"] is None for row in messages) else min(r["not_before"] for r in messages)
+        drain_hook.queued({row["mailer"] for row in messages}, using, due)
     return len(messages)

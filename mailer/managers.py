@@ -291,7 +291,10 @@ class MessageLogManager(models.Manager.from_queryset(MessageLogQuerySet)):
         """What ``manage.py purge_mail_log`` and the ``purge_log`` task do: delete entries older than ``days`` days
         whose result is ``result`` (a key of :data:`PURGE_RESULTS`; ``None``: success), one ``DELETE`` per result
         so that the caller can say how many of each went; how many per result."""
-        codes = PURGE_RESULTS[result or Result.SUCCESS.word]
+        try:
+            codes = PURGE_RESULTS[result or Result.SUCCESS.word]
+        except KeyError:
+            raise ValueError(f"result is {result!r}; it must be one of {', '.join(PURGE_RESULTS)}") from None
         return {code: self.purge_old_entries(days, [code]) for code in codes}
 
 

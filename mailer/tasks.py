@@ -82,10 +82,11 @@ def drain_queue(alias: str = "default", slot: int | None = None, token: str = ""
     ``alias``: a ``MAILERS`` alias, or ``"default"`` (``MAILER_EMAIL_BACKEND``'s mail, and every alias's
     when ``MAILERS`` is not used); claims take that alias's messages only. ``slot`` and ``token`` are the
     chain's (see :mod:`mailer.drain`); enqueued without them, the run takes a free chain slot to go on in, or
-    ends if ``MAILER_DRAIN_TASKS`` chains already run. It never waits for a rate limit or a pause: its next
-    run is enqueued with ``run_after`` instead. On a backend that cannot defer (the immediate one), it sends
-    slice after slice while mail is due, and enqueues nothing for later. Returns the counts of its passes
-    and ``next_run``, the ISO time its next run was enqueued for (``None``: none was).
+    ends if ``MAILER_DRAIN_TASKS`` chains already run. It does not wait for a rate limit or a pause (but for
+    one that ends within :data:`SHORT_PACE` and the slice): its next run is enqueued with ``run_after``. On
+    a backend that cannot defer (the immediate one), it sends slice after slice while mail is due, and
+    enqueues nothing for later. Returns the counts of its passes and ``next_run``, the ISO time its next
+    run was enqueued for (``None``: none was).
     """
     alias = drain.drain_alias(alias)
     can_defer = _backend().supports_defer
@@ -99,11 +100,13 @@ def drain_queue(alias: str = "default", slot: int | None = None, token: str = ""
             except Exception:
                 # A message the error handler re-raised for was deferred; the rest goes after one slice.
                 if can_defer:
-                    _go_on(alias, slot, token, timezone.now() + _seconds(max(drain.drain_slice(), 1.0)), tasks)
+                    try:
+                        _go_on(alias, slot, token, timezone.now() + _seconds(max(drain.drain_slice(), 1.0)), tasks)
+                    except Exception as exc:  # the database is down, say: the chain is lost, and restarted later
+                        logger.warning("drain_queue(%r) could not enqueue its next run (%s)", alias, exc)
                 raise
             if result is not None:
                 total = _add(total, result)
-                heartbeat.passed(result)
             due, paced = drain.next_run(alias, since, stopped, result)
             if can_defer or due is None or due > timezone.now():
                 break
@@ -117,28 +120,31 @@ def drain_queue(alias: str = "default", slot: int | None = None, token: str = ""
     return {**asdict(total), "next_run": None if next_run is None else next_run.isoformat()}
 
 
-def start_draining(alias: str | None = None, *, tasks: int | None = None) -> int:
+def start_draining(alias: str | None = None, *, tasks: int | None = None, due: datetime.datetime | None = None) -> int:
     """Make sure ``tasks`` (default ``MAILER_DRAIN_TASKS``) chains of :func:`drain_queue` run for ``alias``
-    (``None``: every alias with mail queued); enqueue those missing and return how many that was.
+    (``None``: every alias with mail queued) in time for mail due at ``due`` (``None``: now); enqueue those
+    missing and return how many that was.
 
-    Meant for mail due now: a chain counts as there if it runs, is due within a slice, or waits for its
-    relay (rate limit, pause), unless it is overdue by more than :data:`mailer.drain.LOST_AFTER` seconds
-    (lost); one that waits for a later retry or ``send_at`` is enqueued again for now (its waiting run
-    will find itself superseded and end). One query when they are all there (two with ``alias`` None), so
-    that queueing calls it every time. An enqueue that fails is logged, and its slot left free.
+    A chain counts as there if it runs, is due within a slice of ``due``, or waits for its relay (rate limit,
+    pause), unless it is overdue by more than :data:`mailer.drain.LOST_AFTER` seconds (lost); one that waits
+    for a later retry or ``send_at`` is enqueued again for ``due`` (its waiting run will find itself superseded
+    and end). One query when they are all there (two with ``alias`` None), so that queueing calls it every
+    time. An enqueue that fails is logged, and its slot left free.
     """
     wanted = chains_wanted(tasks)
     if not wanted:
         return 0
-    return _start([drain.drain_alias(alias)] if alias is not None else drain.queued_aliases(), wanted)
+    aliases = [drain.drain_alias(alias)] if alias is not None else drain.queued_aliases()
+    return _start(aliases, wanted, max(due or timezone.now(), timezone.now()))
 
 
-def _start(aliases: list[str], wanted: int, now_mail: bool = True) -> int:
-    """Enqueue the chains :func:`mailer.drain.missing` finds missing; how many."""
+def _start(aliases: list[str], wanted: int, mail_at: datetime.datetime | None) -> int:
+    """Enqueue the chains :func:`mailer.drain.missing` finds missing for ``mail_at``; how many."""
     started = 0
-    for chain_alias, slot in drain.missing(aliases, wanted, now_mail=now_mail):
-        token = drain.take(chain_alias, slot, now_mail=now_mail)
-        if token is not None and _enqueue(chain_alias, slot, token, None):
+    for chain_alias, slot in drain.missing(aliases, wanted, mail_at):
+        run_at = mail_at or timezone.now()
+        token = drain.take(chain_alias, slot, run_at, mail_at)
+        if token is not None and _enqueue(chain_alias, slot, token, run_at):
             started += 1
     return started
 
@@ -157,7 +163,9 @@ def _backend() -> Any:
 
 
 def _send_slice(alias: str, slot: int | None, token: str, heartbeat: Heartbeat) -> tuple[SendResult | None, bool]:
-    """One pass over ``alias``'s mail, stopped after the message in hand once the slice is over."""
+    """Passes over ``alias``'s mail until the slice is over (then after the message in hand); the counts, and
+    whether the slice ended. A relay at its limit that opens within :data:`SHORT_PACE` seconds, and before the
+    slice ends, is waited for here ("14/s" goes on in the same run); a longer wait is left to the next run."""
     seconds = drain.drain_slice()
     drain.started(alias, slot, token, timezone.now() + _seconds(seconds))
     stop, deadline = threading.Event(), time.monotonic() + seconds
@@ -166,8 +174,23 @@ def _send_slice(alias: str, slot: int | None, token: str, heartbeat: Heartbeat) 
         if time.monotonic() >= deadline:
             stop.set()
 
-    result = send_all(drain.queue_of(alias), stop=stop, progress=progress, on_commit=heartbeat.committed)
-    return result, stop.is_set()
+    queue, total = drain.queue_of(alias), None
+    while True:
+        # An idle pass (a run woken for mail another chain sent) is logged at the DEBUG level only.
+        result = send_all(queue, stop=stop, progress=progress, on_commit=heartbeat.committed, log_idle=False)
+        if result is None:  # another run holds the file lock
+            return total, stop.is_set()
+        heartbeat.passed(result)
+        total = result if total is None else _add(total, result)
+        wait = result.paced_for
+        if stop.is_set() or wait is None or wait > SHORT_PACE or time.monotonic() + wait >= deadline:
+            return total, stop.is_set()
+        time.sleep(max(wait, 0.01))
+
+
+# Seconds a run waits, within its slice, for a relay at its rate limit: a per-second limit then does not cost a
+# task per second; anything longer frees the worker until the next run's run_after.
+SHORT_PACE = 1.0
 
 
 def _go_on(
@@ -179,7 +202,7 @@ def _go_on(
     handed = drain.hand_on(alias, slot, token, due, tasks, paced)
     enqueued = handed is not None and _enqueue(alias, *handed, due)
     if tasks:
-        _start([alias], tasks, now_mail=False)
+        _start([alias], tasks, None)
     return due if enqueued else None
 
 
@@ -188,6 +211,10 @@ def _enqueue(alias: str, slot: int, token: str, due: datetime.datetime | None) -
     (the mail stays queued: the next queueing tries again) with a warning."""
     options: dict[str, Any] = {"backend": mailer_settings.TASKS_BACKEND}
     if due is not None and due > timezone.now():
+        if not _backend().supports_defer:
+            drain.release(alias, slot, token)
+            _not_scheduled(alias, due)
+            return False
         options["run_after"] = due
     try:
         result = drain_queue.using(**options).enqueue(alias=alias, slot=slot, token=token)

@@ -133,6 +133,16 @@ def test_a_relay_at_its_rate_limit_is_waited_for_by_a_later_run_not_in_the_worke
     assert value["next_run"] == run_after.isoformat()
 
 
+def test_a_per_second_limit_is_waited_for_within_the_slice(dummy, tasks, settings, relay):
+    """A wait shorter than SHORT_PACE, inside the slice, costs no task per second. About one second: 6 at 5/s."""
+    settings.MAILER_RATE_LIMITS = {ratelimits.relay_of(routing.route(None)): ["5/s"]}
+    for n in range(6):
+        queue(f"m{n}")
+    value = tasks.drain_queue.call(alias="default")
+    assert (value["sent"], value["next_run"]) == (6, None)
+    assert dummy.results == []
+
+
 def test_a_slice_that_ended_with_mail_due_enqueues_the_next_run_for_now(dummy, tasks, settings, relay):
     settings.MAILER_DRAIN_SLICE = 1e-9
     for n in range(3):
@@ -168,6 +178,21 @@ def test_queueing_one_by_one_starts_the_chains_once(dummy, settings, django_capt
         in_transaction(django_capture_on_commit_callbacks, lambda n=n: queue(f"m{n}"))
     assert runs(dummy) == [("default", None)] * 3
     assert sorted(DrainChain.objects.values_list("alias", "slot")) == [("default", 0), ("default", 1), ("default", 2)]
+
+
+def test_scheduled_mail_queued_one_by_one_starts_the_chains_once_for_its_time(
+    dummy, settings, django_capture_on_commit_callbacks
+):
+    settings.MAILER_DRAIN_TASKS = 2
+    at = timezone.now() + datetime.timedelta(hours=1)
+    for n in range(50):
+        in_transaction(django_capture_on_commit_callbacks, lambda n=n: queue(f"news {n}", not_before=at))
+    assert runs(dummy) == [("default", at)] * 2
+    sooner = at - datetime.timedelta(minutes=30)
+    sooner_mail = ("sooner", "body", "from@example.com", ["to@example.com"])
+    in_transaction(django_capture_on_commit_callbacks, lambda: mailer.send_mail(*sooner_mail, send_at=sooner))
+    in_transaction(django_capture_on_commit_callbacks, lambda: queue("now"))
+    assert runs(dummy)[2:] == [("default", sooner)] * 2 + [("default", None)] * 2
 
 
 def test_start_draining_costs_one_query_when_the_chains_run(dummy, tasks, settings, django_assert_num_queries):
@@ -353,6 +378,8 @@ def test_purge_log_deletes_what_purge_mail_log_deletes(tasks):
     assert tasks.purge_log.enqueue(days=30, result="all").return_value == 1
     call_command("purge_mail_log", "30", "--result", "all")
     assert MessageLog.objects.count() == 1
+    with pytest.raises(ValueError, match="one of success, failure, all"):
+        tasks.purge_log.call(days=30, result="sent")
 
 
 # --- checks -----------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     """The chains of drain_queue tasks (mailer.drain): a new table, which a process of an older version never
-    touches; without it, queueing and the tasks log a warning and the mail waits for another sender."""
+    touches. Before it exists, queueing logs a warning instead of starting drain tasks (the mail stays queued)."""
 
     dependencies = [
         ("mailer", "0018_sender_heartbeats"),
