@@ -150,6 +150,7 @@ def test_a_worker_killed_mid_drain_loses_nothing_and_resends_within_the_bound(
     assert len(twice) <= COMMIT_BATCH_SIZE, twice
     record_property("delivered_before_kill", killed_at)
     record_property("delivered_twice", len(twice))
+    print(f"{engine}: killed a worker at {killed_at} delivered; {len(twice)} delivered twice")
     assert table["logs"] == {
         "1": CRASH_COUNT,
         "2": 0,
