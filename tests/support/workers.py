@@ -89,7 +89,7 @@ def engine_problem(engine: str) -> str | None:
     if django.VERSION < (6, 0):
         modules.append("django_tasks")
     for module in modules:  # found, not imported: django-rq reads the settings when it is imported
-        if importlib.util.find_spec(module) is None:
+        if module not in sys.modules and importlib.util.find_spec(module) is None:
             return f"the {engine} task engine needs {module}; pip install -e '.[test]'"
     try:
         if engine == "rq":
