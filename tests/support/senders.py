@@ -22,7 +22,10 @@ class SenderProcess:
     """One child running ``command``; ``settings`` (JSON-able) go through ``MAILER_TEST_SETTINGS``.
 
     ``python``: the interpreter to run it with (a cached venv with another database driver, say); ``cwd``: its
-    working directory (where the file lock is, unless ``MAILER_LOCK_PATH`` says otherwise).
+    working directory (where the file lock is, unless ``MAILER_LOCK_PATH`` says otherwise); ``argv``: what
+    follows the interpreter instead of ``-m django command`` (a task worker's command line, say);
+    ``stdout_to_log``: standard output goes to the log too (for a child that prints and has no banner to read);
+    ``popen``: further keywords for ``subprocess.Popen``.
     """
 
     def __init__(
@@ -34,6 +37,9 @@ class SenderProcess:
         banner: bool = True,
         python: str = sys.executable,
         cwd: Path = REPO_ROOT,
+        argv: list[str] | None = None,
+        stdout_to_log: bool = False,
+        **popen: object,
     ):
         env = dict(env)
         if settings:
@@ -42,12 +48,13 @@ class SenderProcess:
         self.log_path = log_path
         with open(log_path, "w") as log:
             self.proc = subprocess.Popen(
-                [python, "-m", "django", command],
+                [python, *(argv or ["-m", "django", command])],
                 env=project_env(env),
                 cwd=cwd,
-                stdout=subprocess.PIPE,
+                stdout=log if stdout_to_log else subprocess.PIPE,
                 stderr=log,
                 text=True,
+                **popen,
             )
         if banner:
             self.read_banner()
@@ -98,7 +105,8 @@ class SenderProcess:
         if self.alive():
             self.proc.kill()
         self.proc.wait()
-        self.proc.stdout.close()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @contextmanager
