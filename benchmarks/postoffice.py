@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -171,6 +172,7 @@ class Bench:
             "process_wall_s": result["wall"],
             "cpu_s": result["cpu"],
             "connections": got["connections"],
+            "load": os.getloadavg()[0],  # the machine's 1-minute load average just after: how busy it was
         }
 
     def run(self) -> None:
@@ -311,6 +313,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         for key, side in info.items():
             print(f"  {key}: {side['mailer_version']} ({side['mailer_dir']}), Django {side['django']}")
+        loads = [
+            r["load"] for s in bench.results.values() for v in s.values() for runs in v.values() for r in runs if r
+        ]
+        if loads:
+            print(f"  load average (1 min) after each measurement: {min(loads):.1f} to {max(loads):.1f}")
         print()
         print(bench.table())
         for error in bench.errors:
