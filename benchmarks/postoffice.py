@@ -34,6 +34,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from databases import VENDORS, Vendor  # noqa: E402
+from run import _settings  # noqa: E402  (NAME=VALUE options, read as run.py reads them)
 from sides import REPO_ROOT, BenchError, Side, legacy_python, package_python  # noqa: E402
 from sink import SMTPSink  # noqa: E402
 
@@ -146,7 +147,8 @@ class Bench:
         side = self.sides[variant.side]
         sink = self.sinks[scenario]
         with vendor.fresh(side) as db:
-            cfg = self.config(db, side, backend=SMTP_BACKEND, smtp_port=sink.port, extra_settings=variant.settings)
+            settings = {**(self.args.ours_settings if variant.side == "ours" else {}), **variant.settings}
+            cfg = self.config(db, side, backend=SMTP_BACKEND, smtp_port=sink.port, extra_settings=settings)
             side.run("fill", {"n": n}, cfg)
             sink.reset()
             if variant.side == "postoffice":
@@ -287,6 +289,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="MAILER_SENDER_CONNECTIONS of our main variant in the smtp scenario (the docs' example: 4)",
     )
     parser.add_argument("--ours-python", help="interpreter of our side (default: this one)")
+    parser.add_argument(
+        "--ours-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra Django setting for all our variants (VALUE read as JSON if it parses); repeatable",
+    )
     parser.add_argument("--json", help="also write every round's figures here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (children's stderr)")
     args = parser.parse_args(argv)
@@ -296,6 +305,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown: {', '.join(unknown)}")
     args.messages = {"smtp": args.smtp_messages, "relay": args.relay_messages}
+    args.ours_settings = _settings(parser, "--ours-setting", args.ours_setting)
     return args
 
 
@@ -311,6 +321,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{platform.python_version()}; smtp: {args.messages['smtp']} messages, relay: "
             f"{args.messages['relay']} messages at {args.relay_ms:g} ms each"
         )
+        if args.ours_settings:
+            print(f"  extra settings, ours only: {args.ours_settings}")
         for key, side in info.items():
             print(f"  {key}: {side['mailer_version']} ({side['mailer_dir']}), Django {side['django']}")
         loads = [
