@@ -128,7 +128,10 @@ class Bench:
             (self.tmp / name).mkdir()
             self.vendors[name] = VENDORS[name](self.tmp / name, self.migrate)
         self.sinks = {"smtp": SMTPSink().start(), "relay": SMTPSink(delay=args.relay_ms / 1000).start()}
-        self.variants = variants(args.connections)
+        self.variants = {
+            scenario: [v for v in runs if not args.variants or v.key in args.variants]
+            for scenario, runs in variants(args.connections).items()
+        }
         self.results: dict = {}  # scenario -> vendor -> variant key -> [measurement, ...]
         self.errors: list[str] = []
 
@@ -279,6 +282,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--db", default="sqlite,postgres", help="sqlite,postgres,mysql")
     parser.add_argument("--only", default="smtp,relay", help="smtp,relay")
+    parser.add_argument(
+        "--variants",
+        default="",
+        help="only these variants (keys as in the ratio rows: ours_c4,ours_c1,ours_c16,legacy,po_p1,po_p4)",
+    )
     parser.add_argument("--smtp-messages", type=int, default=2000)
     parser.add_argument("--relay-messages", type=int, default=1000)
     parser.add_argument("--relay-ms", type=float, default=20.0, help="the slow relay's wait per message")
@@ -301,6 +309,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.db = [d for d in args.db.split(",") if d]
     args.only = [s for s in args.only.split(",") if s]
+    args.variants = [v for v in args.variants.split(",") if v]
     unknown = [d for d in args.db if d not in VENDORS] + [s for s in args.only if s not in ("smtp", "relay")]
     if unknown:
         parser.error(f"unknown: {', '.join(unknown)}")
