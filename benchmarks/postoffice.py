@@ -243,7 +243,8 @@ class Bench:
         rows.append(())
         rows.append(("scenario", "DB", "ratio (per round)", "median", "range", "target", "met"))
         for scenario, ours, theirs, target in comparisons(self.args.connections):
-            if scenario not in self.args.only:
+            keys = {v.key for v in self.variants.get(scenario, [])}
+            if scenario not in self.args.only or not {ours, theirs} <= keys:
                 continue
             for name in self.vendors:
                 got = self.results.get(scenario, {}).get(name, {})
