@@ -68,32 +68,44 @@ def _runs(python: Path, code: str) -> bool:
 
 def legacy_python(base_python: str, vendors: list[str]) -> Path:
     """The interpreter of the cached django-mailer 2.3.2 venv (built with ``base_python`` if missing)."""
-    version = _python_version(base_python)
-    venv = cache_dir() / f"venv-{LEGACY_VERSION}-django{LEGACY_DJANGO}-py{version}"
-    python = venv / "bin" / "python"
-    check = (
-        "import django, mailer\n"
-        f"assert mailer.__version__ == {LEGACY_VERSION!r}\n"
-        f"assert django.get_version().startswith({LEGACY_DJANGO + '.'!r})\n"
+    return package_python(
+        base_python,
+        vendors,
+        name=f"venv-{LEGACY_VERSION}",
+        requirement=f"django-mailer=={LEGACY_VERSION}",
+        check=f"import mailer\nassert mailer.__version__ == {LEGACY_VERSION!r}\n",
     )
+
+
+def package_python(base_python: str, vendors: list[str], name: str, requirement: str, check: str) -> Path:
+    """The interpreter of a cached venv with ``requirement`` and Django 5.2, built with ``base_python`` if missing.
+
+    The venv is ``<cache>/<name>-django5.2-pyX.Y``; ``check`` is Python code that must run in it (it asserts
+    the package's version). The database drivers of ``vendors`` are added when missing. A file lock keeps two
+    runs (or a run and the test suite, for 2.3.2) from building the same venv at once.
+    """
+    version = _python_version(base_python)
+    venv = cache_dir() / f"{name}-django{LEGACY_DJANGO}-py{version}"
+    python = venv / "bin" / "python"
+    check = f"import django\n{check}assert django.get_version().startswith({LEGACY_DJANGO + '.'!r})\n"
     drivers = [DRIVER_PACKAGES[v] for v in vendors if v in DRIVER_PACKAGES]
     full_check = check + "".join(f"import {module}\n" for _, module in drivers)
     venv.parent.mkdir(parents=True, exist_ok=True)
-    with open(venv.parent / f"{venv.name}.lock", "w") as lock:  # the same lock as the test suite's
+    with open(venv.parent / f"{venv.name}.lock", "w") as lock:  # for 2.3.2, the same lock as the test suite's
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _runs(python, full_check):
             return python
         if not _runs(python, check):
-            print(f"building {venv} (django-mailer {LEGACY_VERSION} from PyPI)...", file=sys.stderr)
+            print(f"building {venv} ({requirement} from PyPI)...", file=sys.stderr)
             shutil.rmtree(venv, ignore_errors=True)
             subprocess.run([base_python, "-m", "venv", str(venv)], check=True, env=_clean_env())
-            requirement = f"Django>={LEGACY_DJANGO},<{LEGACY_DJANGO[:2]}{int(LEGACY_DJANGO[2:]) + 1}"
-            _pip(python, [f"django-mailer=={LEGACY_VERSION}", requirement])
+            django = f"Django>={LEGACY_DJANGO},<{LEGACY_DJANGO[:2]}{int(LEGACY_DJANGO[2:]) + 1}"
+            _pip(python, [requirement, django])
         missing = [package for package, module in drivers if not _runs(python, f"import {module}")]
         if missing:
             _pip(python, missing)
         if not _runs(python, full_check):
-            raise BenchError(f"{venv} does not provide django-mailer {LEGACY_VERSION} with the drivers needed")
+            raise BenchError(f"{venv} does not provide {requirement} with the drivers needed")
     return python
 
 
@@ -116,10 +128,13 @@ class Side:
     info: dict = field(default_factory=dict)
 
     @classmethod
-    def create(cls, key, label, python, workdir: Path, pythonpath, expect_mailer_dir) -> Side:
+    def create(
+        cls, key, label, python, workdir: Path, pythonpath, expect_mailer_dir, sources=("child.py", "bench_settings.py")
+    ) -> Side:
+        """``sources``: the files copied as ``child.py`` and ``bench_settings.py`` (another package's pair)."""
         workdir.mkdir(parents=True)
-        for name in ("child.py", "bench_settings.py"):
-            shutil.copyfile(HERE / name, workdir / name)
+        for source, name in zip(sources, ("child.py", "bench_settings.py"), strict=True):
+            shutil.copyfile(HERE / source, workdir / name)
         return cls(key, label, Path(python), workdir, [str(workdir), *pythonpath], expect_mailer_dir)
 
     def env(self, config: dict, profile: str | None = None) -> dict[str, str]:

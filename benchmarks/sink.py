@@ -75,6 +75,7 @@ class SMTPSink:
         with self._arrived:
             self.count += 1
             self.ids[bench_id] += 1
+            self.message_id_counts[message_id] += 1
             if bench_id is not None and bench_id not in self.first_arrival:
                 self.first_arrival[bench_id] = arrived
                 self.message_ids[bench_id] = message_id
@@ -89,6 +90,7 @@ class SMTPSink:
             self.count = 0
             self.connections = 0
             self.ids: Counter = Counter()
+            self.message_id_counts: Counter = Counter()  # Message-ID header -> times received
             self.first_arrival: dict[str, float] = {}
             self.message_ids: dict[str, str | None] = {}  # bench id -> the Message-ID header it arrived with
 
@@ -96,6 +98,7 @@ class SMTPSink:
         with self._lock:
             distinct = len(self.ids)
             return {
+                "distinct_message_ids": len(self.message_id_counts.keys() - {None}),
                 "received": self.count,
                 "distinct": distinct,
                 "duplicates": self.count - distinct,
