@@ -81,8 +81,19 @@ class Bench:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="mailer-conns-"))
         self.side = Side.create(
-            "ours", "ours", args.python or sys.executable, self.tmp / "ours", [str(REPO_ROOT)], str(REPO_ROOT / "mailer")
+            "ours",
+            "ours",
+            args.python or sys.executable,
+            self.tmp / "ours",
+            [str(REPO_ROOT)],
+            str(REPO_ROOT / "mailer"),
         )
+        self.sides = {"ours": self.side}
+        if args.baseline:  # another checkout (git worktree add /tmp/base <commit>), measured in the same rounds
+            base = Path(args.baseline).resolve()
+            self.sides["baseline"] = Side.create(
+                "baseline", "baseline", self.side.python, self.tmp / "baseline", [str(base)], str(base / "mailer")
+            )
         self.vendors = {}
         for name in args.db:
             (self.tmp / name).mkdir()
@@ -105,7 +116,7 @@ class Bench:
         largest = max(self.args.connections)
         return max(self.args.min_messages, self.args.messages * connections // largest)
 
-    def measure(self, vendor, connections: int) -> dict:
+    def measure(self, vendor, connections: int, side) -> dict:
         from sides import BenchError
 
         n = self.messages(connections)
@@ -115,12 +126,13 @@ class Bench:
         if self.args.profile:
             Path(self.args.profile).mkdir(parents=True, exist_ok=True)
             self.profiles += 1
-            profile = str(Path(self.args.profile) / f"conns{connections}-{vendor.name}-{self.profiles:03d}.prof")
-        with vendor.fresh(self.side) as db:
+            name = f"conns{connections}-{vendor.name}-{side.key}-{self.profiles:03d}.prof"
+            profile = str(Path(self.args.profile) / name)
+        with vendor.fresh(side) as db:
             cfg = self.config(db, backend=SMTP_BACKEND, smtp_port=self.sink.port, extra_settings=settings)
-            self.side.run("fill", {"n": n}, cfg)
-            result = self.side.run("command", {"name": "send_mail"}, cfg, profile=profile)
-            stats = self.side.run("stats", {}, cfg)
+            side.run("fill", {"n": n}, cfg)
+            result = side.run("command", {"name": "send_mail"}, cfg, profile=profile)
+            stats = side.run("stats", {}, cfg)
         got = self.sink.snapshot()
         if stats["queued"] or got["distinct"] != n:
             raise BenchError(f"{stats['queued']} left queued, {got['distinct']} of {n} received")
@@ -148,7 +160,7 @@ class Bench:
     def record(self, where: str, connections: int, values: dict) -> None:
         self.results.setdefault(where, {}).setdefault(connections, []).append(values)
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-        log(f"{where:8} N={connections:<3} {shown}")
+        log(f"{where:17} N={connections:<3} {shown}")
 
     def run(self) -> None:
         try:
@@ -159,16 +171,22 @@ class Bench:
                     if not self.args.no_limit:
                         self.record("limit", connections, self.measure_bare(connections))
                     for vendor in self.vendors.values():
-                        try:
-                            values = self.measure(vendor, connections)
-                        except Exception as exc:
-                            values = {"error": str(exc).splitlines()[0] if str(exc) else repr(exc)}
-                        self.record(vendor.name, connections, values)
+                        sides = list(self.sides.values())
+                        for side in sides if index % 2 == 0 else reversed(sides):
+                            try:
+                                values = self.measure(vendor, connections, side)
+                            except Exception as exc:
+                                values = {"error": str(exc).splitlines()[0] if str(exc) else repr(exc)}
+                            where = vendor.name if side is self.side else f"{vendor.name}/{side.key}"
+                            self.record(where, connections, values)
         finally:
             self.sink.stop()
             for vendor in self.vendors.values():
                 vendor.close()
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            if self.args.keep:
+                log(f"kept {self.tmp}")
+            else:
+                shutil.rmtree(self.tmp, ignore_errors=True)
 
     def table(self) -> str:
         ideal = 1000 / self.args.relay_ms
@@ -176,20 +194,20 @@ class Bench:
             f"# One sender, N connections, relay {self.args.relay_ms:g} ms per message "
             f"({datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {self.args.rounds} rounds)",
             "",
-            "| N  | where    | msgs/s median | lowest-highest | % of N x ideal | target 70% | messages |",
-            "|----|----------|---------------|----------------|----------------|------------|----------|",
+            "| N  | where             | msgs/s median | lowest-highest | % of N x ideal | target 70% | messages |",
+            "|----|-------------------|---------------|----------------|----------------|------------|----------|",
         ]
         for connections in self.args.connections:
             for where, per_n in self.results.items():
                 rounds = [r["msgs_s"] for r in per_n.get(connections, []) if "msgs_s" in r]
                 if not rounds:
-                    lines.append(f"| {connections:<2} | {where:8} | error         |                |                |")
+                    lines.append(f"| {connections:<2} | {where:17} | error         |                |                |")
                     continue
                 median = statistics.median(rounds)
                 share = median / (connections * ideal)
                 met = "" if where == "limit" else ("yes" if share >= 0.7 else "NO")
                 lines.append(
-                    f"| {connections:<2} | {where:8} | {median:13,.0f} | {min(rounds):6,.0f}-{max(rounds):<7,.0f} "
+                    f"| {connections:<2} | {where:17} | {median:13,.0f} | {min(rounds):6,.0f}-{max(rounds):<7,.0f} "
                     f"| {100 * share:13.0f}% | {met:10} | {self.messages(connections):8} |"
                 )
         return "\n".join(lines)
@@ -207,6 +225,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-limit", action="store_true", help="skip the bare smtplib client")
     parser.add_argument("--profile", metavar="DIR", help="cProfile the senders into DIR (skews timings)")
     parser.add_argument("--python", help="interpreter of the senders (default: this one)")
+    parser.add_argument("--baseline", metavar="DIR", help="also measure this checkout of the package, same rounds")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (the senders' stderr)")
     parser.add_argument("--json", metavar="PATH", help="also write every round's figures as JSON")
     args = parser.parse_args(argv)
     args.db = [d.strip() for d in args.db.split(",") if d.strip()]
