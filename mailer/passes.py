@@ -160,8 +160,9 @@ class Pass:
         """Read the claimed ``messages`` and hand them to the mailers, up to one per idle slot at a time.
 
         Stops taking new ones at a poison message, a limit, a stop request or
-        the end of the commit interval; deliveries in flight are always
-        waited for and recorded.
+        the end of the commit interval; deliveries in flight are waited for
+        and recorded, or, when the pass goes on with several connections,
+        leased (:mod:`mailer.leases`) and recorded by a later batch.
         """
         to_send, decided = self.reader.read(messages) if messages else ([], [])
         if self.leases:  # made due again while its delivery goes on (the admin's "retry now"): not sent twice
