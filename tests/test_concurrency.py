@@ -223,7 +223,8 @@ def failure_row(db, name):
 
 
 @pytest.mark.skipif(
-    dbconfig.vendor() != "postgres", reason="children on a postgres database of their own: runs with MAILER_TEST_DB=postgres"
+    dbconfig.vendor() != "postgres",
+    reason="children on a postgres database of their own: runs with MAILER_TEST_DB=postgres",
 )
 def test_a_sender_with_four_connections_killed_mid_run_leaves_its_leased_messages_for_after_the_lease(
     smtp_server, tmp_path
