@@ -165,8 +165,9 @@ class Pass:
         leased (:mod:`mailer.leases`) and recorded by a later batch.
         """
         to_send, decided = self.reader.read(messages) if messages else ([], [])
-        if self.leases:  # made due again while its delivery goes on (the admin's "retry now"): not sent twice
+        if self.leases:  # made due again while its delivery goes on (the admin's "retry now"): left alone
             to_send = [item for item in to_send if item[0].pk not in self.leases]
+            decided = [item for item in decided if item[0].pk not in self.leases]
         for message, outcome in decided:
             self.apply(message, outcome, batch)
         started = time.monotonic()
