@@ -160,3 +160,20 @@ def test_a_stop_records_the_deliveries_that_went_on_across_a_commit_and_leaves_n
     assert MessageLog.objects.count() == first == len(relay.messages)
     assert send_all().sent == 200 - first
     assert delivered(relay) == Counter(range(200))  # each once
+
+
+def test_a_leased_message_made_due_by_hand_is_not_sent_twice_by_its_sender(settings, relay):
+    """The admin's "retry now" on a message whose delivery goes on across a commit: the sender that leased it
+    claims it again, and leaves it alone."""
+    settings.MAILER_SENDER_CONNECTIONS = 8
+    queue_numbered(120)
+    made_due = []
+
+    def retry_now(counts):
+        made_due.append(Message.objects.waiting().update(not_before=None))
+
+    assert send_all(on_commit=retry_now).sent == 120
+
+    assert sum(made_due) >= 1
+    assert delivered(relay) == Counter(range(120))  # each once
+    assert Message.objects.count() == 0
