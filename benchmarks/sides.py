@@ -222,7 +222,8 @@ class Child:
         self.proc.stdin.flush()
 
     def stderr_tail(self, lines: int = 25) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         text = self.stderr_path.read_text(errors="replace").strip().splitlines()
         return "\n".join(text[-lines:])
 

@@ -103,9 +103,9 @@ class Claimer:
         if after is not None:
             queryset = queryset.filter(_after_position(self.connection, after))
         # A big row's data is not fetched with the claim, only its length: see read_data(). The sender
-        # never reads last_error and not_before (it writes them), nor the search columns; read on access, for a
-        # handler that does.
-        queryset = queryset.defer("message_data", "last_error", "not_before", "recipients", "subject_text").annotate(
+        # never reads last_error (it writes it), nor the search columns; read on access, for a handler that does.
+        # not_before is read: a message whose delivery goes on across a commit gets it back (mailer.leases).
+        queryset = queryset.defer("message_data", "last_error", "recipients", "subject_text").annotate(
             data_length=_data_length(self.connection),
             inline_data=Case(
                 When(data_length__lte=INLINE_DATA_BYTES, then=F("message_data")), default=None, output_field=TextField()

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "EMAIL_TIMEOUT": 30,
     # Connections (and threads) one sender hands messages to the backend through at once.
     "SENDER_CONNECTIONS": 1,
+    "LEASE_DELIVERIES": False,  # mailer.leases: opt-in until "retry now" on a leased message is safe
     # Per relay, the most deliveries in any sliding window: {"default": ["14/s", "50000/d"]} (mailer.ratelimits).
     "RATE_LIMITS": {},
     # Rows written by django-mailer 2.x (unsigned pickles): decoded at all, and which classes beyond

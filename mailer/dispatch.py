@@ -64,6 +64,10 @@ class Dispatcher:
         self.in_flight: dict[Future, Delivery] = {}
         self.done: list[Delivery] = []  # deliveries made in the calling thread, not collected yet
 
+    def in_flight_items(self) -> list[Any]:
+        """What the caller handed in with each delivery started and not collected."""
+        return [delivery.item for delivery in (*self.in_flight.values(), *self.done)]
+
     def has_idle_slot(self) -> bool:
         return bool(self.idle)
 

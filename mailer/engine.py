@@ -10,7 +10,10 @@ seconds, whichever comes first. Claimed messages it did not reach are
 released by the same commit. If the sender dies before a commit, the
 messages it handed to the backend in that transaction are still queued and
 will be sent again: at most the batch size, and in practice the messages
-sent within one commit interval.
+sent within one commit interval. With several connections, deliveries
+still under way at a commit are leased instead of waited for
+(:mod:`mailer.leases`); if the sender dies, those are sent again once the
+lease has run out.
 """
 
 from __future__ import annotations

@@ -133,6 +133,7 @@ class Batch:
     block: list[str] = field(default_factory=list)  # addresses for the don't-send list
     error: BaseException | None = None  # re-raised once the batch is committed
     stopped_early: bool = False  # the commit interval ended before the claimed messages did
+    more: bool = False  # the claim was as big as asked: the queue may hold more
     quick: bool = False  # all sent within half the commit interval: claim more next time
     held: int = 0  # messages held back (outcomes.held())
     log_bytes: int = 0  # message data the log rows hold

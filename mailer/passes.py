@@ -22,6 +22,7 @@ from django.utils.module_loading import import_string
 from mailer import claims, notify, outcomes, serialization, staging, storage, writes
 from mailer.conf import mailer_settings
 from mailer.dispatch import Dispatcher
+from mailer.leases import Leases
 from mailer.limits import PassLimits
 from mailer.logtext import PER_MESSAGE, loggable
 from mailer.message_ids import get_message_id, new_message_id
@@ -74,6 +75,12 @@ class Pass:
         connections = 1 if self.throttle else max(1, int(mailer_settings.SENDER_CONNECTIONS))
         self.dispatcher = Dispatcher(connections)
         self.pacer = Pacer(routes, connections)
+        self.connections = connections
+        # Deliveries go on across commits (mailer.leases) with several connections, but not under rate limits:
+        # their tokens are settled batch by batch.
+        # Opt-in (MAILER_LEASE_DELIVERIES): see docs/guarantees.rst for what a lease changes after a crash.
+        self.pipelined = connections > 1 and not self.pacer.chunk and mailer_settings.LEASE_DELIVERIES is True
+        self.leases = Leases(self.using)
         self.result = SendResult()
         # The last message (in send order) left queued and not to be claimed again in this pass.
         self.position: claims.Position | None = None
@@ -94,11 +101,17 @@ class Pass:
     def run(self) -> SendResult:
         started = time.monotonic()
         try:
-            while not self.limits.reached(self.result) and not self.stopping():
+            while True:
+                busy = self.dispatcher.busy()  # deliveries started in the last batch, still going on (leased)
+                ending = self.limits.reached(self.result) or self.stopping()
+                if ending and not busy:
+                    break
                 # Rate limits and pauses are settled outside the claim's transaction: no message row stays
                 # locked while a relay's row is, nor while the pass waits for a relay.
-                size = self.pacer.allowance(1 if self.throttle else self.claim_size)
-                if not size:
+                wanted = 1 if self.throttle else self.claim_size
+                # What one transaction hands to the mailers stays within MAILER_COMMIT_BATCH_SIZE, leases included.
+                size = 0 if ending else min(self.pacer.allowance(wanted), self.batch_size - busy)
+                if size <= 0 and not busy:
                     if self.wait_for_limits and not nap(self.pacer.opens_in(), self.stop):
                         continue
                     self.result.paced_for = self.pacer.opens_in()
@@ -107,17 +120,20 @@ class Pass:
                 self.events = notify.Events.if_listened()
                 try:
                     with transaction.atomic(using=self.using):
-                        messages = self.claim(size, self.position, self.pacer.mailers())
-                        if not messages:
+                        messages = self.claim(size, self.position, self.pacer.mailers()) if size > 0 else []
+                        if not messages and not busy:
                             if self.pacer.closed:  # what is left may be for a relay at its limit
                                 self.result.paced_for = self.pacer.opens_in()
                             break
                         batch.claimed = len(messages)
+                        batch.more = size > 0 and len(messages) == size  # the queue may hold more: go on
                         try:
                             self.send(messages, batch)
                         except (KeyboardInterrupt, SystemExit) as stop:
                             # Keep what was sent before the interruption, then stop.
                             batch.error = stop
+                        if batch.error is not None:
+                            self.leases.give_back(batch)  # deliveries not collected: their messages are due again
                         writes.record(batch.logs, batch.log_pks, batch.done, self.using, batch.updates, batch.block)
                         storage.release(self.stored_files, self.using)
                         if self.events is not None:
@@ -145,17 +161,21 @@ class Pass:
         """Read the claimed ``messages`` and hand them to the mailers, up to one per idle slot at a time.
 
         Stops taking new ones at a poison message, a limit, a stop request or
-        the end of the commit interval; deliveries in flight are always
-        waited for and recorded.
+        the end of the commit interval; deliveries in flight are waited for
+        and recorded, or, when the pass goes on with several connections,
+        leased (:mod:`mailer.leases`) and recorded by a later batch.
         """
-        to_send, decided = self.reader.read(messages)
+        to_send, decided = self.reader.read(messages) if messages else ([], [])
+        if self.leases:  # made due again while its delivery goes on (the admin's "retry now"): left alone
+            to_send = [item for item in to_send if item[0].pk not in self.leases]
+            decided = [item for item in decided if item[0].pk not in self.leases]
         for message, outcome in decided:
             self.apply(message, outcome, batch)
         started = time.monotonic()
         deadline = started + self.commit_interval
         todo = iter(to_send)
         dispatcher, limits = self.dispatcher, self.limits
-        taking = True
+        taking, exhausted = True, False
         while True:
             # (Spelled out, not dispatcher.has_idle_slot() and limits.room_for(): this loop runs once per message.)
             while (
@@ -165,7 +185,7 @@ class Pass:
             ):
                 item = next(todo, None)
                 if item is None:
-                    taking = False
+                    taking, exhausted = False, True
                     break
                 message, readable = item
                 route = self.routes.get(message.mailer, self.routes[None])
@@ -188,12 +208,17 @@ class Pass:
                     to = loggable(", ".join(map(str, email.to)))
                     logger.info("sending message '%s' to %s", loggable(email.subject), to, extra=PER_MESSAGE)
                 dispatcher.start(message, route, email, self.pacer.deadline(route))
+            if not taking and (exhausted or batch.stopped_early) and self.carries_on(batch):
+                # Commit now, the deliveries in flight leased: the next claim keeps every connection busy.
+                batch.quick = time.monotonic() - started < self.commit_interval / 2
+                self.leases.take(dispatcher.in_flight_items())
+                break
             finished = dispatcher.finished()
             if not finished:
                 batch.quick = time.monotonic() - started < self.commit_interval / 2
                 break
             for delivery in finished:
-                redirect = self.redirected.get(delivery.item.pk)
+                redirect = self.redirected.pop(delivery.item.pk, None)
                 if redirect is not None:  # put back as it was queued, for the log and the error handler
                     delivery.refusals = redirect.undo(delivery.refusals)
                 if delivery.too_late:  # its token is too old to keep the limit at the relay: next batch
@@ -201,6 +226,8 @@ class Pass:
                     dispatcher.release(delivery, delivery.connection)
                     self.apply(delivery.item, outcomes.UNTOUCHED, batch)
                     release(delivery.item)
+                    if redirect is not None:
+                        redirect.forget()
                     continue
                 if delivery.relay_down:
                     self.relay_is_down(delivery.route, delivery.exception)
@@ -211,6 +238,8 @@ class Pass:
                 dispatcher.release(delivery, outcome.keep)
                 self.apply(message, outcome, batch, delivery.email)
                 release(message)
+                if redirect is not None:
+                    redirect.forget()  # its log rows are made
                 if not outcome.may_go_on or self.limits.reached(self.result) or self.stopping():
                     taking = False
                 elif batch.full():
@@ -218,11 +247,22 @@ class Pass:
             if taking and time.monotonic() >= deadline:
                 taking = False
                 batch.stopped_early = next(todo, None) is not None
-        self.forget_redirects()  # every delivery is collected and its log rows are made
+                exhausted = not batch.stopped_early
         if batch.error is None:
             error = self.reader.nothing_decodes(batch.claimed, batch.held)
             if error is not None:
                 batch.error = error
+
+    def carries_on(self, batch: Batch) -> bool:
+        """May the batch commit with deliveries in flight (leased), the queue likely holding more to claim?"""
+        return (
+            self.pipelined
+            and (batch.more or batch.stopped_early)
+            and batch.error is None
+            and self.dispatcher.busy() > 0
+            and not self.stopping()
+            and not self.limits.reached(self.result)
+        )
 
     def ready(self, message: Message, readable: Readable, route: Route) -> EmailMessage | Outcome:
         """The email to send now that ``message``'s turn has come, or what becomes of the message instead."""
@@ -250,6 +290,8 @@ class Pass:
         ``email``, when the caller has it, is what ``on_message`` reports on (else the message is read again).
         """
         batch.add(message, outcome)
+        if message.pk in self.leases:
+            self.leases.settle(message.pk, outcome, batch)
         self.result.add(outcome)
         if self.events is not None:
             self.events.outcome(message, outcome, email)
@@ -290,8 +332,10 @@ class Pass:
         # Claim about as many rows as one commit interval takes, so a slow
         # relay does not fetch (and release) a hundred payloads per message.
         maximum = self.batch_size
+        # Pipelined, a claim fills every connection at least (the leased deliveries count in the batch size).
+        least = self.connections if self.pipelined else 1
         if batch.stopped_early:
-            self.claim_size = max(1, min(maximum, len(batch.done)))
+            self.claim_size = max(least, min(maximum, len(batch.done)))
         elif batch.quick:
             self.claim_size = min(maximum, 2 * self.claim_size)
 

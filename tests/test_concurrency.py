@@ -7,6 +7,7 @@ Each case runs in the run of its own server (``MAILER_TEST_DB=postgres`` or ``my
 of ``runtests.py --db all`` instead of once per database of it.
 """
 
+import json
 import re
 import signal
 import warnings
@@ -17,6 +18,7 @@ import pytest
 
 from tests.support import dbconfig, services
 from tests.support.procs import manage, popen_manage
+from tests.support.smtp_sink import slow_down
 from tests.support.waiting import wait_until
 
 QUEUE = """
@@ -228,3 +230,47 @@ def failure_row(db, name):
         cursor.execute(f"USE `{name}`")
         cursor.execute(sql)
         return cursor.fetchone()
+
+
+@pytest.mark.skipif(
+    dbconfig.vendor() != "postgres",
+    reason="children on a postgres database of their own: runs with MAILER_TEST_DB=postgres",
+)
+def test_a_sender_with_four_connections_killed_mid_run_leaves_its_leased_messages_for_after_the_lease(
+    smtp_server, tmp_path
+):
+    """SIGKILL a sender whose deliveries go on across commits (``mailer.leases``): the messages it had leased
+    (one per connection at most) stay queued, not due, so the next run leaves them alone; once their lease has
+    run out (here: made due by hand) they go out, and nothing is lost. PostgreSQL only: the leases are the same
+    SQL on every database, and the test is a few seconds of processes."""
+    slow_down(smtp_server, 0.05)  # longer than MAILER_COMMIT_INTERVAL: every commit has deliveries under way
+    count = 200
+    with queue_in_fresh_database("postgres", count) as (env, counts):
+        sender_env = {
+            **env,
+            "MAILER_TEST_SMTP_PORT": smtp_server.port,
+            "MAILER_TEST_LOCK_PATH": tmp_path / "lock",
+            "MAILER_TEST_SETTINGS": json.dumps({"MAILER_SENDER_CONNECTIONS": 4, "MAILER_LEASE_DELIVERIES": True}),
+        }
+        first = popen_manage("send_mail", env=sender_env)
+        wait_until(lambda: len(smtp_server.messages) >= count // 3, 60, interval=0.005, message="no start")
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=10)
+        assert len(smtp_server.messages) < count, "the first sender finished before it was killed"
+
+        [(returncode, err)] = finish([popen_manage("send_mail", env=sender_env)])
+        assert returncode == 0, err
+        with closing(services.pg_connect(env["MAILER_TEST_DB_NAME"])) as conn, closing(conn.cursor()) as cursor:
+            cursor.execute("SELECT count(*) FROM mailer_message WHERE not_before > now() + interval '5 minutes'")
+            [(leased,)] = cursor.fetchall()
+            assert counts()[0] == leased and 1 <= leased <= 4  # only the leased ones are left, not due for minutes
+            cursor.execute("UPDATE mailer_message SET not_before = NULL")  # as if their lease had run out
+            conn.commit()
+        [(returncode, err)] = finish([popen_manage("send_mail", env=sender_env)])
+        assert returncode == 0, err
+
+        seqs = deliveries(smtp_server)
+        assert set(seqs) == set(range(count)), "lost messages"
+        assert all(n <= 2 for n in seqs.values()) and sum(n == 2 for n in seqs.values()) <= 100
+        queued, logs = counts()
+        assert queued == 0 and logs == {"1": (count, count)}

@@ -5,6 +5,7 @@ Over SMTP to a relay on loopback that takes 20 ms per message, and with the in-p
 """
 
 import smtplib
+import threading
 from collections import Counter
 
 import pytest
@@ -117,3 +118,77 @@ def test_a_poison_message_keeps_what_was_in_flight_and_the_next_run_sends_the_re
     send_all()
     assert Counter(sent_subjects()) == Counter(f"m{n:02}" for n in range(12) if n != 2)  # each once
     assert [m.subject for m in Message.objects.all()] == ["m02"]  # put aside, deferred
+
+
+def test_by_default_a_batch_waits_for_its_deliveries_before_it_commits(settings, relay):
+    """Without ``MAILER_LEASE_DELIVERIES``, no delivery goes on across a commit: none at the relay then."""
+    settings.MAILER_SENDER_CONNECTIONS = 8
+    queue_numbered(120)
+    at_commits = []
+
+    assert send_all(on_commit=lambda counts: at_commits.append(relay.busy)).sent == 120
+
+    assert len(at_commits) >= 2 and max(at_commits) == 0
+    assert delivered(relay) == Counter(range(120))  # each once
+
+
+def test_deliveries_go_on_while_a_batch_commits(settings, relay):
+    """With 8 connections and leases, a batch commits with deliveries still at the relay: not waited for.
+
+    Counted at the relay, not timed: the sessions in their DATA stage when each batch has committed. Waiting
+    for the slowest delivery before every commit left every session idle then (always 0).
+    """
+    settings.MAILER_SENDER_CONNECTIONS = 8
+    settings.MAILER_LEASE_DELIVERIES = True
+    queue_numbered(120)
+    at_commits = []
+
+    result = send_all(on_commit=lambda counts: at_commits.append(relay.busy))
+
+    assert result.sent == 120
+    assert delivered(relay) == Counter(range(120))  # each once
+    assert max(at_commits) >= 2
+    assert Message.objects.count() == 0
+    assert MessageLog.objects.filter(result=RESULT_SUCCESS).count() == 120
+
+
+def test_a_stop_records_the_deliveries_that_went_on_across_a_commit_and_leaves_no_lease(settings, relay):
+    """Messages leased across a commit (``mailer.leases``) are recorded when the pass stops: sent ones logged
+    and removed, none left queued with its ``not_before`` moved ahead, none sent twice by the next run."""
+    settings.MAILER_SENDER_CONNECTIONS = 8
+    settings.MAILER_LEASE_DELIVERIES = True
+    queue_numbered(200)
+    stop = threading.Event()
+    at_commits = []
+
+    def committed(counts):
+        at_commits.append(relay.busy)
+        if counts.sent >= 40:
+            stop.set()
+
+    first = send_all(stop=stop, on_commit=committed).sent
+
+    assert 40 <= first < 200
+    assert max(at_commits) >= 1  # some delivery went on across a commit
+    assert Message.objects.count() == 200 - first == Message.objects.due().count()  # no lease left
+    assert MessageLog.objects.count() == first == len(relay.messages)
+    assert send_all().sent == 200 - first
+    assert delivered(relay) == Counter(range(200))  # each once
+
+
+def test_a_leased_message_made_due_by_hand_is_not_sent_twice_by_its_sender(settings, relay):
+    """The admin's "retry now" on a message whose delivery goes on across a commit: the sender that leased it
+    claims it again, and leaves it alone."""
+    settings.MAILER_SENDER_CONNECTIONS = 8
+    settings.MAILER_LEASE_DELIVERIES = True
+    queue_numbered(120)
+    made_due = []
+
+    def retry_now(counts):
+        made_due.append(Message.objects.waiting().update(not_before=None))
+
+    assert send_all(on_commit=retry_now).sent == 120
+
+    assert sum(made_due) >= 1
+    assert delivered(relay) == Counter(range(120))  # each once
+    assert Message.objects.count() == 0
