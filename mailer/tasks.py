@@ -189,8 +189,10 @@ def _send_slice(alias: str, slot: int | None, token: str, heartbeat: Heartbeat) 
 
 
 # Seconds a run waits, within its slice, for a relay at its rate limit: a per-second limit then does not cost a
-# task per second; anything longer frees the worker until the next run's run_after.
-SHORT_PACE = 1.0
+# task per second; anything longer frees the worker until the next run's run_after. Two, not one: a per-second
+# window can reopen a little more than a second after the pass found it closed (1.0 made the wait for "5/s"
+# go to the next run about half the time).
+SHORT_PACE = 2.0
 
 
 def _go_on(
