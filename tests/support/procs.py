@@ -7,6 +7,7 @@ is added to this process's environment.
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,13 +15,28 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def project_env(env: dict | None = None) -> dict:
+def project_env(env: dict | None = None, cwd: Path = REPO_ROOT) -> dict:
+    """This process's environment for a child of ``tests.project`` run in ``cwd``, with ``env`` added.
+
+    A child run in the repository without a ``MAILER_TEST_LOCK_PATH`` of its test's gets one of this pytest
+    process's: its default, ``send_mail.lock`` in the working directory, would be shared with every other
+    test run in this checkout (``.ci/run`` runs two at once), whose senders would then find it held.
+    """
     full = dict(os.environ)
     full["DJANGO_SETTINGS_MODULE"] = "tests.project.settings"
     full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), full.get("PYTHONPATH")]))
     full["PYTHONUNBUFFERED"] = "1"
     full.update({key: str(value) for key, value in (env or {}).items()})
+    if Path(cwd) == REPO_ROOT and "MAILER_TEST_LOCK_PATH" not in full:
+        full["MAILER_TEST_LOCK_PATH"] = str(_run_lock_dir() / "send_mail")
     return full
+
+
+def _run_lock_dir() -> Path:
+    """A directory of this pytest process's own for the lock file of children that set none."""
+    path = Path(tempfile.gettempdir(), f"mailer-tests-{os.getpid()}")
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def _command(args, python: str = sys.executable) -> list[str]:

@@ -49,7 +49,7 @@ class SenderProcess:
         with open(log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [python, *(argv or ["-m", "django", command])],
-                env=project_env(env),
+                env=project_env(env, cwd),
                 cwd=cwd,
                 stdout=log if stdout_to_log else subprocess.PIPE,
                 stderr=log,
