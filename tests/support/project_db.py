@@ -7,12 +7,13 @@ database of their own.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.support import dbconfig
+from tests.support import dbconfig, services
 from tests.support.procs import manage
 from tests.support.services import fresh_database
 
@@ -81,3 +82,21 @@ print(json.dumps({
 def table_counts(env: dict) -> dict:
     """Queued and deferred messages, log rows by result code ("1" success, "2" don't send, "3" failure)."""
     return json.loads(run_in_project(env, TABLE_COUNTS).strip().splitlines()[-1])
+
+
+def select(env: dict, sql: str) -> list[tuple]:
+    """Rows of ``sql`` read straight from the database of ``env`` (any vendor), in this process: milliseconds,
+    for a test that must look while a child is in the middle of something, which a child reading it (a second
+    or more on a loaded machine) could miss."""
+    name, vendor = env["MAILER_TEST_DB_NAME"], env["MAILER_TEST_DB"]
+    if vendor == "sqlite":
+        connection = sqlite3.connect(name, timeout=10)
+    elif vendor == "postgres":
+        connection = services.pg_connect(name)
+    else:
+        connection = services.mysql_connect()
+    with closing(connection), closing(connection.cursor()) as cursor:
+        if vendor == "mysql":
+            cursor.execute(f"USE `{name}`")
+        cursor.execute(sql)
+        return list(cursor.fetchall())
