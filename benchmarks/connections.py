@@ -37,6 +37,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from run import parse_settings  # noqa: E402  (NAME=VALUE options, read as run.py reads them)
+
 SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 
 
@@ -231,13 +233,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.db = [d.strip() for d in args.db.split(",") if d.strip()]
     args.connections = [int(c) for c in args.connections.split(",")]
-    args.settings = {}
-    for item in args.setting:
-        name, _, value = item.partition("=")
-        try:
-            args.settings[name] = json.loads(value)
-        except ValueError:
-            args.settings[name] = value
+    args.settings = parse_settings(parser, "--setting", args.setting)
     return args
 
 

@@ -34,7 +34,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from databases import VENDORS, Vendor  # noqa: E402
-from run import _settings  # noqa: E402  (NAME=VALUE options, read as run.py reads them)
+from run import parse_settings  # noqa: E402  (NAME=VALUE options, read as run.py reads them)
 from sides import REPO_ROOT, BenchError, Side, legacy_python, package_python  # noqa: E402
 from sink import SMTPSink  # noqa: E402
 
@@ -315,7 +315,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown: {', '.join(unknown)}")
     args.messages = {"smtp": args.smtp_messages, "relay": args.relay_messages}
-    args.ours_settings = _settings(parser, "--ours-setting", args.ours_setting)
+    args.ours_settings = parse_settings(parser, "--ours-setting", args.ours_setting)
     return args
 
 

@@ -647,14 +647,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for s in args.only:
         if s not in SCENARIOS:
             parser.error(f"unknown scenario {s!r}; choose from {', '.join(SCENARIOS)}")
-    args.settings = _settings(parser, "--setting", args.setting)
-    args.ours_settings = _settings(parser, "--ours-setting", args.ours_setting)
+    args.settings = parse_settings(parser, "--setting", args.setting)
+    args.ours_settings = parse_settings(parser, "--ours-setting", args.ours_setting)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     return args
 
 
-def _settings(parser: argparse.ArgumentParser, option: str, items: list[str]) -> dict:
+def parse_settings(parser: argparse.ArgumentParser, option: str, items: list[str]) -> dict:
     """``NAME=VALUE`` items as a dict of settings, each VALUE as JSON if it parses."""
     settings = {}
     for item in items:

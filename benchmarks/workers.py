@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the repository: tests.support
 sys.path.insert(0, str(HERE))
 
+from run import parse_settings  # noqa: E402  (NAME=VALUE options, read as run.py reads them)
 from sink import SMTPSink  # noqa: E402
 
 from tests.support.project_db import migrated_project, run_in_project  # noqa: E402
@@ -125,13 +126,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", help="also write the rounds as JSON to this file")
     args = parser.parse_args(argv)
     args.counts = [int(n) for n in args.workers.split(",")]
-    args.settings = {}
-    for item in args.setting:
-        name, _, value = item.partition("=")
-        try:
-            args.settings[name] = json.loads(value)
-        except json.JSONDecodeError:
-            args.settings[name] = value
+    args.settings = parse_settings(parser, "--setting", args.setting)
     return args
 
 

@@ -72,6 +72,11 @@ def drain_slice() -> float:
         return 10.0
 
 
+def _one_slice() -> datetime.timedelta:
+    """A slice, and at least a second: how far ahead a chain counts as serving mail, or looks again."""
+    return datetime.timedelta(seconds=max(drain_slice(), 1.0))
+
+
 def _rows() -> QuerySet:
     return DrainChain.objects.using(router.db_for_write(DrainChain))
 
@@ -85,7 +90,7 @@ def _serving(now: datetime.datetime, mail_at: datetime.datetime) -> Q:
     """The slots whose chain will send mail due at ``mail_at`` within a slice of it: running, due by then, or
     waiting for its relay (which that mail waits for as well). Not one waiting for a later retry or ``send_at``,
     nor a lost one."""
-    by = mail_at + datetime.timedelta(seconds=max(drain_slice(), 1.0))
+    by = mail_at + _one_slice()
     return ~_lost(now) & (Q(paced=True) | Q(due_at__lte=by))
 
 
@@ -102,7 +107,7 @@ def missing(aliases: Iterable[str], tasks: int, mail_at: datetime.datetime | Non
     rows = _rows().filter(alias__in=aliases).values_list("alias", "slot", "due_at", "paced")
     now = timezone.now()
     lost = now - datetime.timedelta(seconds=LOST_AFTER)
-    by = None if mail_at is None else mail_at + datetime.timedelta(seconds=max(drain_slice(), 1.0))
+    by = None if mail_at is None else mail_at + _one_slice()
     taken = {
         (alias, slot)
         for alias, slot, due_at, paced in rows
@@ -182,7 +187,7 @@ def next_run(alias: str, since: datetime.datetime, stopped: bool, result: Any) -
     now = timezone.now()
     queue = queue_of(alias).non_deferred()
     if result is None:  # the file lock: another sender on this machine is at it; look again after a slice
-        return (now + datetime.timedelta(seconds=max(drain_slice(), 1.0)) if queue.exists() else None), False
+        return (now + _one_slice() if queue.exists() else None), False
     if result.paced_for is not None:
         # At least a second on: a relay said to open "now" that the pass still found closed is not spun on.
         wait = max(result.paced_for, PACED_AT_LEAST)

@@ -153,3 +153,21 @@ def relay(settings):
     with ScriptedRelay() as relay:
         send_through(settings, relay)
         yield relay
+
+
+@pytest.fixture
+def tasks(settings):
+    """:mod:`mailer.tasks`, on Django's immediate task backend (a test may switch ``TASKS`` to another)."""
+    import importlib
+
+    from tests.support.services import unavailable
+    from tests.support.task_backends import IMMEDIATE, TASKS_MODULE
+
+    try:
+        importlib.import_module(TASKS_MODULE)
+    except ImportError as exc:  # django-tasks is in the test extra: missing, it fails under CI's settings
+        unavailable(f"{TASKS_MODULE} cannot be imported ({exc}); pip install -e '.[test]'")
+    settings.TASKS = {"default": {"BACKEND": IMMEDIATE}}
+    from mailer import tasks
+
+    return tasks

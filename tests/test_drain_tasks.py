@@ -20,25 +20,11 @@ from mailer import drain, drain_checks, ratelimits, routing
 from mailer.models import PRIORITY_DEFERRED, DrainChain, Message, MessageLog, SenderHeartbeat, make_message
 from tests.support import dbconfig
 from tests.support.queueing import queue
-from tests.support.services import unavailable
 from tests.support.task_backends import DUMMY, IMMEDIATE, REFUSING, TASKS_MODULE
 
 pytestmark = pytest.mark.django_db
 
 MAILERS = pytest.mark.skipif(django.VERSION < (6, 1), reason="MAILERS aliases need Django 6.1")
-
-
-@pytest.fixture
-def tasks(settings):
-    """mailer.tasks, on the immediate backend (a test may switch TASKS to another)."""
-    try:
-        importlib.import_module(TASKS_MODULE)
-    except ImportError as exc:  # django-tasks is in the test extra: missing, it fails under CI's settings
-        unavailable(f"{TASKS_MODULE} cannot be imported ({exc}); pip install -e '.[test]'")
-    settings.TASKS = {"default": {"BACKEND": IMMEDIATE}}
-    from mailer import tasks
-
-    return tasks
 
 
 @pytest.fixture

@@ -4,37 +4,15 @@ With the immediate backend, an enqueued task runs at once, in this process, as a
 """
 
 import datetime
-import importlib
 
-import django
 import pytest
 from django.core import mail
 from django.utils import timezone
 
 from mailer.models import Message
 from tests.support.queueing import queue
-from tests.support.services import unavailable
 
 pytestmark = pytest.mark.django_db
-
-IMMEDIATE = (
-    "django.tasks.backends.immediate.ImmediateBackend"
-    if django.VERSION >= (6, 0)
-    else "django_tasks.backends.immediate.ImmediateBackend"
-)
-
-
-@pytest.fixture
-def tasks(settings):
-    module = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
-    try:
-        importlib.import_module(module)
-    except ImportError as exc:  # django-tasks is in the test extra: missing, it fails under CI's settings
-        unavailable(f"{module} cannot be imported ({exc}); pip install -e '.[test]'")
-    settings.TASKS = {"default": {"BACKEND": IMMEDIATE}}
-    from mailer import tasks
-
-    return tasks
 
 
 def test_a_task_sends_the_queue_and_reports_what_it_did(tasks):
